@@ -1,0 +1,57 @@
+//! The command-line tool: argument parsing and printing; the work is done by the engine.
+
+mod cast;
+mod formats;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "quantscope",
+    version,
+    about = "Explore neural-network quantization: number formats, quantizers, per-layer error.",
+    long_about = "Explore neural-network quantization. With no sub-command, opens the window."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// The number-format catalog; one format's layout, constants and every value; or encode a value.
+    Formats(formats::FormatsArgs),
+    /// Every float tensor of a safetensors file through a format and back to its dtype (no scaling).
+    Cast(cast::CastArgs),
+}
+
+pub fn run(cmd: Command) -> anyhow::Result<()> {
+    match cmd {
+        Command::Formats(a) => formats::run(a),
+        Command::Cast(a) => cast::run(a),
+    }
+}
+
+/// JSON for a number: NaN and infinities as the strings "nan", "inf", "-inf".
+pub fn json_num(x: f64) -> serde_json::Value {
+    if x.is_nan() {
+        "nan".into()
+    } else if x.is_infinite() {
+        if x > 0.0 {
+            "inf".into()
+        } else {
+            "-inf".into()
+        }
+    } else {
+        serde_json::json!(x)
+    }
+}
+
+pub fn json_opt(x: Option<f64>) -> serde_json::Value {
+    x.map(json_num).unwrap_or(serde_json::Value::Null)
+}
+
+pub fn print_json(v: &serde_json::Value) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}

@@ -1,0 +1,4 @@
+//! The window.
+pub fn run() -> eframe::Result {
+    Ok(())
+}

@@ -1,0 +1,38 @@
+//! `quantscope`: with no sub-command it opens the window; with one it runs the command-line tool.
+
+mod cli;
+
+use clap::Parser;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    // `quantscope formats | head` should end quietly, as other command-line tools do
+    #[cfg(unix)]
+    // SAFETY: restoring the default SIGPIPE disposition before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+    let args = cli::Cli::parse();
+    let result = match args.command {
+        Some(cmd) => cli::run(cmd),
+        None => open_window(),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // one line: the cause chain joined
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(feature = "gui")]
+fn open_window() -> anyhow::Result<()> {
+    quantscope::gui::run().map_err(|e| anyhow::anyhow!("could not open the window: {e}"))
+}
+
+#[cfg(not(feature = "gui"))]
+fn open_window() -> anyhow::Result<()> {
+    anyhow::bail!("this build has no window (built without the `gui` feature); run `quantscope --help` for the command-line tool")
+}

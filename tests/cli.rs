@@ -1,0 +1,194 @@
+//! The command-line tool, run as a user runs it: the real binary on real files.
+
+use serde_json::Value;
+use std::process::Command;
+
+fn quantscope(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_quantscope"))
+        .args(args)
+        .output()
+        .expect("run quantscope");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+fn json(args: &[&str]) -> Value {
+    let (ok, stdout, stderr) = quantscope(args);
+    assert!(ok, "{args:?} failed: {stderr}");
+    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{args:?}: not JSON ({e}): {stdout}"))
+}
+
+#[test]
+fn formats_json_lists_every_value_of_fp4() {
+    let v = json(&["formats", "fp4_e2m1", "--json"]);
+    assert_eq!(v["name"], "fp4_e2m1");
+    assert_eq!(v["bits"], 4);
+    assert_eq!(v["kind"], "float");
+    assert_eq!(v["max"], 6.0);
+    assert_eq!(v["min_normal"], 1.0);
+    assert_eq!(v["min_subnormal"], 0.5);
+    let values: Vec<f64> = v["values"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["value"].as_f64().unwrap())
+        .collect();
+    assert_eq!(
+        values,
+        [0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, -0.0, -0.5, -1.0, -1.5, -2.0, -3.0, -4.0, -6.0]
+    );
+}
+
+#[test]
+fn formats_json_writes_nan_and_inf_as_strings() {
+    let v = json(&["formats", "fp8_e5m2", "--json"]);
+    let values = v["values"].as_array().unwrap();
+    assert_eq!(values.len(), 256);
+    assert_eq!(values[0x7c]["value"], "inf");
+    assert_eq!(values[0xfc]["value"], "-inf");
+    assert_eq!(values[0x7f]["value"], "nan");
+    assert_eq!(values[0x7b]["value"], 57344.0);
+}
+
+#[test]
+fn formats_table_names_the_catalog() {
+    let v = json(&["formats", "--json"]);
+    let names: Vec<&str> = v["formats"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["name"].as_str().unwrap())
+        .collect();
+    for want in [
+        "fp32",
+        "fp16",
+        "bf16",
+        "fp8_e4m3",
+        "fp8_e5m2",
+        "fp8_e4m3fnuz",
+        "fp6_e3m2",
+        "fp4_e2m1",
+        "fp4_e1m2",
+        "fp4_e3m0",
+        "e8m0",
+        "nf4",
+        "int8",
+    ] {
+        assert!(names.contains(&want), "{want} missing from {names:?}");
+    }
+    let (ok, text, _) = quantscope(&["formats"]);
+    assert!(ok && text.contains("fp8_e4m3") && text.contains("448"));
+}
+
+#[test]
+fn encode_reports_bits_value_error_and_rounding() {
+    let v = json(&["formats", "fp8_e4m3", "--encode", "0.3", "--json"]);
+    assert_eq!(v["bits"], "0 0101 010");
+    assert_eq!(v["value"], 0.3125);
+    assert_eq!(v["rounding"], "away_from_zero");
+    assert_eq!(v["flipped_bits"], "0 0000 011");
+    let v = json(&["formats", "fp8_e4m3", "--encode", "1000", "--json"]);
+    assert_eq!(
+        (v["value"].as_f64(), v["rounding"].as_str()),
+        (Some(448.0), Some("saturated"))
+    );
+    let v = json(&[
+        "formats",
+        "fp8_e4m3",
+        "--encode",
+        "1000",
+        "--no-saturate",
+        "--json",
+    ]);
+    assert_eq!(
+        (v["value"].as_str(), v["rounding"].as_str()),
+        (Some("nan"), Some("overflow_to_nan"))
+    );
+    let (ok, text, _) = quantscope(&["formats", "int4", "--encode", "-2.5"]);
+    assert!(ok && text.contains("tie"), "{text}");
+}
+
+#[test]
+fn bad_input_is_one_line_and_a_failure() {
+    for args in [
+        &["formats", "fp5"][..],
+        &["formats", "int4", "--encode", "abc"],
+        &["formats", "e4m3_bogus"],
+        &[
+            "cast",
+            "--format",
+            "fp8_e4m3",
+            "--in",
+            "/nonexistent/x.safetensors",
+            "--out",
+            "/tmp/never.safetensors",
+        ],
+    ] {
+        let (ok, _, stderr) = quantscope(args);
+        assert!(!ok, "{args:?} should fail");
+        assert_eq!(stderr.trim().lines().count(), 1, "{args:?}: {stderr}");
+        assert!(
+            stderr.starts_with("error: ") && !stderr.contains("panicked"),
+            "{stderr}"
+        );
+    }
+}
+
+#[test]
+fn cast_to_bf16_matches_the_half_crate_and_keeps_the_source() {
+    use safetensors::{serialize_to_file, Dtype, SafeTensors};
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("in.safetensors");
+    let dst = dir.path().join("out.safetensors");
+    // a deterministic spread of f32 bit patterns: normals, subnormals, huge, and an integer tensor
+    let xs: Vec<f32> = (0..4096u32)
+        .map(|i| f32::from_bits(i.wrapping_mul(0x9E37_79B1) & 0x7f7f_ffff))
+        .collect();
+    let f32_bytes: Vec<u8> = xs.iter().flat_map(|x| x.to_le_bytes()).collect();
+    let ints: Vec<u8> = (0..16i32).flat_map(|i| i.to_le_bytes()).collect();
+    let w = safetensors::tensor::TensorView::new(Dtype::F32, vec![64, 64], &f32_bytes).unwrap();
+    let n = safetensors::tensor::TensorView::new(Dtype::I32, vec![16], &ints).unwrap();
+    serialize_to_file(vec![("w", w), ("n", n)], None, &src).unwrap();
+    let before = std::fs::read(&src).unwrap();
+
+    let v = json(&[
+        "cast",
+        "--format",
+        "bf16",
+        "--in",
+        src.to_str().unwrap(),
+        "--out",
+        dst.to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(v["tensors"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        std::fs::read(&src).unwrap(),
+        before,
+        "the source is never modified"
+    );
+
+    let out = std::fs::read(&dst).unwrap();
+    let st = SafeTensors::deserialize(&out).unwrap();
+    let got = st.tensor("w").unwrap();
+    assert_eq!(got.dtype(), Dtype::F32);
+    for (i, x) in xs.iter().enumerate() {
+        let want = half::bf16::from_f32(*x).to_f32();
+        let g = f32::from_le_bytes(got.data()[4 * i..4 * i + 4].try_into().unwrap());
+        assert_eq!(g.to_bits(), want.to_bits(), "element {i}: {x:e}");
+    }
+    assert_eq!(
+        st.tensor("n").unwrap().data(),
+        &ints[..],
+        "integer tensors are copied unchanged"
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().contains(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "temporary file left behind");
+}
