@@ -1,7 +1,7 @@
 use super::{json_num, json_opt, print_json};
-use anyhow::Context;
 use quantscope::formats::{
-    catalog, fmt_num, fmt_short, lookup, power_of_two, Constants, NamedFormat, Overflow,
+    catalog, fmt_num, fmt_short, lookup, parse_value, power_of_two, Constants, NamedFormat,
+    Overflow,
 };
 use serde_json::json;
 
@@ -33,21 +33,14 @@ pub fn run(a: FormatsArgs) -> anyhow::Result<()> {
             } else {
                 Overflow::Saturate
             };
-            encode(&lookup(name)?, &parse_value(x)?, overflow, a.json)
+            encode(
+                &lookup(name)?,
+                &parse_value(x).map_err(anyhow::Error::msg)?,
+                overflow,
+                a.json,
+            )
         }
     }
-}
-
-fn parse_value(s: &str) -> anyhow::Result<f64> {
-    let t = s.trim();
-    if let Some(hex) = t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
-        let bits = u32::from_str_radix(hex, 16)
-            .with_context(|| format!("'{s}' is not a 32-bit hex pattern"))?;
-        return Ok(f32::from_bits(bits) as f64);
-    }
-    t.parse::<f64>().with_context(|| {
-        format!("'{s}' is not a number (use a decimal, inf, -inf, nan, or 0x… f32 bits)")
-    })
 }
 
 fn constants_json(c: &Constants) -> serde_json::Value {

@@ -356,6 +356,19 @@ impl Format {
     }
 }
 
+/// Parse a value a person typed: a decimal, `inf`, `-inf`, `nan`, or `0x…` read as f32 bits.
+pub fn parse_value(s: &str) -> Result<f64, String> {
+    let t = s.trim();
+    if let Some(hex) = t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
+        return u32::from_str_radix(hex, 16)
+            .map(|bits| f32::from_bits(bits) as f64)
+            .map_err(|_| format!("'{s}' is not a 32-bit hex pattern"));
+    }
+    t.parse::<f64>().map_err(|_| {
+        format!("'{s}' is not a number (use a decimal, inf, -inf, nan, or 0x… f32 bits)")
+    })
+}
+
 /// A number for people: shortest round-trip digits, in scientific notation when very large or small.
 pub fn fmt_num(x: f64) -> String {
     if x.is_nan() {
