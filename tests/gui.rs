@@ -121,3 +121,19 @@ fn formats_can_be_added_to_the_number_line_and_table() {
     // the comparison table gains its row: E3M0 spans 0.25 … 16, 36.1 dB
     h.get_by_label("36.1");
 }
+
+/// One picture, to catch a broken layout: the top of the lab with fp4_e2m1 and 2.6 typed.
+#[test]
+fn snapshot_of_the_bit_layout() {
+    let mut h = Harness::builder()
+        .with_size(egui::vec2(760.0, 330.0))
+        .with_render_cursor(false)
+        .wgpu()
+        .build_ui_state(|ui, app: &mut App| app.show(ui), App::default());
+    h.state_mut().formats_lab.select("fp4_e2m1").unwrap();
+    h.run();
+    set_value(&mut h, "2.6");
+    h.key_press(egui::Key::Escape);
+    h.run();
+    h.snapshot("formats_lab_fp4_bits");
+}

@@ -392,6 +392,18 @@ pub fn fmt_short(x: f64) -> String {
     if exact.len() <= 10 {
         return exact;
     }
+    let a = x.abs();
+    if (1e-3..1e6).contains(&a) {
+        // 4 significant digits, trailing zeros dropped: 0.10000000000000009 → 0.1
+        let decimals = (3 - a.log10().floor() as i32).max(0) as usize;
+        let s = format!("{x:.decimals$}");
+        let s = if s.contains('.') {
+            s.trim_end_matches('0').trim_end_matches('.').to_string()
+        } else {
+            s
+        };
+        return s;
+    }
     let s = format!("{x:.3e}");
     // 1.000e-5 → 1e-5
     match s.split_once('e') {
@@ -539,6 +551,16 @@ mod tests {
         );
         assert_eq!(f.layout(), "S1 E4 M3");
         assert_eq!(f.neighbours(0.3), Some((0.28125, 0.3125)));
+    }
+
+    #[test]
+    fn short_numbers() {
+        assert_eq!(fmt_short(-0.10000000000000009), "-0.1");
+        assert_eq!(fmt_short(0.001953125), "0.001953");
+        assert_eq!(fmt_short(0.015625), "0.015625");
+        assert_eq!(fmt_short(1.2345678e-5), "1.235e-5");
+        assert_eq!(fmt_short(f32::MAX as f64), "3.403e38");
+        assert_eq!(fmt_short(12.345678912), "12.35");
     }
 
     #[test]
