@@ -11,6 +11,7 @@
 
 pub mod formats;
 pub mod model;
+pub mod stats;
 
 #[cfg(feature = "gui")]
 pub mod gui;

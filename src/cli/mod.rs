@@ -2,6 +2,7 @@
 
 mod cast;
 mod formats;
+mod inspect;
 
 use clap::{Parser, Subcommand};
 
@@ -23,12 +24,15 @@ pub enum Command {
     Formats(formats::FormatsArgs),
     /// Every float tensor of a safetensors file through a format and back to its dtype (no scaling).
     Cast(cast::CastArgs),
+    /// Tensors, shapes, dtypes and statistics of a model.
+    Inspect(inspect::InspectArgs),
 }
 
 pub fn run(cmd: Command) -> anyhow::Result<()> {
     match cmd {
         Command::Formats(a) => formats::run(a),
         Command::Cast(a) => cast::run(a),
+        Command::Inspect(a) => inspect::run(a),
     }
 }
 
@@ -54,4 +58,22 @@ pub fn json_opt(x: Option<f64>) -> serde_json::Value {
 pub fn print_json(v: &serde_json::Value) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(v)?);
     Ok(())
+}
+
+/// A progress bar on stderr when it is a terminal; hidden otherwise (so pipes and CI logs stay clean).
+pub fn progress_bar(total: u64, what: &str) -> indicatif::ProgressBar {
+    use std::io::IsTerminal;
+    if !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(total);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{prefix} [{bar:30}] {bytes}/{total_bytes} {wide_msg}",
+        )
+        .expect("template")
+        .progress_chars("=> "),
+    );
+    bar.set_prefix(what.to_string());
+    bar
 }

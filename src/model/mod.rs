@@ -3,10 +3,15 @@
 
 mod cast;
 mod dtype;
+pub mod header;
+mod layers;
+mod source;
 mod writer;
 
 pub use cast::{cast_file, CastReport};
 pub use dtype::{float_dtype_format, is_float_dtype, ElementCodec};
+pub use layers::{group_layers, Layer, Role};
+pub use source::{Model, ModelConfig, SourceKind, TensorInfo};
 pub use writer::{write_safetensors, TensorEntry};
 
 use std::path::{Path, PathBuf};

@@ -1,0 +1,459 @@
+//! Opening a model: one safetensors file, a sharded checkpoint (its `*.safetensors.index.json` or the
+//! folder holding it), a Hugging Face model folder, or bytes in memory. Opening maps the files and reads
+//! only their headers; tensor data is read on demand.
+
+use super::header::{self, Entries};
+use super::{is_float_dtype, map_file, ElementCodec, ModelError};
+use rayon::prelude::*;
+use safetensors::Dtype;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// The bytes of one file: a read-only map, or bytes held in memory (the bundled sample model).
+enum Backing {
+    Map(memmap2::Mmap),
+    Bytes(Arc<[u8]>),
+}
+
+impl std::ops::Deref for Backing {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Backing::Map(m) => m,
+            Backing::Bytes(b) => b,
+        }
+    }
+}
+
+pub struct Shard {
+    pub path: PathBuf,
+    bytes: Backing,
+    pub metadata: Option<HashMap<String, String>>,
+    /// The header's tensors, moved into the model's list when the model is assembled.
+    pending: Vec<header::RawTensor>,
+}
+
+impl Shard {
+    pub fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+}
+
+/// One tensor of the model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TensorInfo {
+    pub name: String,
+    pub dtype: Dtype,
+    pub shape: Vec<usize>,
+    pub shard: usize,
+    /// byte range within the shard file
+    pub start: usize,
+    pub end: usize,
+}
+
+impl TensorInfo {
+    pub fn numel(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    pub fn nbytes(&self) -> usize {
+        self.end - self.start
+    }
+
+    pub fn is_float(&self) -> bool {
+        is_float_dtype(self.dtype)
+    }
+
+    /// Weights with at least two dimensions in a float dtype are quantized by default.
+    pub fn quantizable(&self) -> bool {
+        self.is_float() && self.shape.len() >= 2 && self.numel() > 0
+    }
+
+    /// Output channels (dimension 0) and the elements per channel (the rest, flattened).
+    pub fn channels(&self) -> (usize, usize) {
+        match self.shape.split_first() {
+            Some((&o, rest)) if !rest.is_empty() && o > 0 => (o, rest.iter().product()),
+            _ => (1, self.numel()),
+        }
+    }
+}
+
+/// What `config.json` says, where a Hugging Face folder has one.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct ModelConfig {
+    pub architecture: Option<String>,
+    pub model_type: Option<String>,
+    pub hidden_size: Option<u64>,
+    pub num_hidden_layers: Option<u64>,
+    pub num_attention_heads: Option<u64>,
+    pub intermediate_size: Option<u64>,
+    pub vocab_size: Option<u64>,
+    pub torch_dtype: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SourceKind {
+    File,
+    Sharded,
+    Folder,
+    Memory,
+}
+
+pub struct Model {
+    /// What the user opened.
+    pub source: PathBuf,
+    pub kind: SourceKind,
+    pub config: Option<ModelConfig>,
+    /// A `config.json` that exists but could not be read: not fatal, shown to the user.
+    pub config_warning: Option<String>,
+    pub shards: Vec<Shard>,
+    /// In file order (shard, then offset).
+    pub tensors: Vec<TensorInfo>,
+}
+
+impl Model {
+    /// Open a `.safetensors` file, a `*.safetensors.index.json`, or a folder.
+    pub fn open(path: &Path) -> Result<Model, ModelError> {
+        let meta = std::fs::metadata(path).map_err(|e| ModelError::io(path, e))?;
+        if meta.is_dir() {
+            return Self::open_folder(path);
+        }
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().to_lowercase())
+            .unwrap_or_default();
+        if name.ends_with(".index.json") {
+            let mut m = Self::open_index(path)?;
+            m.kind = SourceKind::Sharded;
+            m.load_config(path.parent().unwrap_or(Path::new(".")));
+            return Ok(m);
+        }
+        let shard = Shard::open(path)?;
+        let mut m = Self::from_shards(path, SourceKind::File, vec![shard], None)?;
+        if let Some(dir) = path.parent() {
+            if dir.join("config.json").is_file() {
+                m.load_config(dir);
+            }
+        }
+        Ok(m)
+    }
+
+    /// A model held in memory (the bundled sample model; also what the fuzz target feeds).
+    pub fn from_bytes(name: &str, bytes: Arc<[u8]>) -> Result<Model, ModelError> {
+        let path = PathBuf::from(name);
+        let shard = Shard::from_backing(&path, Backing::Bytes(bytes))?;
+        Self::from_shards(&path, SourceKind::Memory, vec![shard], None)
+    }
+
+    fn open_folder(dir: &Path) -> Result<Model, ModelError> {
+        let index = dir.join("model.safetensors.index.json");
+        let single = dir.join("model.safetensors");
+        let mut m = if index.is_file() {
+            let mut m = Self::open_index(&index)?;
+            m.kind = SourceKind::Sharded;
+            m
+        } else if single.is_file() {
+            Self::from_shards(dir, SourceKind::Folder, vec![Shard::open(&single)?], None)?
+        } else {
+            // any other index, else every .safetensors file in the folder
+            let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+                .map_err(|e| ModelError::io(dir, e))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.is_file())
+                .collect();
+            files.sort();
+            if let Some(idx) = files
+                .iter()
+                .find(|p| p.to_string_lossy().ends_with(".safetensors.index.json"))
+            {
+                let mut m = Self::open_index(idx)?;
+                m.kind = SourceKind::Sharded;
+                m
+            } else {
+                let st: Vec<&PathBuf> = files
+                    .iter()
+                    .filter(|p| p.extension().is_some_and(|e| e == "safetensors"))
+                    .collect();
+                if st.is_empty() {
+                    return Err(ModelError::Other(format!(
+                        "{}: no .safetensors file and no model.safetensors.index.json in this folder",
+                        dir.display()
+                    )));
+                }
+                let shards = st
+                    .into_iter()
+                    .map(|p| Shard::open(p))
+                    .collect::<Result<Vec<_>, _>>()?;
+                Self::from_shards(dir, SourceKind::Folder, shards, None)?
+            }
+        };
+        m.source = dir.to_path_buf();
+        m.load_config(dir);
+        Ok(m)
+    }
+
+    fn open_index(index: &Path) -> Result<Model, ModelError> {
+        let text = std::fs::read_to_string(index).map_err(|e| ModelError::io(index, e))?;
+        let invalid = |why: String| ModelError::Invalid {
+            path: index.to_path_buf(),
+            why,
+        };
+        let top: Entries<Box<serde_json::value::RawValue>> =
+            serde_json::from_str(&text).map_err(|e| invalid(format!("not a JSON object ({e})")))?;
+        let weight_map = top
+            .0
+            .into_iter()
+            .find(|(k, _)| k == "weight_map")
+            .map(|(_, v)| v)
+            .ok_or_else(|| invalid("no \"weight_map\"".into()))?;
+        let entries: Entries = serde_json::from_str(weight_map.get())
+            .map_err(|_| invalid("\"weight_map\" must be an object".into()))?;
+        let dir = index.parent().unwrap_or(Path::new("."));
+        let mut expected: HashMap<String, String> = HashMap::new();
+        let mut files: Vec<String> = Vec::new();
+        for (tensor, file) in entries.0 {
+            let file = file
+                .as_str()
+                .ok_or_else(|| {
+                    invalid(format!("tensor '{tensor}' maps to {file}, not a file name"))
+                })?
+                .to_string();
+            if file.contains('/') || file.contains('\\') || file == ".." {
+                return Err(invalid(format!("shard '{file}' is not a plain file name")));
+            }
+            if expected.insert(tensor.clone(), file.clone()).is_some() {
+                return Err(invalid(format!("tensor '{tensor}' is listed twice")));
+            }
+            if !files.contains(&file) {
+                files.push(file);
+            }
+        }
+        files.sort();
+        let mut shards = Vec::with_capacity(files.len());
+        for f in &files {
+            let p = dir.join(f);
+            if !p.is_file() {
+                return Err(invalid(format!("the shard '{f}' it names is missing")));
+            }
+            shards.push(Shard::open(&p)?);
+        }
+        Self::from_shards(index, SourceKind::Sharded, shards, Some((index, expected)))
+    }
+
+    fn from_shards(
+        source: &Path,
+        kind: SourceKind,
+        mut shards: Vec<Shard>,
+        index: Option<(&Path, HashMap<String, String>)>,
+    ) -> Result<Model, ModelError> {
+        let mut tensors = Vec::new();
+        let mut owner: HashMap<String, usize> = HashMap::new();
+        for si in 0..shards.len() {
+            let mut raw = std::mem::take(&mut shards[si].pending);
+            raw.sort_by_key(|t| t.start);
+            for t in raw {
+                if let Some(&other) = owner.get(&t.name) {
+                    return Err(ModelError::Other(format!(
+                        "tensor '{}' is in both {} and {}",
+                        t.name,
+                        shards[other].path.display(),
+                        shards[si].path.display()
+                    )));
+                }
+                owner.insert(t.name.clone(), si);
+                tensors.push(TensorInfo {
+                    name: t.name,
+                    dtype: t.dtype,
+                    shape: t.shape,
+                    shard: si,
+                    start: t.start,
+                    end: t.end,
+                });
+            }
+        }
+        if let Some((index, expected)) = index {
+            for (name, file) in &expected {
+                match owner.get(name) {
+                    None => {
+                        return Err(ModelError::Invalid {
+                            path: index.to_path_buf(),
+                            why: format!(
+                                "tensor '{name}' is listed in the index but is not in '{file}'"
+                            ),
+                        })
+                    }
+                    Some(&si) if !shards[si].path.ends_with(file) => {
+                        return Err(ModelError::Invalid {
+                            path: index.to_path_buf(),
+                            why: format!(
+                                "tensor '{name}' is listed in '{file}' but found in {}",
+                                shards[si].path.display()
+                            ),
+                        })
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Ok(Model {
+            source: source.to_path_buf(),
+            kind,
+            config: None,
+            config_warning: None,
+            shards,
+            tensors,
+        })
+    }
+
+    fn load_config(&mut self, dir: &Path) {
+        let p = dir.join("config.json");
+        if !p.is_file() {
+            return;
+        }
+        let parsed = std::fs::read_to_string(&p)
+            .map_err(|e| e.to_string())
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).map_err(|e| e.to_string()));
+        match parsed {
+            Ok(v) => {
+                let s = |k: &str| v.get(k).and_then(|x| x.as_str()).map(String::from);
+                let n = |k: &str| v.get(k).and_then(|x| x.as_u64());
+                self.config = Some(ModelConfig {
+                    architecture: v
+                        .get("architectures")
+                        .and_then(|a| a.get(0))
+                        .and_then(|a| a.as_str())
+                        .map(String::from),
+                    model_type: s("model_type"),
+                    hidden_size: n("hidden_size")
+                        .or_else(|| n("d_model"))
+                        .or_else(|| n("n_embd")),
+                    num_hidden_layers: n("num_hidden_layers").or_else(|| n("n_layer")),
+                    num_attention_heads: n("num_attention_heads").or_else(|| n("n_head")),
+                    intermediate_size: n("intermediate_size"),
+                    vocab_size: n("vocab_size"),
+                    torch_dtype: s("torch_dtype").or_else(|| s("dtype")),
+                });
+            }
+            Err(e) => self.config_warning = Some(format!("{}: could not read ({e})", p.display())),
+        }
+    }
+
+    pub fn find(&self, name: &str) -> Option<usize> {
+        self.tensors.iter().position(|t| t.name == name)
+    }
+
+    /// The raw little-endian bytes of a tensor.
+    pub fn bytes(&self, t: &TensorInfo) -> &[u8] {
+        &self.shards[t.shard].bytes[t.start..t.end]
+    }
+
+    /// Bytes on disk over all shards.
+    pub fn file_bytes(&self) -> u64 {
+        self.shards.iter().map(|s| s.len() as u64).sum()
+    }
+
+    pub fn parameters(&self) -> u64 {
+        self.tensors.iter().map(|t| t.numel() as u64).sum()
+    }
+
+    /// Metadata of the first shard (sample models keep their description there).
+    pub fn metadata(&self) -> Option<&HashMap<String, String>> {
+        self.shards.first().and_then(|s| s.metadata.as_ref())
+    }
+
+    /// A tensor's elements as f32, converted in parallel. Floats of 16 bits or fewer and all 8-bit dtypes
+    /// convert exactly; F64 rounds to the nearest f32; integers wider than 24 bits may round.
+    pub fn read_f32(&self, t: &TensorInfo) -> Result<Vec<f32>, ModelError> {
+        let bytes = self.bytes(t);
+        let n = t.numel();
+        let mut out = vec![0f32; n];
+        const CHUNK: usize = 1 << 16;
+        macro_rules! ints {
+            ($ty:ty, $w:expr) => {
+                out.par_chunks_mut(CHUNK)
+                    .zip(bytes.par_chunks(CHUNK * $w))
+                    .for_each(|(o, b)| {
+                        for (x, c) in o.iter_mut().zip(b.chunks_exact($w)) {
+                            *x = <$ty>::from_le_bytes(c.try_into().expect("width")) as f32;
+                        }
+                    })
+            };
+        }
+        match t.dtype {
+            Dtype::F32 => ints!(f32, 4),
+            Dtype::F64 => ints!(f64, 8),
+            Dtype::F16 => out
+                .par_chunks_mut(CHUNK)
+                .zip(bytes.par_chunks(CHUNK * 2))
+                .for_each(|(o, b)| {
+                    for (x, c) in o.iter_mut().zip(b.chunks_exact(2)) {
+                        *x = half::f16::from_bits(u16::from_le_bytes([c[0], c[1]])).to_f32();
+                    }
+                }),
+            Dtype::BF16 => out
+                .par_chunks_mut(CHUNK)
+                .zip(bytes.par_chunks(CHUNK * 2))
+                .for_each(|(o, b)| {
+                    for (x, c) in o.iter_mut().zip(b.chunks_exact(2)) {
+                        *x = f32::from_bits((u16::from_le_bytes([c[0], c[1]]) as u32) << 16);
+                    }
+                }),
+            Dtype::I64 => ints!(i64, 8),
+            Dtype::I32 => ints!(i32, 4),
+            Dtype::I16 => ints!(i16, 2),
+            Dtype::U16 => ints!(u16, 2),
+            Dtype::U32 => ints!(u32, 4),
+            Dtype::U64 => ints!(u64, 8),
+            Dtype::I8 => ints!(i8, 1),
+            Dtype::U8 => ints!(u8, 1),
+            Dtype::BOOL => ints!(u8, 1),
+            other => match ElementCodec::new(other) {
+                // the 8-bit float dtypes: decode every code once, then look up
+                Some(codec) if codec.width() == 1 => {
+                    let table: Vec<f32> =
+                        (0..256u32).map(|c| codec.read(&[c as u8]) as f32).collect();
+                    out.par_chunks_mut(CHUNK)
+                        .zip(bytes.par_chunks(CHUNK))
+                        .for_each(|(o, b)| {
+                            for (x, &c) in o.iter_mut().zip(b) {
+                                *x = table[c as usize];
+                            }
+                        })
+                }
+                _ => {
+                    return Err(ModelError::Other(format!(
+                        "tensor '{}': reading {other:?} elements is not supported",
+                        t.name
+                    )))
+                }
+            },
+        }
+        Ok(out)
+    }
+}
+
+impl Shard {
+    fn open(path: &Path) -> Result<Shard, ModelError> {
+        let map = map_file(path)?;
+        Self::from_backing(path, Backing::Map(map))
+    }
+
+    fn from_backing(path: &Path, bytes: Backing) -> Result<Shard, ModelError> {
+        let h = header::parse(&bytes).map_err(|why| ModelError::Invalid {
+            path: path.to_path_buf(),
+            why,
+        })?;
+        Ok(Shard {
+            path: path.to_path_buf(),
+            bytes,
+            metadata: h.metadata,
+            pending: h.tensors,
+        })
+    }
+}
