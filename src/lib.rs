@@ -10,6 +10,7 @@
 //! ```
 
 pub mod formats;
+pub mod jobs;
 pub mod model;
 pub mod stats;
 

@@ -15,7 +15,7 @@ fn main() -> ExitCode {
     let args = cli::Cli::parse();
     let result = match args.command {
         Some(cmd) => cli::run(cmd),
-        None => open_window(),
+        None => open_window(args.model),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -28,11 +28,11 @@ fn main() -> ExitCode {
 }
 
 #[cfg(feature = "gui")]
-fn open_window() -> anyhow::Result<()> {
-    quantscope::gui::run().map_err(|e| anyhow::anyhow!("could not open the window: {e}"))
+fn open_window(model: Option<std::path::PathBuf>) -> anyhow::Result<()> {
+    quantscope::gui::run(model).map_err(|e| anyhow::anyhow!("could not open the window: {e}"))
 }
 
 #[cfg(not(feature = "gui"))]
-fn open_window() -> anyhow::Result<()> {
+fn open_window(_model: Option<std::path::PathBuf>) -> anyhow::Result<()> {
     anyhow::bail!("this build has no window (built without the `gui` feature); run `quantscope --help` for the command-line tool")
 }

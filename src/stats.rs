@@ -480,3 +480,14 @@ pub fn summarize(x: &[f32], channels: usize, bins: usize) -> Summary {
         channels: (channels > 1).then(|| channel_ranges(x, channels)),
     }
 }
+
+/// Read one tensor of a model and summarise it; the f32 copy is dropped before returning, so a scan of a
+/// whole model holds one tensor at a time.
+pub fn summarize_tensor(
+    model: &crate::model::Model,
+    t: &crate::model::TensorInfo,
+    bins: usize,
+) -> Result<Summary, crate::model::ModelError> {
+    let x = model.read_f32(t)?;
+    Ok(summarize(&x, t.channels().0, bins))
+}

@@ -4,12 +4,56 @@
 use egui::accesskit::Role;
 use egui_kittest::kittest::Queryable as _;
 use egui_kittest::Harness;
-use quantscope::gui::App;
+use quantscope::gui::{App, FilePicker, Source, View};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-fn harness() -> Harness<'static, App> {
+/// A file dialog that answers with a fixed path, as a person picking that file would.
+struct Picks(Option<PathBuf>);
+
+impl FilePicker for Picks {
+    fn pick(&self, _folder: bool) -> Option<PathBuf> {
+        self.0.clone()
+    }
+}
+
+fn data(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(name)
+}
+
+fn app_with(open: Option<Source>, picks: Option<PathBuf>) -> Harness<'static, App> {
     Harness::builder()
         .with_size(egui::vec2(1280.0, 900.0))
-        .build_ui_state(|ui, app: &mut App| app.show(ui), App::default())
+        .build_ui_state(
+            |ui, app: &mut App| app.show(ui),
+            App::new(open, Arc::new(Picks(picks)), None),
+        )
+}
+
+/// The Formats lab, as a person who clicked its tab sees it.
+fn harness() -> Harness<'static, App> {
+    let mut h = app_with(None, None);
+    h.run();
+    h.get_by_role_and_label(Role::Button, "Formats lab").click();
+    h.run();
+    assert_eq!(h.state().view, View::FormatsLab);
+    h
+}
+
+/// Step the UI until the background load has finished.
+fn wait_loaded(h: &mut Harness<'static, App>) {
+    for _ in 0..2000 {
+        h.step();
+        if !h.state().browser.is_loading() {
+            h.step();
+            h.step();
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    panic!("the model did not finish loading");
 }
 
 fn set_value(h: &mut Harness<'static, App>, text: &str) {
@@ -129,11 +173,113 @@ fn snapshot_of_the_bit_layout() {
         .with_size(egui::vec2(760.0, 330.0))
         .with_render_cursor(false)
         .wgpu()
-        .build_ui_state(|ui, app: &mut App| app.show(ui), App::default());
+        .build_ui_state(
+            |ui, app: &mut App| app.show(ui),
+            App::new(None, Arc::new(Picks(None)), None),
+        );
+    h.state_mut().view = View::FormatsLab;
     h.state_mut().formats_lab.select("fp4_e2m1").unwrap();
     h.run();
     set_value(&mut h, "2.6");
     h.key_press(egui::Key::Escape);
     h.run();
     h.snapshot("formats_lab_fp4_bits");
+}
+
+#[test]
+fn the_window_opens_on_the_sample_model_with_statistics() {
+    let mut h = app_with(Some(Source::Sample), None);
+    wait_loaded(&mut h);
+    let b = &h.state().browser;
+    assert_eq!(b.layers.len(), 3);
+    assert_eq!(b.summaries.len(), 6, "every tensor summarised");
+    assert!(b.error.is_none());
+    // the first quantizable layer is selected and its statistics are on screen
+    h.get_by_role_and_label(Role::Button, "fc1");
+    h.get_by_label_contains("17,226 parameters");
+    h.get_by_label("numel");
+    h.get_by_label("8,192");
+}
+
+#[test]
+fn a_typed_path_opens_and_a_layer_can_be_selected() {
+    let mut h = app_with(None, None);
+    h.run();
+    h.get_by_role_and_label(Role::TextInput, "Path").focus();
+    h.run();
+    h.get_by_role_and_label(Role::TextInput, "Path")
+        .type_text(data("inspect_ref.safetensors").to_str().unwrap());
+    h.run();
+    h.get_by_role_and_label(Role::Button, "Open").click();
+    wait_loaded(&mut h);
+    let b = &h.state().browser;
+    assert!(b
+        .model
+        .as_ref()
+        .unwrap()
+        .source
+        .ends_with("inspect_ref.safetensors"));
+    assert!(b.error.is_none(), "{:?}", b.error);
+    h.get_by_role_and_label(Role::Button, "double").click();
+    h.step();
+    h.step();
+    let b = &h.state().browser;
+    assert_eq!(b.layers[b.selected.unwrap()].name, "double");
+    // its absmax (about 1003) and the F64 dtype are shown
+    h.get_by_label_contains("F64 [10, 10]");
+    // keyboard: down moves to the next row
+    let before = h.state().browser.selected;
+    h.key_press(egui::Key::ArrowDown);
+    h.step();
+    h.step();
+    assert_ne!(h.state().browser.selected, before);
+}
+
+#[test]
+fn the_file_dialog_opens_what_was_picked() {
+    let mut h = app_with(None, Some(data("inspect_ref.safetensors")));
+    h.run();
+    h.get_by_role_and_label(Role::Button, "Open file…").click();
+    for _ in 0..200 {
+        h.step();
+        if h.state().browser.model.is_some() && !h.state().browser.is_loading() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    wait_loaded(&mut h);
+    assert_eq!(h.state().browser.model.as_ref().unwrap().tensors.len(), 7);
+}
+
+#[test]
+fn a_broken_file_shows_its_error_and_keeps_the_window() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("broken.safetensors");
+    let mut bytes = std::fs::read(data("inspect_ref.safetensors")).unwrap();
+    bytes.truncate(bytes.len() - 100);
+    std::fs::write(&bad, bytes).unwrap();
+    let mut h = app_with(Some(Source::Path(bad)), None);
+    wait_loaded(&mut h);
+    let err = h.state().browser.error.clone().expect("an error");
+    assert!(
+        err.contains("broken.safetensors") && err.contains("truncated"),
+        "{err}"
+    );
+    h.get_by_label_contains("Error: ");
+    // a missing file too, and the window keeps working: the sample still opens afterwards
+    h.state_mut().browser.path_text = "/no/such/model.safetensors".into();
+    h.get_by_role_and_label(Role::Button, "Open").click();
+    wait_loaded(&mut h);
+    assert!(h
+        .state()
+        .browser
+        .error
+        .as_deref()
+        .unwrap()
+        .contains("No such file"));
+    h.get_by_role_and_label(Role::Button, "Sample model")
+        .click();
+    wait_loaded(&mut h);
+    assert_eq!(h.state().browser.layers.len(), 3);
+    assert!(h.state().browser.error.is_none());
 }

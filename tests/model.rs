@@ -120,7 +120,10 @@ fn sharded_checkpoints_and_folders_open_like_one_file() {
         &d.join("model-00001-of-00002.safetensors"),
         &[a.clone(), b.clone()],
     );
-    write(&d.join("model-00002-of-00002.safetensors"), std::slice::from_ref(&c));
+    write(
+        &d.join("model-00002-of-00002.safetensors"),
+        std::slice::from_ref(&c),
+    );
     std::fs::write(
         d.join("model.safetensors.index.json"),
         r#"{"metadata":{"total_size":288},"weight_map":{

@@ -1,7 +1,7 @@
 use super::{json_num, print_json, progress_bar};
 use quantscope::formats::fmt_short;
 use quantscope::model::{group_layers, Model};
-use quantscope::stats::summarize;
+use quantscope::stats::summarize_tensor;
 use serde_json::json;
 use std::path::PathBuf;
 
@@ -60,9 +60,7 @@ pub fn run(a: InspectArgs) -> anyhow::Result<()> {
     for &i in &chosen {
         let t = &model.tensors[i];
         bar.set_message(t.name.clone());
-        let data = model.read_f32(t)?;
-        let s = summarize(&data, t.channels().0, a.bins);
-        drop(data);
+        let s = summarize_tensor(&model, t, a.bins)?;
         bar.inc(t.nbytes() as u64);
         rows.push((i, s));
     }

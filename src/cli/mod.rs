@@ -11,11 +11,15 @@ use clap::{Parser, Subcommand};
     name = "quantscope",
     version,
     about = "Explore neural-network quantization: number formats, quantizers, per-layer error.",
-    long_about = "Explore neural-network quantization. With no sub-command, opens the window."
+    long_about = "Explore neural-network quantization. With no sub-command, opens the window \
+                  (on MODEL, or on the bundled sample model).",
+    args_conflicts_with_subcommands = true
 )]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
+    /// A model to open in the window: a .safetensors file, a shard index, or a model folder.
+    pub model: Option<std::path::PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]

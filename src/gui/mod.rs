@@ -1,36 +1,62 @@
 //! The window. Panels draw what the engine computed; they hold no numerics of their own.
 
+mod browser;
 mod formats_lab;
 
+pub use browser::{
+    default_recent_file, Browser, FilePicker, NativePicker, SortBy, Source, SAMPLE_NAME,
+};
 pub use formats_lab::FormatsLab;
+
+use std::path::PathBuf;
+use std::sync::Arc;
 
 /// The views of the window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum View {
+    Model,
     FormatsLab,
 }
 
 /// The whole application state, kept in the library so tests can drive it without a window.
 pub struct App {
     pub view: View,
+    pub browser: Browser,
     pub formats_lab: FormatsLab,
-}
-
-impl Default for App {
-    fn default() -> Self {
-        App {
-            view: View::FormatsLab,
-            formats_lab: FormatsLab::default(),
-        }
-    }
+    /// Opened on the first frame (opening needs the egui context for repaint requests).
+    pending_open: Option<Source>,
 }
 
 impl App {
+    /// `open`: what to show first (`None`: nothing). `recent_file`: where the recent list lives.
+    pub fn new(
+        open: Option<Source>,
+        picker: Arc<dyn FilePicker>,
+        recent_file: Option<PathBuf>,
+    ) -> Self {
+        App {
+            view: View::Model,
+            browser: Browser::new(picker, recent_file),
+            formats_lab: FormatsLab::default(),
+            pending_open: open,
+        }
+    }
+
     pub fn show(&mut self, ui: &mut egui::Ui) {
+        if let Some(src) = self.pending_open.take() {
+            if let Source::Path(p) = &src {
+                self.browser.path_text = p.display().to_string();
+            }
+            self.browser.open(src, ui.ctx());
+        }
         egui::Panel::top("top_bar").show(ui, |ui| {
             ui.horizontal(|ui| {
                 ui.heading("Quantscope");
                 ui.separator();
+                ui.selectable_value(&mut self.view, View::Model, "Model")
+                    .on_hover_text(
+                        "Open a model and browse its layers, weight histograms and channel ranges",
+                    );
                 ui.selectable_value(&mut self.view, View::FormatsLab, "Formats lab")
                     .on_hover_text(
                         "Number formats: bit layouts, rounding, number lines, comparison",
@@ -55,7 +81,12 @@ impl App {
             });
         });
         match self.view {
-            View::FormatsLab => self.formats_lab.ui(ui),
+            View::Model => self.browser.ui(ui),
+            View::FormatsLab => {
+                // loads keep running in the background while another view is shown
+                self.browser.poll(&ui.ctx().clone());
+                self.formats_lab.ui(ui)
+            }
         }
     }
 }
@@ -68,18 +99,21 @@ impl eframe::App for EframeApp {
     }
 }
 
-/// Open the window (blocks until it is closed).
-pub fn run() -> eframe::Result {
+/// Open the window on `model` (the bundled sample model when `None`); blocks until it is closed.
+pub fn run(model: Option<PathBuf>) -> eframe::Result {
     let options = eframe::NativeOptions {
         viewport: egui::ViewportBuilder::default()
             .with_title("Quantscope")
             .with_inner_size([1280.0, 800.0])
-            .with_min_inner_size([640.0, 400.0]),
+            .with_min_inner_size([640.0, 400.0])
+            .with_drag_and_drop(true),
         ..Default::default()
     };
+    let open = Some(model.map(Source::Path).unwrap_or(Source::Sample));
+    let app = App::new(open, Arc::new(NativePicker), default_recent_file());
     eframe::run_native(
         "Quantscope",
         options,
-        Box::new(|_cc| Ok(Box::new(EframeApp(App::default())))),
+        Box::new(|_cc| Ok(Box::new(EframeApp(app)))),
     )
 }

@@ -67,7 +67,11 @@ fn role_of(module: &str, weight: Option<&TensorInfo>) -> Role {
     let last = lower.rsplit('.').next().unwrap_or("");
     let ndim = weight.map(|w| w.shape.len()).unwrap_or(0);
     let has = |s: &str| lower.contains(s);
-    if ndim == 2 && (last == "lm_head" || has("lm_head") || last == "output" && has("head")) {
+    if weight.is_some_and(|w| !w.is_float()) {
+        // integer buffers such as position ids are not weights
+        Role::Other
+    } else if ndim == 2 && (last == "lm_head" || has("lm_head") || last == "output" && has("head"))
+    {
         Role::LmHead
     } else if ndim == 2 && (has("embed") || last == "wte" || last == "wpe" || has("embeddings")) {
         Role::Embedding

@@ -1,0 +1,167 @@
+//! Background work with progress and cancellation, shared by the window and the command line.
+//!
+//! A job runs on its own thread and sends messages back over a channel; the receiver polls without
+//! blocking (the window does so once per frame). Dropping or cancelling a job asks the worker to stop
+//! at its next check; a stale job's messages are simply never read.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
+use std::sync::Arc;
+
+/// Shared between a job and whoever watches it.
+#[derive(Debug, Default)]
+pub struct Progress {
+    done: AtomicU64,
+    total: AtomicU64,
+    cancelled: AtomicBool,
+}
+
+impl Progress {
+    pub fn set_total(&self, total: u64) {
+        self.total.store(total, Ordering::Relaxed);
+    }
+
+    pub fn add(&self, n: u64) {
+        self.done.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Done / total in [0, 1] (0 while the total is unknown).
+    pub fn fraction(&self) -> f32 {
+        let total = self.total.load(Ordering::Relaxed);
+        if total == 0 {
+            0.0
+        } else {
+            (self.done.load(Ordering::Relaxed) as f64 / total as f64).min(1.0) as f32
+        }
+    }
+
+    pub fn cancel(&self) {
+        self.cancelled.store(true, Ordering::Relaxed);
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.cancelled.load(Ordering::Relaxed)
+    }
+}
+
+/// The worker's side: send messages, report progress, check for cancellation.
+pub struct Worker<M> {
+    tx: Sender<M>,
+    pub progress: Arc<Progress>,
+    wake: Arc<dyn Fn() + Send + Sync>,
+}
+
+impl<M> Worker<M> {
+    /// Send a message; false when nobody listens any more (the job was dropped), so the worker can stop.
+    pub fn send(&self, m: M) -> bool {
+        let ok = self.tx.send(m).is_ok();
+        (self.wake)();
+        ok
+    }
+
+    pub fn cancelled(&self) -> bool {
+        self.progress.is_cancelled()
+    }
+}
+
+/// The watcher's side.
+pub struct Job<M> {
+    rx: Receiver<M>,
+    pub progress: Arc<Progress>,
+    finished: bool,
+}
+
+impl<M: Send + 'static> Job<M> {
+    /// Run `work` on a new thread. `wake` is called after every message (the window passes a repaint
+    /// request, so results appear without waiting for the next input event).
+    pub fn spawn(
+        wake: Arc<dyn Fn() + Send + Sync>,
+        work: impl FnOnce(&Worker<M>) + Send + 'static,
+    ) -> Job<M> {
+        let (tx, rx) = mpsc::channel();
+        let progress = Arc::new(Progress::default());
+        let worker = Worker {
+            tx,
+            progress: progress.clone(),
+            wake,
+        };
+        std::thread::Builder::new()
+            .name("quantscope-job".into())
+            .spawn(move || work(&worker))
+            .expect("spawn a worker thread");
+        Job {
+            rx,
+            progress,
+            finished: false,
+        }
+    }
+
+    /// Every message that has arrived, without waiting.
+    pub fn poll(&mut self) -> Vec<M> {
+        let mut out = Vec::new();
+        loop {
+            match self.rx.try_recv() {
+                Ok(m) => out.push(m),
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => {
+                    self.finished = true;
+                    break;
+                }
+            }
+        }
+        out
+    }
+
+    /// True once the worker has ended and every message was read.
+    pub fn is_finished(&self) -> bool {
+        self.finished
+    }
+
+    pub fn cancel(&self) {
+        self.progress.cancel();
+    }
+}
+
+impl<M> Drop for Job<M> {
+    fn drop(&mut self) {
+        self.progress.cancel();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_progress_and_cancellation() {
+        let mut job = Job::spawn(Arc::new(|| {}), |w: &Worker<u32>| {
+            w.progress.set_total(3);
+            for i in 0..3 {
+                w.send(i);
+                w.progress.add(1);
+            }
+        });
+        let mut got = Vec::new();
+        while !job.is_finished() {
+            got.extend(job.poll());
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        assert_eq!(got, vec![0, 1, 2]);
+        assert_eq!(job.progress.fraction(), 1.0);
+
+        // a cancelled worker sees the flag and stops early
+        let (stop_tx, stop_rx) = mpsc::channel();
+        let job = Job::spawn(Arc::new(|| {}), move |w: &Worker<()>| {
+            let mut n = 0u64;
+            while !w.cancelled() {
+                n += 1;
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            stop_tx.send(n).unwrap();
+        });
+        job.cancel();
+        assert!(stop_rx
+            .recv_timeout(std::time::Duration::from_secs(5))
+            .is_ok());
+    }
+}
