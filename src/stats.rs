@@ -330,7 +330,8 @@ pub struct ChannelRanges {
 }
 
 pub fn channel_ranges(x: &[f32], channels: usize) -> ChannelRanges {
-    let channels = channels.max(1);
+    // never more channels than values: a hostile shape must not cause a huge allocation
+    let channels = channels.clamp(1, x.len().max(1));
     let per = x.len() / channels;
     if per == 0 {
         return ChannelRanges {

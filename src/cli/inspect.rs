@@ -15,6 +15,9 @@ pub struct InspectArgs {
     /// Histogram bins (included in --json).
     #[arg(long, default_value_t = 64)]
     pub bins: usize,
+    /// Only names, dtypes and shapes from the headers: no tensor data is read (instant on any size).
+    #[arg(long)]
+    pub no_stats: bool,
     /// Machine-readable output on stdout.
     #[arg(long)]
     pub json: bool,
@@ -40,6 +43,9 @@ pub fn run(a: InspectArgs) -> anyhow::Result<()> {
             "--layers matches none of the {} tensors",
             model.tensors.len()
         );
+    }
+    if a.no_stats {
+        return headers_only(&model, &chosen, a.json);
     }
     let bar = progress_bar(
         chosen
@@ -139,6 +145,53 @@ pub fn run(a: InspectArgs) -> anyhow::Result<()> {
             fmt_short(s.p99_9),
             format!("{:.2}", st.kurtosis),
             format!("{}/{}", st.nan, st.inf)
+        );
+    }
+    Ok(())
+}
+
+fn headers_only(model: &Model, chosen: &[usize], as_json: bool) -> anyhow::Result<()> {
+    let layers = group_layers(&model.tensors);
+    let role_of = |ti: usize| {
+        layers
+            .iter()
+            .find(|l| l.tensors.contains(&ti))
+            .map(|l| l.role.as_str())
+            .unwrap_or("other")
+    };
+    if as_json {
+        let tensors: Vec<_> = chosen
+            .iter()
+            .map(|&i| {
+                let t = &model.tensors[i];
+                json!({"name": t.name, "dtype": format!("{:?}", t.dtype), "shape": t.shape, "numel": t.numel(),
+                       "role": role_of(i), "quantizable": t.quantizable()})
+            })
+            .collect();
+        return print_json(&json!({
+            "model": {"source": model.source, "kind": model.kind, "config": model.config,
+                      "tensors": model.tensors.len(), "parameters": model.parameters(),
+                      "file_bytes": model.file_bytes(), "shards": model.shards.len()},
+            "tensors": tensors,
+        }));
+    }
+    println!(
+        "{}: {} tensors, {} parameters, {} bytes in {} file(s)",
+        model.source.display(),
+        model.tensors.len(),
+        model.parameters(),
+        model.file_bytes(),
+        model.shards.len()
+    );
+    for &i in chosen {
+        let t = &model.tensors[i];
+        println!(
+            "{:<60} {:>5} {:>20} {:>12} {}",
+            t.name,
+            format!("{:?}", t.dtype),
+            format!("{:?}", t.shape),
+            t.numel(),
+            role_of(i)
         );
     }
     Ok(())

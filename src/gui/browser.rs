@@ -4,7 +4,7 @@
 
 use crate::formats::fmt_short;
 use crate::jobs::{Job, Worker};
-use crate::model::{group_layers, Layer, Model};
+use crate::model::{group_layers, layer_patterns, Layer, LayerPattern, Model};
 use crate::stats::{summarize_tensor, Summary};
 use egui::{Color32, RichText, Ui};
 use egui_plot::{Bar, BarChart, Line, Plot, PlotPoints, VLine};
@@ -69,6 +69,10 @@ pub struct Browser {
     pub path_text: String,
     pub model: Option<Arc<Model>>,
     pub layers: Vec<Layer>,
+    /// Layers grouped by repeated blocks, for the tree view.
+    pub patterns: Vec<LayerPattern>,
+    /// Show the tree of repeated blocks instead of the flat table.
+    pub tree: bool,
     /// By tensor index.
     pub summaries: HashMap<usize, Arc<Summary>>,
     /// Index into `layers`.
@@ -98,6 +102,8 @@ impl Browser {
             path_text: String::new(),
             model: None,
             layers: Vec::new(),
+            patterns: Vec::new(),
+            tree: false,
             summaries: HashMap::new(),
             selected: None,
             shown_tensor: None,
@@ -178,6 +184,7 @@ impl Browser {
                         }
                     }
                     self.model = Some(model);
+                    self.patterns = layer_patterns(&layers);
                     self.layers = layers;
                     self.summaries.clear();
                     self.selected = self
@@ -384,7 +391,14 @@ impl Browser {
                 .on_hover_text(
                     "Hide norms, biases-only modules and other tensors that stay in float",
                 );
+            ui.checkbox(&mut self.tree, "group blocks").on_hover_text(
+                "Show repeated blocks as a tree: model.layers.{0..29}.self_attn.q_proj",
+            );
         });
+        if self.tree {
+            self.tree_ui(ui);
+            return;
+        }
         let rows = self.visible_rows();
         // keyboard: up/down move the selection through the visible rows
         if let Some(sel) = self.selected {
@@ -507,6 +521,86 @@ impl Browser {
                 self.sort = sort;
                 self.descending = sort != SortBy::Name;
             }
+        }
+    }
+
+    fn tree_ui(&mut self, ui: &mut Ui) {
+        let needle = self.filter.to_lowercase();
+        let mut clicked = None;
+        egui::ScrollArea::vertical()
+            .auto_shrink(false)
+            .show(ui, |ui| {
+                for p in &self.patterns {
+                    let members: Vec<usize> = p
+                        .layers
+                        .iter()
+                        .copied()
+                        .filter(|&i| !self.quantizable_only || self.layers[i].quantizable)
+                        .filter(|&i| {
+                            needle.is_empty()
+                                || self.layers[i].name.to_lowercase().contains(&needle)
+                        })
+                        .collect();
+                    if members.is_empty() {
+                        continue;
+                    }
+                    let row = |ui: &mut Ui, i: usize, label: &str| -> bool {
+                        let l = &self.layers[i];
+                        let s = l.weight.and_then(|t| self.summaries.get(&t));
+                        let stats = s
+                            .map(|s| {
+                                format!(
+                                    "  absmax {}  kurtosis {:.1}",
+                                    fmt_short(s.stats.absmax),
+                                    s.stats.kurtosis
+                                )
+                            })
+                            .unwrap_or_default();
+                        let text = format!("{label}  [{}]{stats}", l.role.as_str());
+                        let text = if l.quantizable {
+                            RichText::new(text)
+                        } else {
+                            RichText::new(text).weak()
+                        };
+                        ui.add(
+                            egui::Button::selectable(self.selected == Some(i), text).frame(false),
+                        )
+                        .clicked()
+                    };
+                    if p.layers.len() == 1 {
+                        if row(ui, members[0], &p.pattern) {
+                            clicked = Some(members[0]);
+                        }
+                        continue;
+                    }
+                    let worst = members
+                        .iter()
+                        .filter_map(|&i| self.layers[i].weight.and_then(|t| self.summaries.get(&t)))
+                        .map(|s| s.stats.kurtosis)
+                        .fold(f64::NEG_INFINITY, f64::max);
+                    let header = if worst.is_finite() {
+                        format!(
+                            "{}  ({} layers, max kurtosis {:.1})",
+                            p.pattern,
+                            members.len(),
+                            worst
+                        )
+                    } else {
+                        format!("{}  ({} layers)", p.pattern, members.len())
+                    };
+                    egui::CollapsingHeader::new(header)
+                        .id_salt(&p.pattern)
+                        .show(ui, |ui| {
+                            for &i in &members {
+                                if row(ui, i, &self.layers[i].name) {
+                                    clicked = Some(i);
+                                }
+                            }
+                        });
+                }
+            });
+        if let Some(i) = clicked {
+            self.select(i);
         }
     }
 

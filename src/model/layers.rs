@@ -132,6 +132,83 @@ pub fn group_layers(tensors: &[TensorInfo]) -> Vec<Layer> {
     layers
 }
 
+/// Layers that repeat across blocks, named by a pattern: `encoder.layer.{0..5}.attention.self.query`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LayerPattern {
+    pub pattern: String,
+    /// Indices into the layer list, in natural order.
+    pub layers: Vec<usize>,
+}
+
+/// Group layers whose names differ only in their numeric path components (block indices). Each numeric
+/// component becomes `{a..b}` when its values are contiguous, `{a,b,c}` otherwise. Groups keep the order
+/// of their first layer.
+pub fn layer_patterns(layers: &[Layer]) -> Vec<LayerPattern> {
+    let template = |name: &str| -> (String, Vec<u64>) {
+        let mut nums = Vec::new();
+        let t: Vec<String> = name
+            .split('.')
+            .map(|c| match c.parse::<u64>() {
+                Ok(n) if !c.is_empty() && c.bytes().all(|b| b.is_ascii_digit()) => {
+                    nums.push(n);
+                    "{}".to_string()
+                }
+                _ => c.to_string(),
+            })
+            .collect();
+        (t.join("."), nums)
+    };
+    let mut groups: Vec<(String, Vec<usize>, Vec<Vec<u64>>)> = Vec::new();
+    let mut index: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    for (i, l) in layers.iter().enumerate() {
+        let (t, nums) = template(&l.name);
+        let gi = *index.entry(t.clone()).or_insert_with(|| {
+            groups.push((t, Vec::new(), Vec::new()));
+            groups.len() - 1
+        });
+        groups[gi].1.push(i);
+        groups[gi].2.push(nums);
+    }
+    groups
+        .into_iter()
+        .map(|(t, members, nums)| {
+            let pattern = if members.len() == 1 {
+                layers[members[0]].name.clone()
+            } else {
+                let mut out = String::new();
+                let mut k = 0;
+                for (ci, part) in t.split('.').enumerate() {
+                    if ci > 0 {
+                        out.push('.');
+                    }
+                    if part == "{}" {
+                        let mut vals: Vec<u64> = nums.iter().map(|v| v[k]).collect();
+                        vals.sort_unstable();
+                        vals.dedup();
+                        k += 1;
+                        let contiguous = vals.windows(2).all(|w| w[1] == w[0] + 1);
+                        if vals.len() == 1 {
+                            out.push_str(&vals[0].to_string());
+                        } else if contiguous {
+                            out.push_str(&format!("{{{}..{}}}", vals[0], vals[vals.len() - 1]));
+                        } else {
+                            let list: Vec<String> = vals.iter().map(|v| v.to_string()).collect();
+                            out.push_str(&format!("{{{}}}", list.join(",")));
+                        }
+                    } else {
+                        out.push_str(part);
+                    }
+                }
+                out
+            };
+            LayerPattern {
+                pattern,
+                layers: members,
+            }
+        })
+        .collect()
+}
+
 /// Compare names with runs of digits compared as numbers.
 pub fn natural_cmp(a: &str, b: &str) -> Ordering {
     let (mut a, mut b) = (a.as_bytes(), b.as_bytes());
@@ -225,6 +302,41 @@ mod tests {
             (2, 80, true)
         );
         assert!(!layers.iter().find(|l| l.name == "bn1").unwrap().quantizable);
+    }
+
+    #[test]
+    fn repeated_blocks_become_patterns() {
+        let mut ts = Vec::new();
+        for i in 0..30 {
+            ts.push(t(
+                &format!("model.layers.{i}.self_attn.q_proj.weight"),
+                &[8, 8],
+            ));
+            ts.push(t(
+                &format!("model.layers.{i}.mlp.down_proj.weight"),
+                &[8, 8],
+            ));
+        }
+        ts.push(t("model.embed_tokens.weight", &[100, 8]));
+        ts.push(t("blocks.1.conv.weight", &[8, 8, 3, 3]));
+        ts.push(t("blocks.3.conv.weight", &[8, 8, 3, 3]));
+        let layers = group_layers(&ts);
+        let p = layer_patterns(&layers);
+        let names: Vec<&str> = p.iter().map(|p| p.pattern.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "blocks.{1,3}.conv",
+                "model.embed_tokens",
+                "model.layers.{0..29}.mlp.down_proj",
+                "model.layers.{0..29}.self_attn.q_proj"
+            ]
+        );
+        assert_eq!(p[3].layers.len(), 30);
+        assert_eq!(
+            layers[p[3].layers[29]].name,
+            "model.layers.29.self_attn.q_proj"
+        );
     }
 
     #[test]

@@ -10,7 +10,7 @@ mod writer;
 
 pub use cast::{cast_file, CastReport};
 pub use dtype::{float_dtype_format, is_float_dtype, ElementCodec};
-pub use layers::{group_layers, Layer, Role};
+pub use layers::{group_layers, layer_patterns, natural_cmp, Layer, LayerPattern, Role};
 pub use source::{Model, ModelConfig, SourceKind, TensorInfo};
 pub use writer::{write_safetensors, TensorEntry};
 

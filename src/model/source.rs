@@ -76,6 +76,9 @@ impl TensorInfo {
 
     /// Output channels (dimension 0) and the elements per channel (the rest, flattened).
     pub fn channels(&self) -> (usize, usize) {
+        if self.numel() == 0 {
+            return (1, 0); // a zero-size tensor has no channels worth listing, however long dimension 0 is
+        }
         match self.shape.split_first() {
             Some((&o, rest)) if !rest.is_empty() && o > 0 => (o, rest.iter().product()),
             _ => (1, self.numel()),
