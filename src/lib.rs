@@ -9,9 +9,11 @@
 //! assert_eq!(e.code, 0b0101);
 //! ```
 
+pub mod calib;
 pub mod formats;
 pub mod jobs;
 pub mod model;
+pub mod quant;
 pub mod stats;
 
 #[cfg(feature = "gui")]

@@ -159,13 +159,39 @@ pub fn tensor_stats(x: &[f32]) -> TensorStats {
 
 /// Exact percentiles of |x| over the finite values, interpolated linearly between order statistics as
 /// numpy's default `np.percentile(np.abs(x), p)` does. `p` in [0, 100]. Empty input gives zeros.
-///
-/// Two parallel passes: a 65,536-bucket histogram of the top 16 bits of |x| (its bit pattern orders
-/// like its value), then a gather of the few values in the buckets that hold the wanted ranks, which are
-/// sorted to read the ranks exactly. No copy of the tensor is made.
 pub fn abs_percentiles(x: &[f32], ps: &[f64]) -> Vec<f64> {
+    // |v|'s bit pattern orders like its value
+    order_statistics(x, ps, |v| v.to_bits() & 0x7fff_ffff, f32::abs)
+}
+
+/// Exact percentiles of the finite values themselves (signed), as `np.percentile(x, p)`.
+pub fn percentiles(x: &[f32], ps: &[f64]) -> Vec<f64> {
+    // flip negatives so that the unsigned key orders like the value
+    order_statistics(
+        x,
+        ps,
+        |v| {
+            if v.is_sign_negative() {
+                !v.to_bits()
+            } else {
+                v.to_bits() | 0x8000_0000
+            }
+        },
+        |v| v,
+    )
+}
+
+/// Two parallel passes: a 65,536-bucket histogram of the top 16 bits of a monotone key, then a gather
+/// of the few values in the buckets that hold the wanted ranks, sorted to read the ranks exactly.
+/// No copy of the tensor is made.
+fn order_statistics(
+    x: &[f32],
+    ps: &[f64],
+    key32: impl Fn(f32) -> u32 + Sync,
+    value: impl Fn(f32) -> f32 + Sync,
+) -> Vec<f64> {
     const BUCKETS: usize = 1 << 16;
-    let key = |v: f32| (v.to_bits() & 0x7fff_ffff) >> 15; // |v|'s top 16 bits (sign dropped)
+    let key = |v: f32| key32(v) >> 16;
     let counts = x
         .par_chunks(1 << 20)
         .map(|c| {
@@ -214,23 +240,21 @@ pub fn abs_percentiles(x: &[f32], ps: &[f64]) -> Vec<f64> {
         }
         prefix += c;
     }
-    let mut wanted: Vec<usize> = where_.iter().map(|w| w.1).collect();
-    wanted.dedup();
     let mut is_wanted = vec![false; BUCKETS];
-    wanted.iter().for_each(|&b| is_wanted[b] = true);
+    where_.iter().for_each(|w| is_wanted[w.1] = true);
     let mut gathered: Vec<(u32, f32)> = x
         .par_chunks(1 << 20)
         .flat_map_iter(|c| {
             c.iter()
                 .filter(|v| v.is_finite() && is_wanted[key(**v) as usize])
-                .map(|&v| (key(v), v.abs()))
+                .map(|&v| (key32(v), value(v)))
                 .collect::<Vec<_>>()
         })
         .collect();
-    gathered.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)));
+    gathered.sort_unstable_by_key(|g| g.0);
     let value_at = |rank: u64| -> f64 {
         let &(_, b, off) = where_.iter().find(|w| w.0 == rank).expect("rank located");
-        let first = gathered.partition_point(|g| (g.0 as usize) < b);
+        let first = gathered.partition_point(|g| ((g.0 >> 16) as usize) < b);
         gathered[first + off as usize].1 as f64
     };
     positions
@@ -404,6 +428,21 @@ mod tests {
         }
         assert_eq!(abs_percentiles(&[], &[99.0]), vec![0.0]);
         assert_eq!(abs_percentiles(&[3.0], &[0.0, 50.0, 100.0]), vec![3.0; 3]);
+    }
+
+    #[test]
+    fn signed_percentiles_are_exact() {
+        let mut x = data(100_003);
+        x[3] = -0.0;
+        let mut sorted: Vec<f64> = x.iter().map(|&v| v as f64).collect();
+        sorted.sort_by(f64::total_cmp);
+        for p in [0.0, 0.05, 25.0, 50.0, 99.95, 100.0] {
+            let h = (sorted.len() - 1) as f64 * p / 100.0;
+            let lo = h.floor() as usize;
+            let want = sorted[lo]
+                + (h - lo as f64) * (sorted[(lo + 1).min(sorted.len() - 1)] - sorted[lo]);
+            assert_eq!(percentiles(&x, &[p])[0], want, "p{p}");
+        }
     }
 
     #[test]

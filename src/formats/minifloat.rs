@@ -385,7 +385,7 @@ impl MiniFloat {
             (false, _) => (truncated, Rounding::Exact),
             (true, Less) => (truncated, Rounding::TowardZero),
             (true, Greater) => (truncated + 1, Rounding::AwayFromZero),
-            (true, Equal) if ties_away || truncated & 1 == 1 => {
+            (true, Equal) if ties_away || self.odd_code(truncated, e_eff) => {
                 (truncated + 1, Rounding::TieAwayFromZero)
             }
             (true, Equal) => (truncated, Rounding::TieTowardZero),
@@ -449,6 +449,17 @@ impl MiniFloat {
                 r.truncated = trunc_code;
                 r
             }
+        }
+    }
+
+    /// Whether the code of the truncated significand `n` (in the binade of `e_eff`) is odd: ties go to
+    /// the even code. With mantissa bits this is the significand's last bit; with none (E3M0) the last
+    /// bit of the code is the exponent's, as a bit-level converter sees it.
+    fn odd_code(&self, n: u64, e_eff: i32) -> bool {
+        if self.man_bits > 0 {
+            n & 1 == 1
+        } else {
+            n != 0 && (e_eff + self.bias) & 1 == 1
         }
     }
 

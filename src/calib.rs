@@ -1,0 +1,219 @@
+//! Clip thresholds: where a quantizer's range ends. Each method returns its threshold so the window can
+//! draw it on the histogram.
+//!
+//! - min-max: the largest magnitude (symmetric) or the extremes (asymmetric);
+//! - percentile: the P-th percentile of |x| (symmetric); the (100 − P)-th and P-th percentiles of x
+//!   (asymmetric), as ONNX Runtime's percentile calibrator cuts both tails;
+//! - MSE: the threshold minimising the quantization error of the values themselves, searched on a
+//!   coarse grid and refined around the best point;
+//! - KL: TensorRT's entropy calibration (Migacz, GTC 2017): 2048 bins of |x|, candidate thresholds at
+//!   bins 128…2047, each compared with its 128-level quantized version by KL divergence.
+
+use crate::quant::spec::Clip;
+use crate::stats::{abs_percentiles, histogram, percentiles};
+
+/// Bins of the |x| histogram for KL calibration.
+pub const KL_BINS: usize = 2048;
+/// Quantization levels per sign for KL calibration (signed 8-bit: 128 magnitudes).
+pub const KL_LEVELS: usize = 128;
+
+fn absmax(x: &[f32]) -> f32 {
+    x.iter()
+        .filter(|v| v.is_finite())
+        .fold(0.0f32, |m, v| m.max(v.abs()))
+}
+
+fn min_max(x: &[f32]) -> (f32, f32) {
+    x.iter()
+        .filter(|v| v.is_finite())
+        .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| {
+            (a.min(v), b.max(v))
+        })
+}
+
+/// Search `lo..=hi` for the `t` minimising `err(t)`: 20 even steps, then 20 steps across the best
+/// step's neighbours, then 10 more across the best of those (a resolution of (hi − lo)/2000).
+/// Returns the best `t` seen (ties: the larger, i.e. the least clipping).
+pub fn search_min(lo: f32, hi: f32, err: &(dyn Fn(f32) -> f64 + Sync)) -> f32 {
+    if hi <= lo || !hi.is_finite() {
+        return hi;
+    }
+    let mut best = (err(hi), hi);
+    let consider = |t: f32, best: &mut (f64, f32)| {
+        if t > 0.0 && t <= hi {
+            let e = err(t);
+            if e < best.0 || (e == best.0 && t > best.1) {
+                *best = (e, t);
+            }
+        }
+    };
+    let mut step = (hi - lo) / 20.0;
+    for i in 0..20 {
+        consider(lo + step * i as f32, &mut best);
+    }
+    for refine in [10.0f32, 10.0] {
+        let centre = best.1;
+        let fine = step / refine;
+        for i in -(refine as i32)..=(refine as i32) {
+            consider(centre + fine * i as f32, &mut best);
+        }
+        step = fine;
+    }
+    best.1
+}
+
+/// The symmetric threshold (the magnitude mapped to the largest code) for one group.
+/// `err(t)` is the sum of squared quantization errors with threshold `t` (used by `Clip::Mse`).
+pub fn symmetric_threshold(x: &[f32], clip: Clip, err: &(dyn Fn(f32) -> f64 + Sync)) -> f32 {
+    let amax = absmax(x);
+    if amax == 0.0 {
+        return 0.0;
+    }
+    match clip {
+        Clip::MinMax => amax,
+        Clip::Percentile(p) => (abs_percentiles(x, &[p])[0] as f32).min(amax),
+        Clip::Mse => search_min(amax / 20.0, amax, err),
+        Clip::Kl => kl_threshold_of(x).0,
+    }
+}
+
+/// The asymmetric range `(lo, hi)` for one group, before it is widened to include 0.
+/// `err(lo, hi)` is the sum of squared quantization errors with that range (used by `Clip::Mse`, which
+/// shrinks both ends by one factor).
+pub fn asymmetric_range(
+    x: &[f32],
+    clip: Clip,
+    err: &(dyn Fn(f32, f32) -> f64 + Sync),
+) -> (f32, f32) {
+    let (lo, hi) = min_max(x);
+    if lo > hi {
+        return (0.0, 0.0);
+    }
+    match clip {
+        Clip::MinMax => (lo, hi),
+        Clip::Percentile(p) => {
+            let q = percentiles(x, &[100.0 - p, p]);
+            (q[0] as f32, q[1] as f32)
+        }
+        Clip::Mse => {
+            let f = search_min(1.0 / 20.0, 1.0, &|a| err(lo * a, hi * a));
+            (lo * f, hi * f)
+        }
+        Clip::Kl => {
+            let t = kl_threshold_of(x).0;
+            (lo.max(-t), hi.min(t))
+        }
+    }
+}
+
+/// KL threshold of raw values: histogram |x| into 2048 bins over [0, max|x|], then [`kl_threshold`].
+/// Returns (threshold, bins kept).
+pub fn kl_threshold_of(x: &[f32]) -> (f32, usize) {
+    let amax = absmax(x) as f64;
+    if amax == 0.0 {
+        return (0.0, KL_BINS);
+    }
+    let abs: Vec<f32> = x.iter().map(|v| v.abs()).collect();
+    let h = histogram(&abs, KL_BINS, Some((0.0, amax)));
+    kl_threshold(&h.counts, amax)
+}
+
+/// TensorRT's entropy calibration on a histogram of |x| over [0, amax] (any bin count ≥ 2·128).
+///
+/// For each candidate `i` (bins kept, 128 ≤ i < bin count): the reference P is the first `i` bins
+/// with everything beyond folded into the last kept bin; the candidate Q merges those `i` bins (without
+/// the folded tail) into 128 groups and spreads each group's total evenly over its non-empty bins.
+/// `D(P‖Q)` is computed over the bins where P > 0 (a bin with P > 0 and Q = 0 rules the candidate out).
+/// The first minimum wins; the threshold is `(i + 0.5)·width`, as in the published pseudocode.
+/// Returns (threshold, bins kept).
+pub fn kl_threshold(hist: &[u64], amax: f64) -> (f32, usize) {
+    let n = hist.len();
+    let width = amax / n as f64;
+    let mut best: Option<(f64, usize)> = None;
+    let mut q = vec![0f64; n];
+    for i in KL_LEVELS..n {
+        let outliers: u64 = hist[i..].iter().sum();
+        let p_total: f64 = hist[..i].iter().sum::<u64>() as f64 + outliers as f64;
+        if p_total == 0.0 {
+            continue;
+        }
+        // Q: merge into 128 groups, expand over the non-empty bins of each group
+        for j in 0..KL_LEVELS {
+            let start = j * i / KL_LEVELS;
+            let end = (j + 1) * i / KL_LEVELS;
+            let total: u64 = hist[start..end].iter().sum();
+            let nonzero = hist[start..end].iter().filter(|&&c| c > 0).count();
+            for b in start..end {
+                q[b] = if hist[b] > 0 && nonzero > 0 {
+                    total as f64 / nonzero as f64
+                } else {
+                    0.0
+                };
+            }
+        }
+        let q_total: f64 = q[..i].iter().sum();
+        if q_total == 0.0 {
+            continue;
+        }
+        let mut d = 0.0;
+        let mut finite = true;
+        for b in 0..i {
+            let pb = hist[b] as f64 + if b == i - 1 { outliers as f64 } else { 0.0 };
+            if pb == 0.0 {
+                continue;
+            }
+            if q[b] == 0.0 {
+                finite = false;
+                break;
+            }
+            let (pn, qn) = (pb / p_total, q[b] / q_total);
+            d += pn * (pn / qn).ln();
+        }
+        if finite && best.is_none_or(|(bd, _)| d < bd) {
+            best = Some((d, i));
+        }
+    }
+    let i = best.map(|b| b.1).unwrap_or(n);
+    (((i as f64 + 0.5) * width).min(amax) as f32, i)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn min_max_and_percentile() {
+        let x: Vec<f32> = (0..1001).map(|i| i as f32 / 100.0 - 5.0).collect(); // -5 … 5
+        let none = |_: f32| 0.0;
+        assert_eq!(symmetric_threshold(&x, Clip::MinMax, &none), 5.0);
+        assert!((symmetric_threshold(&x, Clip::Percentile(90.0), &none) - 4.5).abs() < 1e-5);
+        let (lo, hi) = asymmetric_range(&x, Clip::Percentile(90.0), &|_, _| 0.0);
+        assert!(
+            (lo + 4.0).abs() < 1e-5 && (hi - 4.0).abs() < 1e-5,
+            "{lo} {hi}"
+        );
+        assert_eq!(symmetric_threshold(&[0.0; 4], Clip::Mse, &none), 0.0);
+    }
+
+    #[test]
+    fn search_finds_the_minimum_of_a_bowl() {
+        let t = search_min(0.0, 10.0, &|t| ((t - 3.3) as f64).powi(2));
+        assert!((t - 3.3).abs() < 10.0 / 2000.0 + 1e-6, "{t}");
+    }
+
+    #[test]
+    fn kl_clips_a_long_tail_and_keeps_a_uniform_range() {
+        // a uniform distribution is best represented whole: the threshold is near its end
+        let h = vec![100u64; 2048];
+        let (t, i) = kl_threshold(&h, 1.0);
+        assert!(i > 2000, "{i} {t}");
+        // a peak with a thin far tail: the tail is clipped
+        let mut h = vec![0u64; 2048];
+        for (b, c) in h.iter_mut().enumerate().take(200) {
+            *c = 10_000 - 40 * b as u64;
+        }
+        h[2040] = 1;
+        let (t, i) = kl_threshold(&h, 1.0);
+        assert!(i < 1000 && t < 0.5, "{i} {t}");
+    }
+}

@@ -1,0 +1,281 @@
+//! Block formats whose scales follow a fixed rule: NF4 (absmax blocks), OCP MX v1.0 (E8M0 scale per 32),
+//! NVFP4 (E4M3 scale per 16 and an FP32 tensor scale), and the shared-microexponent formats.
+
+use super::linear::rne;
+use super::rounder::Rounder;
+use super::spec::{MicroExp, MxElem, Spec};
+use super::{store_scale, Layout, Quantized};
+use crate::formats::{lookup, Codebook, Overflow};
+use rayon::prelude::*;
+
+/// floor(log2(a)) for a positive finite f32, exactly (from the bits, subnormals included).
+pub fn floor_log2(a: f32) -> i32 {
+    let bits = a.to_bits() & 0x7fff_ffff;
+    let field = (bits >> 23) as i32;
+    if field > 0 {
+        field - 127
+    } else {
+        // subnormal: value = m · 2^-149
+        let m = bits & 0x7f_ffff;
+        31 - m.leading_zeros() as i32 - 149
+    }
+}
+
+fn pow2(e: i32) -> f64 {
+    crate::formats::lookup("fp64")
+        .expect("catalog")
+        .format
+        .decode(((e + 1023) as u64) << 52)
+}
+
+/// Run `block` over every group (rows in parallel); it fills the outputs and returns the group's
+/// stored scale.
+fn by_groups(
+    x: &[f32],
+    layout: Layout,
+    block: impl Fn(&[f32], &mut [f32], &mut [i16]) -> f32 + Sync,
+) -> (Vec<f32>, Vec<i16>, Vec<f32>) {
+    let n = x.len();
+    let mut dequant = vec![0f32; n];
+    let mut codes = vec![0i16; n];
+    let cols = layout.cols;
+    let g = layout.group;
+    let scales: Vec<f32> = x
+        .par_chunks(cols)
+        .zip(dequant.par_chunks_mut(cols))
+        .zip(codes.par_chunks_mut(cols))
+        .flat_map_iter(|((xr, or), cr)| {
+            xr.chunks(g)
+                .zip(or.chunks_mut(g))
+                .zip(cr.chunks_mut(g))
+                .map(|((xs, os), cs)| block(xs, os, cs))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    (dequant, codes, scales)
+}
+
+fn result(
+    spec: &Spec,
+    layout: Layout,
+    (dequant, codes, scales): (Vec<f32>, Vec<i16>, Vec<f32>),
+) -> Quantized {
+    Quantized {
+        spec: *spec,
+        layout,
+        dequant,
+        codes,
+        scales,
+        zero_points: Vec::new(),
+        outer_scales: Vec::new(),
+        codebook: Vec::new(),
+        thresholds: Vec::new(),
+        metrics: Default::default(),
+    }
+}
+
+/// NF4 (QLoRA): each block is divided by its absmax (stored in the scale type, fp16 by default) and
+/// every value goes to the nearest of the 16 NormalFloat levels.
+pub fn nf4(x: &[f32], layout: Layout, spec: &Spec) -> Quantized {
+    let cb = Codebook::nf4();
+    let table: Vec<f32> = cb.values.iter().map(|&v| v as f32).collect();
+    let parts = by_groups(x, layout, |xs, os, cs| {
+        let amax = xs.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let s = store_scale(if amax > 0.0 { amax } else { 1.0 }, spec.scale);
+        for ((&v, o), c) in xs.iter().zip(os.iter_mut()).zip(cs.iter_mut()) {
+            let e = cb.encode((v / s) as f64);
+            *c = e.code as i16;
+            *o = table[e.code as usize] * s;
+        }
+        s
+    });
+    let mut q = result(spec, layout, parts);
+    q.codebook = table;
+    q
+}
+
+/// OCP MX v1.0: per block of 32, `e = floor(log2(amax)) − emax_elem` (clamped to E8M0's −127…127; an
+/// all-zero block gets −127), elements `round(x / 2^e)` in the element format, saturating.
+/// MXINT8 elements are int8 with an implicit 2^-6, kept symmetric (±127/64) as microxcaling does.
+pub fn mx(x: &[f32], layout: Layout, spec: &Spec, elem: MxElem) -> Quantized {
+    let rounder = match elem {
+        MxElem::Float(f) => Some(Rounder::new(&lookup(f.name()).expect("catalog").format)),
+        MxElem::Int8 => None,
+    };
+    let emax = match elem {
+        MxElem::Float(f) => f.emax(),
+        MxElem::Int8 => 0,
+    };
+    let parts = by_groups(x, layout, |xs, os, cs| {
+        let amax = xs.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let e = if amax > 0.0 {
+            (floor_log2(amax) - emax).clamp(-127, 127)
+        } else {
+            -127
+        };
+        let (down, up) = (pow2(-e), pow2(e));
+        for ((&v, o), c) in xs.iter().zip(os.iter_mut()).zip(cs.iter_mut()) {
+            let scaled = (v as f64 * down) as f32; // exact: a power-of-two scaling within range
+            let (val, code) = match &rounder {
+                Some(r) => r.round(scaled),
+                None => {
+                    let q = rne((scaled * 64.0).clamp(-128.0, 128.0)).clamp(-127.0, 127.0);
+                    (q / 64.0, q as i16 as u16)
+                }
+            };
+            *c = code as i16;
+            *o = (val as f64 * up) as f32;
+        }
+        up as f32
+    });
+    result(spec, layout, parts)
+}
+
+/// NVFP4: `s_tensor = amax/(448·6)` in FP32; per block of 16, `s_blk = (amax_blk/6)/s_tensor` cast to
+/// E4M3 (≤ 448, nearest even); elements `round_E2M1(clamp(x/(s_tensor·ŝ_blk), ±6))`; a block whose scale
+/// rounds to 0 is all zeros (quantization.md §2.4, after torchao's `nvfp4_quantize`).
+pub fn nvfp4(x: &[f32], layout: Layout, spec: &Spec) -> Quantized {
+    let e2m1 = Rounder::new(&lookup("fp4_e2m1").expect("catalog").format);
+    let e4m3 = lookup("fp8_e4m3").expect("catalog").format;
+    let amax = x
+        .par_iter()
+        .fold(|| 0f32, |m, v| m.max(v.abs()))
+        .reduce(|| 0f32, f32::max);
+    let s_tensor = if amax > 0.0 {
+        amax / (448.0 * 6.0)
+    } else {
+        1.0
+    };
+    let parts = by_groups(x, layout, |xs, os, cs| {
+        let bmax = xs.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let raw = ((bmax / 6.0) / s_tensor).min(448.0);
+        let s_blk = e4m3.encode(raw as f64, Overflow::Saturate).value as f32;
+        if s_blk == 0.0 {
+            os.fill(0.0);
+            cs.fill(0);
+            return 0.0;
+        }
+        let denom = s_tensor * s_blk;
+        for ((&v, o), c) in xs.iter().zip(os.iter_mut()).zip(cs.iter_mut()) {
+            let (val, code) = e2m1.round((v / denom).clamp(-6.0, 6.0));
+            *c = code as i16;
+            *o = denom * val;
+        }
+        s_blk
+    });
+    let mut q = result(spec, layout, parts);
+    q.outer_scales = vec![s_tensor];
+    q
+}
+
+/// Shared micro-exponents (Rouhani et al. 2023, the lecture's MX4/MX6/MX9): per block of 16 a shared
+/// exponent `E = floor(log2(amax))` (E8M0), per pair a 1-bit micro-exponent `μ` (1 when the pair's
+/// largest magnitude is below 2^E, buying one more bit of precision), elements sign-magnitude with M
+/// mantissa bits on the step `2^(E − μ − (M − 1))`, saturating at ±(2^M − 1) steps.
+pub fn micro_exponent(x: &[f32], layout: Layout, spec: &Spec, m: MicroExp) -> Quantized {
+    let mb = m.mantissa_bits() as i32;
+    let qmax = ((1u32 << mb) - 1) as f32;
+    let parts = by_groups(x, layout, |xs, os, cs| {
+        let amax = xs.iter().fold(0f32, |a, v| a.max(v.abs()));
+        if amax == 0.0 {
+            os.fill(0.0);
+            cs.fill(0);
+            return pow2(-127) as f32;
+        }
+        let e = floor_log2(amax).clamp(-127, 127);
+        for ((pair, op), cp) in xs.chunks(2).zip(os.chunks_mut(2)).zip(cs.chunks_mut(2)) {
+            let pmax = pair.iter().fold(0f32, |a, v| a.max(v.abs()));
+            let mu = if pmax > 0.0 && floor_log2(pmax) >= e {
+                0
+            } else {
+                1
+            };
+            let step = pow2(e - mu - (mb - 1));
+            for ((&v, o), c) in pair.iter().zip(op.iter_mut()).zip(cp.iter_mut()) {
+                let q = rne(((v as f64 / step) as f32).clamp(-qmax - 1.0, qmax + 1.0))
+                    .clamp(-qmax, qmax);
+                *c = q as i16;
+                *o = (q as f64 * step) as f32;
+            }
+        }
+        pow2(e) as f32
+    });
+    result(spec, layout, parts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::quant::{quantize, Spec};
+
+    #[test]
+    fn floor_log2_is_exact() {
+        assert_eq!(floor_log2(1.0), 0);
+        assert_eq!(floor_log2(1.999), 0);
+        assert_eq!(floor_log2(0.5), -1);
+        assert_eq!(floor_log2(f32::from_bits(1)), -149);
+        assert_eq!(floor_log2(f32::MAX), 127);
+    }
+
+    #[test]
+    fn nvfp4_follows_the_recipe() {
+        // one block: amax 6 → s_tensor = 6/2688, s_blk = 1/s_tensor/… → 448 exactly; values land on E2M1·s
+        let mut x = vec![0f32; 16];
+        x[0] = 6.0;
+        x[1] = -2.9;
+        x[2] = 0.26;
+        let q = quantize(&x, &[1, 16], &Spec::parse("nvfp4").unwrap()).unwrap();
+        assert_eq!(q.outer_scales, vec![6.0 / 2688.0]);
+        assert_eq!(q.scales, vec![448.0]);
+        assert!((q.dequant[0] - 6.0).abs() < 1e-6);
+        assert!((q.dequant[1] + 3.0).abs() < 1e-6);
+        assert!((q.dequant[2] - 0.5).abs() < 1e-6, "{}", q.dequant[2]);
+        assert!((q.metrics.bits_per_weight - (4.0 + 8.0 / 16.0 + 32.0 / 16.0)).abs() < 1e-9);
+    }
+
+    #[test]
+    fn nf4_blocks_scale_by_absmax() {
+        let x: Vec<f32> = (0..128).map(|i| (i as f32 - 64.0) / 10.0).collect();
+        let q = quantize(&x, &[2, 64], &Spec::parse("nf4").unwrap()).unwrap();
+        assert_eq!(
+            q.scales,
+            vec![6.4, 6.3]
+                .iter()
+                .map(|&v: &f32| half::f16::from_f32(v).to_f32())
+                .collect::<Vec<_>>()
+        );
+        assert_eq!(q.dequant[0], -q.scales[0]); // the block's absmax maps to the code −1
+        assert!((q.metrics.bits_per_weight - (4.0 + 16.0 / 64.0)).abs() < 1e-9);
+    }
+
+    #[test]
+    fn micro_exponent_bits_per_weight_match_the_table() {
+        let x: Vec<f32> = (0..256)
+            .map(|i| ((i * 37) % 101) as f32 / 50.0 - 1.0)
+            .collect();
+        for (spec, bits) in [
+            ("smx4", 4.0),
+            ("smx6", 6.0),
+            ("smx9", 9.0),
+            ("mxfp4", 4.25),
+            ("mxfp8_e4m3", 8.25),
+            ("mxfp6_e2m3", 6.25),
+            ("mxint8", 8.25),
+        ] {
+            let q = quantize(&x, &[2, 128], &Spec::parse(spec).unwrap()).unwrap();
+            assert!(
+                (q.metrics.bits_per_weight - bits).abs() < 1e-9,
+                "{spec}: {}",
+                q.metrics.bits_per_weight
+            );
+        }
+        // more mantissa bits, less error
+        let e = |s: &str| {
+            quantize(&x, &[2, 128], &Spec::parse(s).unwrap())
+                .unwrap()
+                .metrics
+                .sqnr_db
+        };
+        assert!(e("smx4") < e("smx6") && e("smx6") < e("smx9"));
+    }
+}

@@ -1,0 +1,78 @@
+//! Error and size metrics, one definition everywhere (DESIGN.md §3). Sums accumulate in f64.
+
+use rayon::prelude::*;
+use serde::Serialize;
+
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize)]
+pub struct Metrics {
+    pub mse: f64,
+    /// 10·log10(Σx² / Σ(x − x̂)²); +inf when the error is 0.
+    pub sqnr_db: f64,
+    /// Σx·x̂ / (‖x‖·‖x̂‖); 1 when both are all zero.
+    pub cosine: f64,
+    pub max_abs_err: f64,
+    /// Every stored bit (elements, scales, zero points, codebooks) over the number of elements.
+    pub bits_per_weight: f64,
+    /// The packed size of the tensor with its scales.
+    pub bytes: u64,
+}
+
+impl Metrics {
+    pub fn compute(x: &[f32], xq: &[f32], total_bits: u64) -> Metrics {
+        let (se, sx, sq, sxq, maxe) = x
+            .par_chunks(1 << 16)
+            .zip(xq.par_chunks(1 << 16))
+            .map(|(a, b)| {
+                let mut acc = (0f64, 0f64, 0f64, 0f64, 0f64);
+                for (&u, &v) in a.iter().zip(b) {
+                    let (u, v) = (u as f64, v as f64);
+                    let e = u - v;
+                    acc.0 += e * e;
+                    acc.1 += u * u;
+                    acc.2 += v * v;
+                    acc.3 += u * v;
+                    acc.4 = acc.4.max(e.abs());
+                }
+                acc
+            })
+            .reduce(
+                || (0.0, 0.0, 0.0, 0.0, 0.0),
+                |a, b| (a.0 + b.0, a.1 + b.1, a.2 + b.2, a.3 + b.3, a.4.max(b.4)),
+            );
+        let n = x.len().max(1) as f64;
+        Metrics {
+            mse: se / n,
+            sqnr_db: if se == 0.0 {
+                f64::INFINITY
+            } else {
+                10.0 * (sx / se).log10()
+            },
+            cosine: if sx == 0.0 && sq == 0.0 {
+                1.0
+            } else if sx == 0.0 || sq == 0.0 {
+                0.0
+            } else {
+                sxq / (sx.sqrt() * sq.sqrt())
+            },
+            max_abs_err: maxe,
+            bits_per_weight: total_bits as f64 / n,
+            bytes: total_bits.div_ceil(8),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn definitions() {
+        let m = Metrics::compute(&[1.0, -2.0, 3.0, 0.0], &[1.0, -2.0, 2.0, 0.5], 20);
+        assert_eq!(m.mse, (1.0 + 0.25) / 4.0);
+        assert!((m.sqnr_db - 10.0 * (14.0f64 / 1.25).log10()).abs() < 1e-12);
+        assert!((m.cosine - (1.0 + 4.0 + 6.0) / (14f64.sqrt() * 9.25f64.sqrt())).abs() < 1e-12);
+        assert_eq!((m.max_abs_err, m.bits_per_weight, m.bytes), (1.0, 5.0, 3));
+        let z = Metrics::compute(&[0.0; 3], &[0.0; 3], 0);
+        assert_eq!((z.sqnr_db, z.cosine), (f64::INFINITY, 1.0));
+    }
+}
