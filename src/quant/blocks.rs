@@ -239,9 +239,9 @@ mod tests {
         let q = quantize(&x, &[2, 64], &Spec::parse("nf4").unwrap()).unwrap();
         assert_eq!(
             q.scales,
-            vec![6.4, 6.3]
+            [6.4f32, 6.3]
                 .iter()
-                .map(|&v: &f32| half::f16::from_f32(v).to_f32())
+                .map(|&v| half::f16::from_f32(v).to_f32())
                 .collect::<Vec<_>>()
         );
         assert_eq!(q.dequant[0], -q.scales[0]); // the block's absmax maps to the code −1

@@ -571,7 +571,7 @@ mod tests {
             Spec::parse("fp8_e4m3:tensor").unwrap().granularity,
             Granularity::Tensor
         );
-        assert_eq!(Spec::parse("int4:g16:vsq").unwrap().vsq, true);
+        assert!(Spec::parse("int4:g16:vsq").unwrap().vsq);
         assert_eq!(
             Spec::parse("int8:clip=p99.9").unwrap().clip,
             Clip::Percentile(99.9)
