@@ -3,6 +3,7 @@
 mod cast;
 mod formats;
 mod inspect;
+mod quantize;
 
 use clap::{Parser, Subcommand};
 
@@ -30,6 +31,8 @@ pub enum Command {
     Cast(cast::CastArgs),
     /// Tensors, shapes, dtypes and statistics of a model.
     Inspect(inspect::InspectArgs),
+    /// Quantize a model's weights with one spec: per-layer error and size; --out writes the result.
+    Quantize(quantize::QuantizeArgs),
 }
 
 pub fn run(cmd: Command) -> anyhow::Result<()> {
@@ -37,6 +40,7 @@ pub fn run(cmd: Command) -> anyhow::Result<()> {
         Command::Formats(a) => formats::run(a),
         Command::Cast(a) => cast::run(a),
         Command::Inspect(a) => inspect::run(a),
+        Command::Quantize(a) => quantize::run(a),
     }
 }
 

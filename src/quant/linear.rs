@@ -129,26 +129,46 @@ impl Kernel {
         }
     }
 
-    /// Sum of squared errors of one group with the given parameters (for the MSE clip search).
+    /// Sum of squared errors of one group with the given parameters (for the MSE clip search). The same
+    /// arithmetic as `apply`, without writing anything (the search calls it about 50 times per group).
     fn sse(&self, p: &Params, x: &[f32], base: u64) -> f64 {
-        const CHUNK: usize = 4096;
-        let mut out = [0f32; CHUNK];
-        let mut codes = [0i16; CHUNK];
+        let s = p.scale;
+        let qmax = self.qmax();
         let mut total = 0f64;
-        for (ci, chunk) in x.chunks(CHUNK).enumerate() {
-            let n = chunk.len();
-            self.apply(
-                p,
-                chunk,
-                &mut out[..n],
-                &mut codes[..n],
-                base + (ci * CHUNK) as u64,
-            );
-            total += chunk
-                .iter()
-                .zip(&out[..n])
-                .map(|(&a, &b)| ((a - b) as f64).powi(2))
-                .sum::<f64>();
+        match (self.family, self.round) {
+            (Family::Int(_), RoundMode::Nearest) => {
+                for c in x.chunks(256) {
+                    let mut acc = 0f32;
+                    for &v in c {
+                        let q = rne((v / s).clamp(-qmax - 1.0, qmax + 1.0)).clamp(-qmax, qmax);
+                        let e = v - q * s;
+                        acc += e * e;
+                    }
+                    total += acc as f64;
+                }
+            }
+            (Family::Uint(_), RoundMode::Nearest) => {
+                let z = p.zero as f32;
+                for c in x.chunks(256) {
+                    let mut acc = 0f32;
+                    for &v in c {
+                        let q = (rne((v / s).clamp(-z - 1.0, qmax - z + 1.0)) + z).clamp(0.0, qmax);
+                        let e = v - (q - z) * s;
+                        acc += e * e;
+                    }
+                    total += acc as f64;
+                }
+            }
+            _ => {
+                const CHUNK: usize = 1024;
+                let mut out = [0f32; CHUNK];
+                let mut codes = [0i16; CHUNK];
+                for (ci, chunk) in x.chunks(CHUNK).enumerate() {
+                    let n = chunk.len();
+                    self.apply(p, chunk, &mut out[..n], &mut codes[..n], base + (ci * CHUNK) as u64);
+                    total += chunk.iter().zip(&out[..n]).map(|(&a, &b)| ((a - b) as f64).powi(2)).sum::<f64>();
+                }
+            }
         }
         total
     }

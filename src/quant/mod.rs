@@ -228,10 +228,7 @@ pub fn store_scale(s: f32, t: ScaleType) -> f32 {
                 return f32::from_bits(0x0040_0000); // 2^-127
             }
             let e = s.log2().ceil().clamp(-127.0, 127.0) as i32;
-            let p = crate::formats::lookup("e8m0")
-                .expect("catalog")
-                .format
-                .decode((e + 127) as u64) as f32;
+            let p = f64::from_bits(((e + 1023) as u64) << 52) as f32; // 2^e, exact
             if p < s && e < 127 {
                 p * 2.0
             } else {

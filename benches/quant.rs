@@ -1,0 +1,67 @@
+//! The quantization engine on one realistic LLM linear layer: 4096 × 4096 f32 (16.8 M weights), the
+//! sizes of the targets in the quantization-engine issue. Each quantizer run includes its metrics.
+//! `python3 tools/bench_vs_torch.py` times the same operations in PyTorch/numpy and prints the ratios.
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use quantscope::calib::{kl_threshold, KL_BINS};
+use quantscope::quant::{kmeans_1d, quantize, Spec};
+use quantscope::stats::{abs_percentiles, histogram};
+use std::hint::black_box;
+
+const ROWS: usize = 4096;
+const COLS: usize = 4096;
+
+/// Deterministic weights with a normal body (std 0.02) and a few outliers, like an LLM projection.
+fn layer() -> Vec<f32> {
+    let mut s = 0x2545_F491_4F6C_DD1Du64;
+    let mut next = || {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        (s >> 11) as f64 / (1u64 << 53) as f64
+    };
+    (0..ROWS * COLS)
+        .map(|i| {
+            let g = (-2.0 * next().max(1e-300).ln()).sqrt() * (2.0 * std::f64::consts::PI * next()).cos();
+            let v = (g * 0.02) as f32;
+            if i % 100_003 == 0 {
+                v * 40.0
+            } else {
+                v
+            }
+        })
+        .collect()
+}
+
+fn bench(c: &mut Criterion) {
+    let x = layer();
+    let shape = [ROWS, COLS];
+    let mut g = c.benchmark_group("layer_4096x4096");
+    g.sample_size(10);
+    for spec in [
+        "int4:channel",
+        "int8:channel",
+        "int4:g128",
+        "uint4:g128",
+        "fp8_e4m3:channel",
+        "nvfp4",
+        "mxfp4",
+        "nf4",
+        "int8:tensor:clip=mse",
+        "int4:channel:clip=mse",
+    ] {
+        let s = Spec::parse(spec).unwrap();
+        g.bench_function(spec, |b| b.iter(|| black_box(quantize(&x, &shape, &s).unwrap().metrics)));
+    }
+    g.bench_function("histogram_2048", |b| b.iter(|| black_box(histogram(&x, 2048, None))));
+    g.bench_function("percentiles_abs", |b| b.iter(|| black_box(abs_percentiles(&x, &[99.0, 99.9, 99.99]))));
+    let abs: Vec<f32> = x.iter().map(|v| v.abs()).collect();
+    let amax = abs.iter().fold(0f32, |m, &v| m.max(v)) as f64;
+    let h = histogram(&abs, KL_BINS, Some((0.0, amax)));
+    g.bench_function("kl_threshold_given_histogram", |b| b.iter(|| black_box(kl_threshold(&h.counts, amax))));
+    g.bench_function("kmeans16_all_weights", |b| b.iter(|| black_box(kmeans_1d(&x, 16))));
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

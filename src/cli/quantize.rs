@@ -1,0 +1,190 @@
+use super::{json_num, print_json, progress_bar};
+use anyhow::Context;
+use quantscope::formats::fmt_short;
+use quantscope::model::{write_safetensors, ElementCodec, Model, TensorEntry};
+use quantscope::quant::{quantize, Quantized, Spec};
+use serde_json::json;
+use std::path::PathBuf;
+
+#[derive(clap::Args, Debug)]
+pub struct QuantizeArgs {
+    /// A .safetensors file, a *.safetensors.index.json, or a model folder.
+    pub model: PathBuf,
+    /// How to quantize, e.g. int8, int4:g128, uint4:g64:clip=mse, fp8_e4m3:tensor, mxfp4, nvfp4, nf4, kmeans4.
+    #[arg(long)]
+    pub spec: String,
+    /// Only tensors whose name matches this regular expression (default: every float tensor with two or
+    /// more dimensions). A 1-D tensor is quantized only when it matches explicitly.
+    #[arg(long)]
+    pub layers: Option<String>,
+    /// Clip method, added to the spec: minmax, pP (e.g. p99.9), mse or kl.
+    #[arg(long)]
+    pub clip: Option<String>,
+    /// Write the fake-quantized (dequantized) tensors here, under their original names and dtypes;
+    /// tensors not quantized are copied unchanged. Written to a temporary file, then renamed.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Machine-readable output on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+struct Row {
+    tensor: usize,
+    q: Quantized,
+    /// the dequantized values after storing them in the tensor's own dtype (what --out holds)
+    stored_max_err: Option<f64>,
+}
+
+pub fn run(a: QuantizeArgs) -> anyhow::Result<()> {
+    let spec_text = match &a.clip {
+        Some(c) => format!("{}:clip={c}", a.spec),
+        None => a.spec.clone(),
+    };
+    let spec = Spec::parse(&spec_text)?;
+    let filter = a
+        .layers
+        .as_deref()
+        .map(regex::Regex::new)
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("--layers is not a valid regular expression: {e}"))?;
+    let model = Model::open(&a.model)?;
+    let chosen: Vec<usize> = (0..model.tensors.len())
+        .filter(|&i| {
+            let t = &model.tensors[i];
+            match &filter {
+                Some(r) => r.is_match(&t.name) && t.is_float() && t.numel() > 0,
+                None => t.quantizable(),
+            }
+        })
+        .collect();
+    if chosen.is_empty() {
+        anyhow::bail!(
+            "no tensor to quantize{} (float tensors with data; by default only those with two or more dimensions)",
+            if filter.is_some() { " matches --layers" } else { "" }
+        );
+    }
+    if let Some(out) = &a.out {
+        let same = std::fs::canonicalize(out).ok().zip(std::fs::canonicalize(&a.model).ok()).is_some_and(|(x, y)| x == y);
+        if same || out.is_dir() {
+            anyhow::bail!("--out must be a new .safetensors file, not the model itself or a folder");
+        }
+    }
+    let bar = progress_bar(chosen.iter().map(|&i| model.tensors[i].nbytes() as u64).sum(), "quantizing");
+    let mut rows: Vec<Row> = Vec::new();
+    let one = |i: usize| -> anyhow::Result<(Quantized, Vec<f32>)> {
+        let t = &model.tensors[i];
+        bar.set_message(t.name.clone());
+        let x = model.read_f32(t)?;
+        let q = quantize(&x, &t.shape, &spec).with_context(|| format!("tensor '{}'", t.name))?;
+        bar.inc(t.nbytes() as u64);
+        Ok((q, x))
+    };
+    match &a.out {
+        None => {
+            for &i in &chosen {
+                let (q, _) = one(i)?;
+                rows.push(Row { tensor: i, q, stored_max_err: None });
+            }
+        }
+        Some(out) => {
+            let mut order: Vec<usize> = (0..model.tensors.len()).collect();
+            order.sort_by_key(|&i| (model.tensors[i].shard, model.tensors[i].start));
+            let entries: Vec<TensorEntry> = order
+                .iter()
+                .map(|&i| {
+                    let t = &model.tensors[i];
+                    TensorEntry { name: t.name.clone(), dtype: t.dtype, shape: t.shape.clone() }
+                })
+                .collect();
+            let mut meta = model.metadata().cloned().unwrap_or_default();
+            meta.insert("quantscope_quantize".into(), spec.to_string());
+            let mut failure = None;
+            write_safetensors(out, Some(&meta), &entries, |k| {
+                let i = order[k];
+                let t = &model.tensors[i];
+                if !chosen.contains(&i) {
+                    return Ok(model.bytes(t).to_vec());
+                }
+                let (q, x) = match one(i) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        let msg = format!("{e:#}");
+                        failure = Some(e);
+                        return Err(quantscope::model::ModelError::Other(msg));
+                    }
+                };
+                let codec = ElementCodec::new(t.dtype).expect("chosen tensors are float");
+                let w = codec.width();
+                let mut bytes = vec![0u8; t.nbytes()];
+                let mut max_err = 0f64;
+                for ((chunk, &v), &orig) in bytes.chunks_exact_mut(w).zip(&q.dequant).zip(&x) {
+                    codec.write(v as f64, chunk);
+                    max_err = max_err.max((codec.read(chunk) - orig as f64).abs());
+                }
+                rows.push(Row { tensor: i, q, stored_max_err: Some(max_err) });
+                Ok(bytes)
+            })
+            .map_err(|e| failure.take().unwrap_or_else(|| e.into()))?;
+        }
+    }
+    bar.finish_and_clear();
+    rows.sort_by_key(|r| chosen.iter().position(|&c| c == r.tensor));
+
+    let numel: u64 = rows.iter().map(|r| model.tensors[r.tensor].numel() as u64).sum();
+    let bytes: u64 = rows.iter().map(|r| r.q.metrics.bytes).sum();
+    let original: u64 = rows.iter().map(|r| model.tensors[r.tensor].nbytes() as u64).sum();
+    let bpw = rows.iter().map(|r| r.q.metrics.bits_per_weight * model.tensors[r.tensor].numel() as f64).sum::<f64>() / numel as f64;
+    if a.json {
+        let layers: Vec<_> = rows
+            .iter()
+            .map(|r| {
+                let t = &model.tensors[r.tensor];
+                let m = &r.q.metrics;
+                json!({
+                    "name": t.name, "shape": t.shape, "dtype": format!("{:?}", t.dtype), "numel": t.numel(),
+                    "spec": r.q.spec.to_string(),
+                    "mse": json_num(m.mse), "sqnr_db": json_num(m.sqnr_db), "cosine": json_num(m.cosine),
+                    "max_abs_err": json_num(m.max_abs_err), "bits_per_weight": m.bits_per_weight, "bytes": m.bytes,
+                    "groups": r.q.scales.len(),
+                    "stored_max_abs_err": r.stored_max_err.map(json_num),
+                })
+            })
+            .collect();
+        return print_json(&json!({
+            "spec": spec.to_string(),
+            "layers": layers,
+            "total": {"numel": numel, "bytes": bytes, "bits_per_weight": bpw, "original_bytes": original},
+            "out": a.out,
+        }));
+    }
+    println!("spec {spec}");
+    println!(
+        "{:<52} {:>14} {:>9} {:>10} {:>9} {:>10} {:>7} {:>11}",
+        "tensor", "shape", "SQNR dB", "MSE", "cosine", "max|err|", "bits/w", "bytes"
+    );
+    for r in &rows {
+        let t = &model.tensors[r.tensor];
+        let m = &r.q.metrics;
+        println!(
+            "{:<52} {:>14} {:>9} {:>10} {:>9} {:>10} {:>7.3} {:>11}",
+            t.name,
+            format!("{:?}", t.shape),
+            if m.sqnr_db.is_finite() { format!("{:.2}", m.sqnr_db) } else { "inf".into() },
+            fmt_short(m.mse),
+            format!("{:.6}", m.cosine),
+            fmt_short(m.max_abs_err),
+            m.bits_per_weight,
+            m.bytes
+        );
+    }
+    println!(
+        "total: {} tensors, {numel} weights, {bytes} bytes at {bpw:.3} bits/weight (was {original} bytes: {:.2}× smaller)",
+        rows.len(),
+        original as f64 / bytes.max(1) as f64
+    );
+    if let Some(out) = &a.out {
+        println!("wrote the fake-quantized model to {}", out.display());
+    }
+    Ok(())
+}
