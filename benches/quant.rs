@@ -22,7 +22,8 @@ fn layer() -> Vec<f32> {
     };
     (0..ROWS * COLS)
         .map(|i| {
-            let g = (-2.0 * next().max(1e-300).ln()).sqrt() * (2.0 * std::f64::consts::PI * next()).cos();
+            let g = (-2.0 * next().max(1e-300).ln()).sqrt()
+                * (2.0 * std::f64::consts::PI * next()).cos();
             let v = (g * 0.02) as f32;
             if i % 100_003 == 0 {
                 v * 40.0
@@ -51,15 +52,25 @@ fn bench(c: &mut Criterion) {
         "int4:channel:clip=mse",
     ] {
         let s = Spec::parse(spec).unwrap();
-        g.bench_function(spec, |b| b.iter(|| black_box(quantize(&x, &shape, &s).unwrap().metrics)));
+        g.bench_function(spec, |b| {
+            b.iter(|| black_box(quantize(&x, &shape, &s).unwrap().metrics))
+        });
     }
-    g.bench_function("histogram_2048", |b| b.iter(|| black_box(histogram(&x, 2048, None))));
-    g.bench_function("percentiles_abs", |b| b.iter(|| black_box(abs_percentiles(&x, &[99.0, 99.9, 99.99]))));
+    g.bench_function("histogram_2048", |b| {
+        b.iter(|| black_box(histogram(&x, 2048, None)))
+    });
+    g.bench_function("percentiles_abs", |b| {
+        b.iter(|| black_box(abs_percentiles(&x, &[99.0, 99.9, 99.99])))
+    });
     let abs: Vec<f32> = x.iter().map(|v| v.abs()).collect();
     let amax = abs.iter().fold(0f32, |m, &v| m.max(v)) as f64;
     let h = histogram(&abs, KL_BINS, Some((0.0, amax)));
-    g.bench_function("kl_threshold_given_histogram", |b| b.iter(|| black_box(kl_threshold(&h.counts, amax))));
-    g.bench_function("kmeans16_all_weights", |b| b.iter(|| black_box(kmeans_1d(&x, 16))));
+    g.bench_function("kl_threshold_given_histogram", |b| {
+        b.iter(|| black_box(kl_threshold(&h.counts, amax)))
+    });
+    g.bench_function("kmeans16_all_weights", |b| {
+        b.iter(|| black_box(kmeans_1d(&x, 16)))
+    });
     g.finish();
 }
 

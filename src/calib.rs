@@ -127,50 +127,63 @@ pub fn kl_threshold_of(x: &[f32]) -> (f32, usize) {
 /// The first minimum wins; the threshold is `(i + 0.5)·width`, as in the published pseudocode.
 /// Returns (threshold, bins kept).
 pub fn kl_threshold(hist: &[u64], amax: f64) -> (f32, usize) {
+    // Closed form per candidate, O(128) instead of O(i): with prefix sums of h, of h·ln h and of the
+    // non-empty bin count,
+    //   D(P‖Q) = (Σ P ln P − Σ P ln q)/ΣP − ln ΣP + ln ΣQ,
+    // where within group g every non-empty bin has q = total_g / nonzero_g, so Σ_{b∈g} P_b ln q_b is
+    // total_g·ln q_g, plus the folded tail times ln q of the last bin; ΣQ = Σ h[0..i].
     let n = hist.len();
     let width = amax / n as f64;
+    let h: Vec<f64> = hist.iter().map(|&c| c as f64).collect();
+    let mut s = vec![0f64; n + 1]; // Σ h
+    let mut hl = vec![0f64; n + 1]; // Σ h ln h
+    let mut nz = vec![0usize; n + 1];
+    for b in 0..n {
+        s[b + 1] = s[b] + h[b];
+        hl[b + 1] = hl[b] + if h[b] > 0.0 { h[b] * h[b].ln() } else { 0.0 };
+        nz[b + 1] = nz[b] + (h[b] > 0.0) as usize;
+    }
+    let total = s[n];
     let mut best: Option<(f64, usize)> = None;
-    let mut q = vec![0f64; n];
-    for i in KL_LEVELS..n {
-        let outliers: u64 = hist[i..].iter().sum();
-        let p_total: f64 = hist[..i].iter().sum::<u64>() as f64 + outliers as f64;
-        if p_total == 0.0 {
-            continue;
-        }
-        // Q: merge into 128 groups, expand over the non-empty bins of each group
-        for j in 0..KL_LEVELS {
-            let start = j * i / KL_LEVELS;
-            let end = (j + 1) * i / KL_LEVELS;
-            let total: u64 = hist[start..end].iter().sum();
-            let nonzero = hist[start..end].iter().filter(|&&c| c > 0).count();
-            for b in start..end {
-                q[b] = if hist[b] > 0 && nonzero > 0 {
-                    total as f64 / nonzero as f64
+    if total > 0.0 {
+        for i in KL_LEVELS..n {
+            let outliers = total - s[i];
+            let last = h[i - 1];
+            if last == 0.0 && outliers > 0.0 {
+                continue; // P > 0 where Q = 0: infinite
+            }
+            let q_total = s[i];
+            if q_total == 0.0 {
+                continue;
+            }
+            let p_last = last + outliers;
+            let sum_plnp = hl[i - 1]
+                + if p_last > 0.0 {
+                    p_last * p_last.ln()
                 } else {
                     0.0
                 };
+            let mut sum_plnq = 0.0;
+            let mut q_last = 0.0;
+            for j in 0..KL_LEVELS {
+                let (start, end) = (j * i / KL_LEVELS, (j + 1) * i / KL_LEVELS);
+                let t = s[end] - s[start];
+                let k = nz[end] - nz[start];
+                if k > 0 {
+                    let q = t / k as f64;
+                    sum_plnq += t * q.ln();
+                    if end == i {
+                        q_last = q;
+                    }
+                }
             }
-        }
-        let q_total: f64 = q[..i].iter().sum();
-        if q_total == 0.0 {
-            continue;
-        }
-        let mut d = 0.0;
-        let mut finite = true;
-        for b in 0..i {
-            let pb = hist[b] as f64 + if b == i - 1 { outliers as f64 } else { 0.0 };
-            if pb == 0.0 {
-                continue;
+            if outliers > 0.0 {
+                sum_plnq += outliers * q_last.ln();
             }
-            if q[b] == 0.0 {
-                finite = false;
-                break;
+            let d = (sum_plnp - sum_plnq) / total - total.ln() + q_total.ln();
+            if best.is_none_or(|(bd, _)| d < bd) {
+                best = Some((d, i));
             }
-            let (pn, qn) = (pb / p_total, q[b] / q_total);
-            d += pn * (pn / qn).ln();
-        }
-        if finite && best.is_none_or(|(bd, _)| d < bd) {
-            best = Some((d, i));
         }
     }
     let i = best.map(|b| b.1).unwrap_or(n);

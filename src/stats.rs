@@ -298,8 +298,21 @@ impl Histogram {
 pub fn histogram(x: &[f32], bins: usize, range: Option<(f64, f64)>) -> Histogram {
     let bins = bins.max(1);
     let (mut lo, mut hi) = range.unwrap_or_else(|| {
-        let s = tensor_stats(x);
-        (s.min, s.max)
+        // only the extremes are needed: one light pass, not the full moments
+        let (a, b) = x
+            .par_chunks(1 << 16)
+            .map(|c| {
+                c.iter()
+                    .filter(|v| v.is_finite())
+                    .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| {
+                        (a.min(v), b.max(v))
+                    })
+            })
+            .reduce(
+                || (f32::INFINITY, f32::NEG_INFINITY),
+                |(a, b), (c, d)| (a.min(c), b.max(d)),
+            );
+        (a as f64, b as f64)
     });
     if !(lo.is_finite() && hi.is_finite()) || hi < lo {
         (lo, hi) = (0.0, 1.0);

@@ -195,13 +195,40 @@ fn cast_to_bf16_matches_the_half_crate_and_keeps_the_source() {
 
 #[test]
 fn quantize_reports_every_layer_and_writes_a_loadable_model() {
-    let sample = concat!(env!("CARGO_MANIFEST_DIR"), "/sample_models/digits_mlp.safetensors");
-    for spec in ["int8", "int4:g16", "uint4:g32:clip=mse", "fp8_e4m3:tensor", "mxfp4", "nvfp4", "nf4", "kmeans4", "ternary", "binary", "int4:g16:vsq", "smx6", "bf16"] {
+    let sample = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/sample_models/digits_mlp.safetensors"
+    );
+    for spec in [
+        "int8",
+        "int4:g16",
+        "uint4:g32:clip=mse",
+        "fp8_e4m3:tensor",
+        "mxfp4",
+        "nvfp4",
+        "nf4",
+        "kmeans4",
+        "ternary",
+        "binary",
+        "int4:g16:vsq",
+        "smx6",
+        "bf16",
+    ] {
         let v = json(&["quantize", sample, "--spec", spec, "--json"]);
         let layers = v["layers"].as_array().unwrap();
         assert_eq!(layers.len(), 3, "{spec}: the three 2-D weights");
         for l in layers {
-            for field in ["name", "shape", "spec", "mse", "sqnr_db", "cosine", "max_abs_err", "bits_per_weight", "bytes"] {
+            for field in [
+                "name",
+                "shape",
+                "spec",
+                "mse",
+                "sqnr_db",
+                "cosine",
+                "max_abs_err",
+                "bits_per_weight",
+                "bytes",
+            ] {
                 assert!(l.get(field).is_some(), "{spec}: no {field}");
             }
             assert!(l["cosine"].as_f64().unwrap() > 0.5, "{spec}: {l}");
@@ -211,14 +238,30 @@ fn quantize_reports_every_layer_and_writes_a_loadable_model() {
         assert!(total["bits_per_weight"].as_f64().unwrap() > 0.9);
     }
     // --layers takes a 1-D tensor when asked for explicitly; the default does not
-    let v = json(&["quantize", sample, "--spec", "int8:tensor", "--layers", "fc1\\.(weight|bias)", "--json"]);
+    let v = json(&[
+        "quantize",
+        sample,
+        "--spec",
+        "int8:tensor",
+        "--layers",
+        "fc1\\.(weight|bias)",
+        "--json",
+    ]);
     assert_eq!(v["layers"].as_array().unwrap().len(), 2);
 
     // --out: quantized tensors as the engine computed them, the rest unchanged, the source untouched
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("q.safetensors");
     let before = std::fs::read(sample).unwrap();
-    let v = json(&["quantize", sample, "--spec", "int4:g16", "--out", out.to_str().unwrap(), "--json"]);
+    let v = json(&[
+        "quantize",
+        sample,
+        "--spec",
+        "int4:g16",
+        "--out",
+        out.to_str().unwrap(),
+        "--json",
+    ]);
     assert_eq!(std::fs::read(sample).unwrap(), before);
     let src = quantscope::model::Model::open(std::path::Path::new(sample)).unwrap();
     let q = quantscope::model::Model::open(&out).unwrap();
@@ -230,25 +273,45 @@ fn quantize_reports_every_layer_and_writes_a_loadable_model() {
         let x = src.read_f32(t).unwrap();
         let y = q.read_f32(u).unwrap();
         if t.quantizable() {
-            let want = quantscope::quant::quantize(&x, &t.shape, &spec).unwrap().dequant;
+            let want = quantscope::quant::quantize(&x, &t.shape, &spec)
+                .unwrap()
+                .dequant;
             assert_eq!(y, want, "{}", t.name);
         } else {
             assert_eq!(y, x, "{} is copied unchanged", t.name);
         }
     }
-    assert_eq!(q.metadata().unwrap()["held_out_accuracy"], src.metadata().unwrap()["held_out_accuracy"]);
+    assert_eq!(
+        q.metadata().unwrap()["held_out_accuracy"],
+        src.metadata().unwrap()["held_out_accuracy"]
+    );
     assert!(v["out"].as_str().unwrap().ends_with("q.safetensors"));
 }
 
 #[test]
 fn quantize_rejects_bad_specs_in_one_line() {
-    let sample = concat!(env!("CARGO_MANIFEST_DIR"), "/sample_models/digits_mlp.safetensors");
-    for (spec, want) in [("int9", "2 to 8 bits"), ("float7", "mxfp4"), ("int4:g0", "at least one element"), ("mxfp4:g64", "fixed blocks")] {
+    let sample = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/sample_models/digits_mlp.safetensors"
+    );
+    for (spec, want) in [
+        ("int9", "2 to 8 bits"),
+        ("float7", "mxfp4"),
+        ("int4:g0", "at least one element"),
+        ("mxfp4:g64", "fixed blocks"),
+    ] {
         let (ok, _, stderr) = quantscope(&["quantize", sample, "--spec", spec]);
         assert!(!ok);
         assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
         assert!(stderr.contains(want), "{spec}: {stderr}");
     }
-    let (ok, _, stderr) = quantscope(&["quantize", sample, "--spec", "int8", "--layers", "nothing_here"]);
+    let (ok, _, stderr) = quantscope(&[
+        "quantize",
+        sample,
+        "--spec",
+        "int8",
+        "--layers",
+        "nothing_here",
+    ]);
     assert!(!ok && stderr.contains("no tensor"), "{stderr}");
 }

@@ -9,7 +9,9 @@ use serde_json::Value;
 use std::path::Path;
 
 fn data(name: &str) -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(name)
 }
 
 struct Ref {
@@ -21,12 +23,16 @@ impl Ref {
     fn load() -> Ref {
         Ref {
             model: Model::open(&data("quant_ref.safetensors")).unwrap(),
-            json: serde_json::from_str(&std::fs::read_to_string(data("quant_ref.json")).unwrap()).unwrap(),
+            json: serde_json::from_str(&std::fs::read_to_string(data("quant_ref.json")).unwrap())
+                .unwrap(),
         }
     }
 
     fn f32s(&self, name: &str) -> (Vec<f32>, Vec<usize>) {
-        let t = &self.model.tensors[self.model.find(name).unwrap_or_else(|| panic!("{name} missing"))];
+        let t = &self.model.tensors[self
+            .model
+            .find(name)
+            .unwrap_or_else(|| panic!("{name} missing"))];
         (self.model.read_f32(t).unwrap(), t.shape.clone())
     }
 }
@@ -38,12 +44,21 @@ fn int_quantizers_match_the_numpy_formulas_bit_for_bit() {
     for case in r.json["cases"].as_array().unwrap() {
         let name = case["name"].as_str().unwrap();
         let (x, shape) = r.f32s(case["input"].as_str().unwrap());
-        let q = quantize(&x, &shape, &Spec::parse(case["spec"].as_str().unwrap()).unwrap()).unwrap();
+        let q = quantize(
+            &x,
+            &shape,
+            &Spec::parse(case["spec"].as_str().unwrap()).unwrap(),
+        )
+        .unwrap();
         let names = &case["tensor_names"];
         let (scales, _) = r.f32s(names["scales"].as_str().unwrap());
         assert_eq!(q.scales.len(), scales.len(), "{name}: number of groups");
         for (g, (a, b)) in q.scales.iter().zip(&scales).enumerate() {
-            assert_eq!(a.to_bits(), b.to_bits(), "{name}: scale of group {g}: {a} vs {b}");
+            assert_eq!(
+                a.to_bits(),
+                b.to_bits(),
+                "{name}: scale of group {g}: {a} vs {b}"
+            );
         }
         if let Some(z) = names.get("zeros").and_then(|v| v.as_str()) {
             let (zeros, _) = r.f32s(z);
@@ -63,9 +78,17 @@ fn int_quantizers_match_the_numpy_formulas_bit_for_bit() {
             assert_eq!(ours, want, "{name}: codes");
         }
         let m = &q.metrics;
-        for (field, ours) in [("mse", m.mse), ("sqnr_db", m.sqnr_db), ("cosine", m.cosine), ("max_abs_err", m.max_abs_err)] {
+        for (field, ours) in [
+            ("mse", m.mse),
+            ("sqnr_db", m.sqnr_db),
+            ("cosine", m.cosine),
+            ("max_abs_err", m.max_abs_err),
+        ] {
             let want = case[field].as_f64().unwrap();
-            assert!((ours - want).abs() <= 1e-9 * want.abs().max(1e-12), "{name} {field}: {ours} vs {want}");
+            assert!(
+                (ours - want).abs() <= 1e-9 * want.abs().max(1e-12),
+                "{name} {field}: {ours} vs {want}"
+            );
         }
     }
     assert!(checked_elements > 500_000, "{checked_elements}");
@@ -79,13 +102,19 @@ fn sqnr_per_bit_matches_numpy() {
         let b = row["bits"].as_u64().unwrap();
         let q = quantize(&x, &shape, &Spec::parse(&format!("int{b}:tensor")).unwrap()).unwrap();
         let want = row["sqnr_db"].as_f64().unwrap();
-        assert!((q.metrics.sqnr_db - want).abs() < 1e-9, "int{b}: {} vs {want}", q.metrics.sqnr_db);
+        assert!(
+            (q.metrics.sqnr_db - want).abs() < 1e-9,
+            "int{b}: {} vs {want}",
+            q.metrics.sqnr_db
+        );
     }
 }
 
 #[test]
 fn mx_blocks_match_ml_dtypes() {
-    let g: Value = serde_json::from_str(&std::fs::read_to_string(data("format_golden.json")).unwrap()).unwrap();
+    let g: Value =
+        serde_json::from_str(&std::fs::read_to_string(data("format_golden.json")).unwrap())
+            .unwrap();
     let mut blocks = 0;
     for (golden, spec) in [
         ("float8_e4m3fn", "mxfp8_e4m3"),
@@ -97,18 +126,42 @@ fn mx_blocks_match_ml_dtypes() {
         let bits = quantscope::formats::lookup(golden).unwrap().format.bits();
         let mask = (1u32 << bits) - 1;
         for case in g["mx_reference"]["formats"][golden].as_array().unwrap() {
-            let hex = |v: &Value| u32::from_str_radix(v.as_str().unwrap().trim_start_matches("0x"), 16).unwrap();
-            let x: Vec<f32> = case["inputs_f32_bits"].as_array().unwrap().iter().map(|v| f32::from_bits(hex(v))).collect();
+            let hex = |v: &Value| {
+                u32::from_str_radix(v.as_str().unwrap().trim_start_matches("0x"), 16).unwrap()
+            };
+            let x: Vec<f32> = case["inputs_f32_bits"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| f32::from_bits(hex(v)))
+                .collect();
             let q = quantize(&x, &[1, 32], &Spec::parse(spec).unwrap()).unwrap();
             let label = case["label"].as_str().unwrap();
             let scale_code = case["scale_code"].as_i64().unwrap() as i32;
-            let want_scale = quantscope::formats::lookup("e8m0").unwrap().format.decode(scale_code as u64) as f32;
+            let want_scale = quantscope::formats::lookup("e8m0")
+                .unwrap()
+                .format
+                .decode(scale_code as u64) as f32;
             assert_eq!(q.scales, vec![want_scale], "{spec} {label}: scale");
-            let codes: Vec<u32> = case["elem_codes"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
+            let codes: Vec<u32> = case["elem_codes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_u64().unwrap() as u32)
+                .collect();
             let ours: Vec<u32> = q.codes.iter().map(|&c| (c as u16 as u32) & mask).collect();
             assert_eq!(ours, codes, "{spec} {label}: element codes");
-            for (i, v) in case["dequant_f32_bits"].as_array().unwrap().iter().enumerate() {
-                assert_eq!(q.dequant[i].to_bits(), hex(v), "{spec} {label}: element {i}");
+            for (i, v) in case["dequant_f32_bits"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .enumerate()
+            {
+                assert_eq!(
+                    q.dequant[i].to_bits(),
+                    hex(v),
+                    "{spec} {label}: element {i}"
+                );
             }
             blocks += 1;
         }
@@ -125,8 +178,16 @@ fn kmeans_is_no_worse_than_scikit_learn() {
         let (c, mse) = kmeans_1d(&x, k);
         let sk = row["sklearn_mse"].as_f64().unwrap();
         assert_eq!(c.len(), k);
-        assert!(mse <= sk * (1.0 + 1e-6), "{} k={k}: ours {mse:e}, sklearn {sk:e}", row["input"]);
-        eprintln!("{} k={k}: ours {mse:.6e}, sklearn {sk:.6e} ({:+.3} %)", row["input"], (mse / sk - 1.0) * 100.0);
+        assert!(
+            mse <= sk * (1.0 + 1e-6),
+            "{} k={k}: ours {mse:e}, sklearn {sk:e}",
+            row["input"]
+        );
+        eprintln!(
+            "{} k={k}: ours {mse:.6e}, sklearn {sk:.6e} ({:+.3} %)",
+            row["input"],
+            (mse / sk - 1.0) * 100.0
+        );
     }
 }
 
@@ -136,12 +197,25 @@ fn kl_threshold_matches_the_reference_on_the_same_histogram() {
     for row in r.json["kl"].as_array().unwrap() {
         let input = row["input"].as_str().unwrap();
         let t = &r.model.tensors[r.model.find(&format!("kl_hist.{input}")).unwrap()];
-        let hist: Vec<u64> = r.model.read_f32(t).unwrap().iter().map(|&v| v as u64).collect();
+        let hist: Vec<u64> = r
+            .model
+            .read_f32(t)
+            .unwrap()
+            .iter()
+            .map(|&v| v as u64)
+            .collect();
         let amax = row["amax"].as_f64().unwrap();
         let (thr, i) = kl_threshold(&hist, amax);
-        assert_eq!(i as u64, row["chosen_i"].as_u64().unwrap(), "{input}: bins kept");
+        assert_eq!(
+            i as u64,
+            row["chosen_i"].as_u64().unwrap(),
+            "{input}: bins kept"
+        );
         let want = row["threshold"].as_f64().unwrap();
-        assert!((thr as f64 - want).abs() < 1e-6 * want, "{input}: {thr} vs {want}");
+        assert!(
+            (thr as f64 - want).abs() < 1e-6 * want,
+            "{input}: {thr} vs {want}"
+        );
         // and from the raw values: the same histogram, so the same threshold
         let (x, _) = r.f32s(input);
         let (t2, i2) = quantscope::calib::kl_threshold_of(&x);

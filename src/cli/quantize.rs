@@ -65,12 +65,23 @@ pub fn run(a: QuantizeArgs) -> anyhow::Result<()> {
         );
     }
     if let Some(out) = &a.out {
-        let same = std::fs::canonicalize(out).ok().zip(std::fs::canonicalize(&a.model).ok()).is_some_and(|(x, y)| x == y);
+        let same = std::fs::canonicalize(out)
+            .ok()
+            .zip(std::fs::canonicalize(&a.model).ok())
+            .is_some_and(|(x, y)| x == y);
         if same || out.is_dir() {
-            anyhow::bail!("--out must be a new .safetensors file, not the model itself or a folder");
+            anyhow::bail!(
+                "--out must be a new .safetensors file, not the model itself or a folder"
+            );
         }
     }
-    let bar = progress_bar(chosen.iter().map(|&i| model.tensors[i].nbytes() as u64).sum(), "quantizing");
+    let bar = progress_bar(
+        chosen
+            .iter()
+            .map(|&i| model.tensors[i].nbytes() as u64)
+            .sum(),
+        "quantizing",
+    );
     let mut rows: Vec<Row> = Vec::new();
     let one = |i: usize| -> anyhow::Result<(Quantized, Vec<f32>)> {
         let t = &model.tensors[i];
@@ -84,7 +95,11 @@ pub fn run(a: QuantizeArgs) -> anyhow::Result<()> {
         None => {
             for &i in &chosen {
                 let (q, _) = one(i)?;
-                rows.push(Row { tensor: i, q, stored_max_err: None });
+                rows.push(Row {
+                    tensor: i,
+                    q,
+                    stored_max_err: None,
+                });
             }
         }
         Some(out) => {
@@ -94,7 +109,11 @@ pub fn run(a: QuantizeArgs) -> anyhow::Result<()> {
                 .iter()
                 .map(|&i| {
                     let t = &model.tensors[i];
-                    TensorEntry { name: t.name.clone(), dtype: t.dtype, shape: t.shape.clone() }
+                    TensorEntry {
+                        name: t.name.clone(),
+                        dtype: t.dtype,
+                        shape: t.shape.clone(),
+                    }
                 })
                 .collect();
             let mut meta = model.metadata().cloned().unwrap_or_default();
@@ -122,7 +141,11 @@ pub fn run(a: QuantizeArgs) -> anyhow::Result<()> {
                     codec.write(v as f64, chunk);
                     max_err = max_err.max((codec.read(chunk) - orig as f64).abs());
                 }
-                rows.push(Row { tensor: i, q, stored_max_err: Some(max_err) });
+                rows.push(Row {
+                    tensor: i,
+                    q,
+                    stored_max_err: Some(max_err),
+                });
                 Ok(bytes)
             })
             .map_err(|e| failure.take().unwrap_or_else(|| e.into()))?;
@@ -131,10 +154,20 @@ pub fn run(a: QuantizeArgs) -> anyhow::Result<()> {
     bar.finish_and_clear();
     rows.sort_by_key(|r| chosen.iter().position(|&c| c == r.tensor));
 
-    let numel: u64 = rows.iter().map(|r| model.tensors[r.tensor].numel() as u64).sum();
+    let numel: u64 = rows
+        .iter()
+        .map(|r| model.tensors[r.tensor].numel() as u64)
+        .sum();
     let bytes: u64 = rows.iter().map(|r| r.q.metrics.bytes).sum();
-    let original: u64 = rows.iter().map(|r| model.tensors[r.tensor].nbytes() as u64).sum();
-    let bpw = rows.iter().map(|r| r.q.metrics.bits_per_weight * model.tensors[r.tensor].numel() as f64).sum::<f64>() / numel as f64;
+    let original: u64 = rows
+        .iter()
+        .map(|r| model.tensors[r.tensor].nbytes() as u64)
+        .sum();
+    let bpw = rows
+        .iter()
+        .map(|r| r.q.metrics.bits_per_weight * model.tensors[r.tensor].numel() as f64)
+        .sum::<f64>()
+        / numel as f64;
     if a.json {
         let layers: Vec<_> = rows
             .iter()
@@ -170,7 +203,11 @@ pub fn run(a: QuantizeArgs) -> anyhow::Result<()> {
             "{:<52} {:>14} {:>9} {:>10} {:>9} {:>10} {:>7.3} {:>11}",
             t.name,
             format!("{:?}", t.shape),
-            if m.sqnr_db.is_finite() { format!("{:.2}", m.sqnr_db) } else { "inf".into() },
+            if m.sqnr_db.is_finite() {
+                format!("{:.2}", m.sqnr_db)
+            } else {
+                "inf".into()
+            },
             fmt_short(m.mse),
             format!("{:.6}", m.cosine),
             fmt_short(m.max_abs_err),

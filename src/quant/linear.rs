@@ -79,6 +79,22 @@ impl Kernel {
         let s = p.scale;
         let qmax = self.qmax();
         match self.family {
+            // nearest rounding has its own loops (no per-element branch), so they vectorise
+            Family::Int(_) if self.round == RoundMode::Nearest => {
+                for ((&v, o), c) in x.iter().zip(out.iter_mut()).zip(codes.iter_mut()) {
+                    let q = rne((v / s).clamp(-qmax - 1.0, qmax + 1.0)).clamp(-qmax, qmax);
+                    *c = q as i16;
+                    *o = q * s;
+                }
+            }
+            Family::Uint(_) if self.round == RoundMode::Nearest => {
+                let z = p.zero as f32;
+                for ((&v, o), c) in x.iter().zip(out.iter_mut()).zip(codes.iter_mut()) {
+                    let q = (rne((v / s).clamp(-z - 1.0, qmax - z + 1.0)) + z).clamp(0.0, qmax);
+                    *c = q as i16;
+                    *o = (q - z) * s;
+                }
+            }
             Family::Int(_) => {
                 for (k, ((&v, o), c)) in x
                     .iter()
@@ -165,8 +181,18 @@ impl Kernel {
                 let mut codes = [0i16; CHUNK];
                 for (ci, chunk) in x.chunks(CHUNK).enumerate() {
                     let n = chunk.len();
-                    self.apply(p, chunk, &mut out[..n], &mut codes[..n], base + (ci * CHUNK) as u64);
-                    total += chunk.iter().zip(&out[..n]).map(|(&a, &b)| ((a - b) as f64).powi(2)).sum::<f64>();
+                    self.apply(
+                        p,
+                        chunk,
+                        &mut out[..n],
+                        &mut codes[..n],
+                        base + (ci * CHUNK) as u64,
+                    );
+                    total += chunk
+                        .iter()
+                        .zip(&out[..n])
+                        .map(|(&a, &b)| ((a - b) as f64).powi(2))
+                        .sum::<f64>();
                 }
             }
         }

@@ -16,6 +16,8 @@ pub mod spec;
 
 pub use kmeans::kmeans_1d;
 pub use metrics::Metrics;
+use rayon::prelude::*;
+
 pub use spec::{Clip, Family, Granularity, RoundMode, ScaleType, Spec, SpecError};
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -110,7 +112,10 @@ pub fn quantize(x: &[f32], shape: &[usize], spec: &Spec) -> Result<Quantized, Qu
     if n == 0 {
         return Err(QuantError::Empty);
     }
-    let bad = x.iter().filter(|v| !v.is_finite()).count();
+    let bad: usize = x
+        .par_chunks(1 << 16)
+        .map(|c| c.iter().filter(|v| !v.is_finite()).count())
+        .sum();
     if bad > 0 {
         return Err(QuantError::NotFinite(bad));
     }
