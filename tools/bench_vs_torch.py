@@ -76,8 +76,15 @@ if torch is not None:
                 best_e, best_t = e, t
         s = best_t / 127
         return metrics_t(x, torch.fake_quantize_per_tensor_affine(x, float(s), 0, -127, 127))
-    cases["int4:channel"] = ("torch fake_quantize_per_channel_affine", per_channel(4))
-    cases["int8:channel"] = ("torch fake_quantize_per_channel_affine", per_channel(8))
+    def per_channel_only(bits):
+        def f():
+            q = 2 ** (bits - 1) - 1
+            s = x.abs().amax(dim=1) / q
+            return torch.fake_quantize_per_channel_affine(x, s, torch.zeros(R, dtype=torch.int32), 0, -q, q)
+        return f
+    cases["int4:channel"] = ("torch fake_quantize_per_channel_affine + metrics", per_channel(4))
+    cases["int4:channel "] = ("  the same without the metrics", per_channel_only(4))
+    cases["int8:channel"] = ("torch fake_quantize_per_channel_affine + metrics", per_channel(8))
     cases["int4:g128"] = ("torch group ops (fp16 scales)", group(4, 128))
     cases["uint4:g128"] = ("torch group ops (fp16 scales)", group(4, 128, asym=True))
     cases["int8:tensor:clip=mse"] = ("torch 63 x fake_quantize_per_tensor", mse_tensor)
@@ -137,7 +144,7 @@ for name, (what, fn) in cases.items():
     t_ref = best(fn, reps)
     if name.startswith("kmeans"):
         t_ref *= 16  # 16.8 M weights vs the 1 Mi timed
-    est = os.path.join(root, name.replace(":", "_").replace("=", "_"), "new", "estimates.json")
+    est = os.path.join(root, name.strip().replace(":", "_"), "new", "estimates.json")
     if os.path.exists(est):
         t_rs = json.load(open(est))["mean"]["point_estimate"] / 1e6
         print(f"{name:<30} {what:<58} {t_ref:9.1f} {t_rs:9.1f} {t_ref / t_rs:8.1f}x")

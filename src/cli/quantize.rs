@@ -181,6 +181,8 @@ pub fn run(a: QuantizeArgs) -> anyhow::Result<()> {
                     "max_abs_err": json_num(m.max_abs_err), "bits_per_weight": m.bits_per_weight, "bytes": m.bytes,
                     "groups": r.q.scales.len(),
                     "stored_max_abs_err": r.stored_max_err.map(json_num),
+                    "compression_ratio": t.dtype.bitsize() as f64 / m.bits_per_weight,
+                    "details": details(&r.q),
                 })
             })
             .collect();
@@ -224,4 +226,54 @@ pub fn run(a: QuantizeArgs) -> anyhow::Result<()> {
         println!("wrote the fake-quantized model to {}", out.display());
     }
     Ok(())
+}
+
+/// What a person wants to see of a quantizer's own numbers: the range of its scales, its codebook,
+/// thresholds and the share of exact zeros.
+fn details(q: &Quantized) -> serde_json::Value {
+    let mut d = serde_json::Map::new();
+    if !q.scales.is_empty() {
+        let (lo, hi) = q
+            .scales
+            .iter()
+            .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| {
+                (a.min(v), b.max(v))
+            });
+        d.insert("scale_min".into(), json!(lo));
+        d.insert("scale_max".into(), json!(hi));
+    }
+    if !q.zero_points.is_empty() {
+        let (lo, hi) = q
+            .zero_points
+            .iter()
+            .fold((i32::MAX, i32::MIN), |(a, b), &v| (a.min(v), b.max(v)));
+        d.insert("zero_point_min".into(), json!(lo));
+        d.insert("zero_point_max".into(), json!(hi));
+    }
+    if !q.codebook.is_empty() {
+        d.insert("codebook".into(), json!(q.codebook));
+    }
+    if !q.outer_scales.is_empty() {
+        let key = if q.outer_scales.len() == 1 {
+            "tensor_scale"
+        } else {
+            "channel_scales"
+        };
+        let v = if q.outer_scales.len() == 1 {
+            json!(q.outer_scales[0])
+        } else {
+            json!(q.outer_scales.len())
+        };
+        d.insert(key.into(), v);
+    }
+    if !q.thresholds.is_empty() {
+        let mean = q.thresholds.iter().map(|&v| v as f64).sum::<f64>() / q.thresholds.len() as f64;
+        d.insert("threshold_mean".into(), json_num(mean));
+    }
+    let zeros = q.dequant.iter().filter(|&&v| v == 0.0).count();
+    d.insert(
+        "zero_fraction".into(),
+        json!(zeros as f64 / q.dequant.len().max(1) as f64),
+    );
+    serde_json::Value::Object(d)
 }
