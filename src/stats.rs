@@ -542,5 +542,6 @@ pub fn summarize_tensor(
     bins: usize,
 ) -> Result<Summary, crate::model::ModelError> {
     let x = model.read_f32(t)?;
+    model.release(t);
     Ok(summarize(&x, t.channels().0, bins))
 }

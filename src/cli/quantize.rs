@@ -87,6 +87,7 @@ pub fn run(a: QuantizeArgs) -> anyhow::Result<()> {
         let t = &model.tensors[i];
         bar.set_message(t.name.clone());
         let x = model.read_f32(t)?;
+        model.release(t);
         let q = quantize(&x, &t.shape, &spec).with_context(|| format!("tensor '{}'", t.name))?;
         bar.inc(t.nbytes() as u64);
         Ok((q, x))

@@ -356,6 +356,29 @@ impl Model {
         &self.shards[t.shard].bytes[t.start..t.end]
     }
 
+    /// Tell the OS that a tensor's bytes are no longer needed by this process, so a scan over a large
+    /// model does not keep every mapped page resident: memory stays near one tensor, not the model.
+    /// The pages stay in the page cache and are read again if the tensor is used again.
+    pub fn release(&self, t: &TensorInfo) {
+        #[cfg(unix)]
+        if let Backing::Map(map) = &self.shards[t.shard].bytes {
+            const PAGE: usize = 4096;
+            let start = t.start.div_ceil(PAGE) * PAGE;
+            let end = t.end / PAGE * PAGE;
+            if end > start {
+                // SAFETY: the map is a read-only, private file mapping that nothing writes to; after
+                // DONTNEED a later read refills the pages from the file, so every view stays valid.
+                let _ = unsafe {
+                    map.unchecked_advise_range(
+                        memmap2::UncheckedAdvice::DontNeed,
+                        start,
+                        end - start,
+                    )
+                };
+            }
+        }
+    }
+
     /// Bytes on disk over all shards.
     pub fn file_bytes(&self) -> u64 {
         self.shards.iter().map(|s| s.len() as u64).sum()
