@@ -379,6 +379,19 @@ impl Model {
         }
     }
 
+    /// A fingerprint of the model's structure: SHA-256 of every tensor's name, dtype and shape, sorted by
+    /// name (so it is the same for one file and for its shards). Plans use it to refuse another model.
+    pub fn header_fingerprint(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let mut names: Vec<&TensorInfo> = self.tensors.iter().collect();
+        names.sort_by(|a, b| a.name.cmp(&b.name));
+        let mut h = Sha256::new();
+        for t in names {
+            h.update(format!("{}\t{:?}\t{:?}\n", t.name, t.dtype, t.shape).as_bytes());
+        }
+        h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    }
+
     /// Bytes on disk over all shards.
     pub fn file_bytes(&self) -> u64 {
         self.shards.iter().map(|s| s.len() as u64).sum()

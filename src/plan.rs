@@ -1,0 +1,416 @@
+//! Per-layer quantization plans (DESIGN.md §5): a default spec, ordered rules (the last match wins) and
+//! per-tensor overrides (which beat rules), saved as versioned JSON that always lists the resolved spec
+//! of every tensor it names, so no one has to guess which rule won.
+
+use crate::model::Model;
+use crate::quant::Spec;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+pub const PLAN_VERSION: u32 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    #[error("{path}: {why}")]
+    File { path: String, why: String },
+    #[error("plan: {0}")]
+    Invalid(String),
+}
+
+/// What a tensor gets: a spec, or nothing (kept as it is).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Choice {
+    Quantize(Spec),
+    Keep,
+}
+
+impl Choice {
+    pub fn parse(text: &str) -> Result<Choice, String> {
+        let t = text.trim();
+        if t.is_empty() || t == "none" || t == "keep" {
+            return Ok(Choice::Keep);
+        }
+        Spec::parse(t)
+            .map(Choice::Quantize)
+            .map_err(|e| e.to_string())
+    }
+
+    pub fn text(&self) -> String {
+        match self {
+            Choice::Quantize(s) => s.to_string(),
+            Choice::Keep => "none".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Rule {
+    /// As written: `re:REGEX` or an exact tensor name.
+    pub pattern: String,
+    matcher: Matcher,
+    pub choice: Choice,
+}
+
+#[derive(Debug, Clone)]
+enum Matcher {
+    Regex(regex::Regex),
+    Exact(String),
+}
+
+impl Rule {
+    pub fn new(pattern: &str, choice: Choice) -> Result<Rule, String> {
+        let matcher = match pattern.strip_prefix("re:") {
+            Some(re) => Matcher::Regex(
+                regex::Regex::new(&format!("^(?:{re})$"))
+                    .map_err(|e| format!("rule '{pattern}': {e}"))?,
+            ),
+            None => Matcher::Exact(pattern.to_string()),
+        };
+        Ok(Rule {
+            pattern: pattern.to_string(),
+            matcher,
+            choice,
+        })
+    }
+
+    pub fn matches(&self, name: &str) -> bool {
+        match &self.matcher {
+            Matcher::Regex(r) => r.is_match(name),
+            Matcher::Exact(s) => s == name,
+        }
+    }
+}
+
+/// A plan in memory.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// Applies to every quantizable tensor (float, two or more dimensions) that no rule or override names.
+    pub default: Choice,
+    pub rules: Vec<Rule>,
+    /// Exact tensor names; beat rules. `why` is the reason shown to people.
+    pub overrides: BTreeMap<String, (Choice, String)>,
+    pub budget_bits: Option<f64>,
+}
+
+impl Default for Plan {
+    fn default() -> Self {
+        Plan {
+            default: Choice::Quantize(Spec::parse("int8").expect("valid")),
+            rules: Vec::new(),
+            overrides: BTreeMap::new(),
+            budget_bits: None,
+        }
+    }
+}
+
+/// The JSON form.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct PlanFile {
+    quantscope_plan: u32,
+    #[serde(default)]
+    model: ModelRef,
+    default: String,
+    #[serde(default)]
+    rules: Vec<RuleFile>,
+    #[serde(default)]
+    layers: BTreeMap<String, LayerFile>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    budget: Option<BudgetFile>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    summary: Option<SummaryFile>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ModelRef {
+    #[serde(default)]
+    pub source: String,
+    #[serde(default)]
+    pub sha256_header: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct RuleFile {
+    #[serde(rename = "match")]
+    pattern: String,
+    spec: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct LayerFile {
+    spec: String,
+    #[serde(default)]
+    why: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct BudgetFile {
+    bits_per_weight: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SummaryFile {
+    pub bits_per_weight: f64,
+    pub bytes: u64,
+}
+
+impl Plan {
+    /// The choice for one tensor: an override, else the last matching rule, else the default for
+    /// quantizable tensors, else keep. Returns the choice and where it came from.
+    pub fn resolve(&self, name: &str, quantizable: bool) -> (Choice, String) {
+        if let Some((c, why)) = self.overrides.get(name) {
+            return (
+                c.clone(),
+                if why.is_empty() {
+                    "set for this tensor".into()
+                } else {
+                    why.clone()
+                },
+            );
+        }
+        if let Some(r) = self.rules.iter().rev().find(|r| r.matches(name)) {
+            return (r.choice.clone(), format!("rule {}", r.pattern));
+        }
+        if quantizable {
+            (self.default.clone(), "default".into())
+        } else {
+            (
+                Choice::Keep,
+                "not quantized by default (fewer than 2 dimensions or not float)".into(),
+            )
+        }
+    }
+
+    /// Serialize for `model`: every tensor the plan quantizes is listed with its resolved spec.
+    pub fn to_json(&self, model: &Model, summary: Option<SummaryFile>) -> String {
+        let mut layers = BTreeMap::new();
+        for t in &model.tensors {
+            let (choice, why) = self.resolve(&t.name, t.quantizable());
+            let explicit = self.overrides.contains_key(&t.name)
+                || self.rules.iter().any(|r| r.matches(&t.name));
+            if matches!(choice, Choice::Quantize(_)) || explicit {
+                layers.insert(
+                    t.name.clone(),
+                    LayerFile {
+                        spec: choice.text(),
+                        why,
+                    },
+                );
+            }
+        }
+        let file = PlanFile {
+            quantscope_plan: PLAN_VERSION,
+            model: ModelRef {
+                source: model.source.display().to_string(),
+                sha256_header: model.header_fingerprint(),
+            },
+            default: self.default.text(),
+            rules: self
+                .rules
+                .iter()
+                .map(|r| RuleFile {
+                    pattern: r.pattern.clone(),
+                    spec: r.choice.text(),
+                })
+                .collect(),
+            layers,
+            budget: self.budget_bits.map(|b| BudgetFile { bits_per_weight: b }),
+            summary,
+        };
+        serde_json::to_string_pretty(&file).expect("plans serialize")
+    }
+
+    /// Read a plan and check it against `model`: unknown tensor names, invalid specs, and a plan made for
+    /// another model (different header fingerprint) are errors that name them.
+    pub fn from_json(text: &str, model: &Model) -> Result<Plan, PlanError> {
+        let f: PlanFile = serde_json::from_str(text)
+            .map_err(|e| PlanError::Invalid(format!("not a plan file: {e}")))?;
+        if f.quantscope_plan != PLAN_VERSION {
+            return Err(PlanError::Invalid(format!(
+                "version {} is not supported (this build reads version {PLAN_VERSION})",
+                f.quantscope_plan
+            )));
+        }
+        if !f.model.sha256_header.is_empty() && f.model.sha256_header != model.header_fingerprint()
+        {
+            return Err(PlanError::Invalid(format!(
+                "it was made for another model ({}): its tensors, shapes or dtypes differ from {}",
+                if f.model.source.is_empty() {
+                    "unnamed"
+                } else {
+                    &f.model.source
+                },
+                model.source.display()
+            )));
+        }
+        let default =
+            Choice::parse(&f.default).map_err(|e| PlanError::Invalid(format!("default: {e}")))?;
+        let rules = f
+            .rules
+            .iter()
+            .map(|r| {
+                let c = Choice::parse(&r.spec).map_err(|e| format!("rule {}: {e}", r.pattern))?;
+                Rule::new(&r.pattern, c)
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(PlanError::Invalid)?;
+        let mut overrides = BTreeMap::new();
+        let mut unknown = Vec::new();
+        let mut bad = Vec::new();
+        for (name, l) in f.layers {
+            if model.find(&name).is_none() {
+                unknown.push(name);
+                continue;
+            }
+            match Choice::parse(&l.spec) {
+                Ok(c) => {
+                    overrides.insert(name, (c, l.why));
+                }
+                Err(e) => bad.push(format!("{name}: {e}")),
+            }
+        }
+        if !unknown.is_empty() {
+            let shown: Vec<_> = unknown.iter().take(5).cloned().collect();
+            return Err(PlanError::Invalid(format!(
+                "{} tensor name(s) are not in the model: {}{}",
+                unknown.len(),
+                shown.join(", "),
+                if unknown.len() > 5 { ", …" } else { "" }
+            )));
+        }
+        if !bad.is_empty() {
+            return Err(PlanError::Invalid(format!(
+                "invalid specs: {}",
+                bad.join("; ")
+            )));
+        }
+        // the file's layer entries hold every resolved spec; keep only those that differ from what the
+        // rules and default give, so an edited default still applies to the rest
+        let mut plan = Plan {
+            default,
+            rules,
+            overrides: BTreeMap::new(),
+            budget_bits: f.budget.map(|b| b.bits_per_weight),
+        };
+        for (name, (c, why)) in overrides {
+            let t = &model.tensors[model.find(&name).expect("checked")];
+            let (resolved, _) = plan.resolve(&name, t.quantizable());
+            if resolved != c {
+                plan.overrides.insert(name, (c, why));
+            }
+        }
+        Ok(plan)
+    }
+
+    pub fn load(path: &Path, model: &Model) -> Result<Plan, PlanError> {
+        let text = std::fs::read_to_string(path).map_err(|e| PlanError::File {
+            path: path.display().to_string(),
+            why: e.to_string(),
+        })?;
+        Plan::from_json(&text, model).map_err(|e| PlanError::File {
+            path: path.display().to_string(),
+            why: e.to_string(),
+        })
+    }
+
+    /// Write to `path` through a temporary file renamed at the end.
+    pub fn save(
+        &self,
+        path: &Path,
+        model: &Model,
+        summary: Option<SummaryFile>,
+    ) -> Result<(), PlanError> {
+        let err = |e: std::io::Error| PlanError::File {
+            path: path.display().to_string(),
+            why: e.to_string(),
+        };
+        let tmp = path.with_extension("json.tmp");
+        std::fs::write(&tmp, self.to_json(model, summary)).map_err(err)?;
+        std::fs::rename(&tmp, path).map_err(err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    fn model() -> Model {
+        Model::from_bytes("sample", Arc::from(crate_sample())).unwrap()
+    }
+
+    fn crate_sample() -> &'static [u8] {
+        include_bytes!("../sample_models/digits_mlp.safetensors")
+    }
+
+    #[test]
+    fn rules_overrides_and_default() {
+        let mut p = Plan::default();
+        p.rules
+            .push(Rule::new("re:fc[23]\\.weight", Choice::parse("int4:g16").unwrap()).unwrap());
+        p.rules
+            .push(Rule::new("re:fc3\\.weight", Choice::parse("int8:tensor").unwrap()).unwrap());
+        p.overrides
+            .insert("fc2.weight".into(), (Choice::Keep, "sensitive".into()));
+        assert_eq!(
+            p.resolve("fc1.weight", true).0.text(),
+            Spec::parse("int8").unwrap().to_string()
+        );
+        assert_eq!(
+            p.resolve("fc3.weight", true).0.text(),
+            Spec::parse("int8:tensor").unwrap().to_string(),
+            "last rule wins"
+        );
+        assert_eq!(
+            p.resolve("fc2.weight", true),
+            (Choice::Keep, "sensitive".into()),
+            "overrides beat rules"
+        );
+        assert_eq!(p.resolve("fc1.bias", false).0, Choice::Keep);
+    }
+
+    #[test]
+    fn json_round_trip_and_validation() {
+        let m = model();
+        let mut p = Plan::default();
+        p.default = Choice::parse("int4:g16").unwrap();
+        p.overrides.insert(
+            "fc3.weight".into(),
+            (Choice::parse("int8").unwrap(), "the classifier".into()),
+        );
+        let text = p.to_json(&m, None);
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["quantscope_plan"], 1);
+        assert_eq!(
+            v["layers"]["fc1.weight"]["spec"],
+            Spec::parse("int4:g16").unwrap().to_string()
+        );
+        assert_eq!(v["layers"]["fc3.weight"]["why"], "the classifier");
+        let back = Plan::from_json(&text, &m).unwrap();
+        for t in &m.tensors {
+            assert_eq!(
+                back.resolve(&t.name, t.quantizable()).0,
+                p.resolve(&t.name, t.quantizable()).0,
+                "{}",
+                t.name
+            );
+        }
+        // errors name what is wrong
+        let bad_name = text.replace("fc3.weight", "fc9.weight");
+        assert!(Plan::from_json(&bad_name, &m)
+            .unwrap_err()
+            .to_string()
+            .contains("fc9.weight"));
+        let bad_spec = text.replace("\"spec\": \"int8:channel", "\"spec\": \"int9:channel");
+        assert!(Plan::from_json(&bad_spec, &m)
+            .unwrap_err()
+            .to_string()
+            .contains("2 to 8 bits"));
+        let other = text.replace(&m.header_fingerprint(), "0000");
+        assert!(Plan::from_json(&other, &m)
+            .unwrap_err()
+            .to_string()
+            .contains("another model"));
+        assert!(Plan::from_json("{}", &m).is_err());
+    }
+}
