@@ -372,8 +372,10 @@ mod tests {
     #[test]
     fn json_round_trip_and_validation() {
         let m = model();
-        let mut p = Plan::default();
-        p.default = Choice::parse("int4:g16").unwrap();
+        let mut p = Plan {
+            default: Choice::parse("int4:g16").unwrap(),
+            ..Default::default()
+        };
         p.overrides.insert(
             "fc3.weight".into(),
             (Choice::parse("int8").unwrap(), "the classifier".into()),

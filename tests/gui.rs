@@ -283,3 +283,215 @@ fn a_broken_file_shows_its_error_and_keeps_the_window() {
     assert_eq!(h.state().browser.layers.len(), 3);
     assert!(h.state().browser.error.is_none());
 }
+
+/// Step until the workbench has every report it asked for.
+fn wait_reports(h: &mut Harness<'static, App>) {
+    for _ in 0..4000 {
+        h.step();
+        let done = {
+            let app = h.state();
+            match (&app.browser.model, app.workbench.selected) {
+                (Some(m), Some(t)) => {
+                    let wb = &app.workbench;
+                    let all = (0..m.tensors.len())
+                        .filter(|&i| m.tensors[i].quantizable())
+                        .all(|i| match wb.spec_of(m, i) {
+                            Some(s) => wb.report(i, &s).is_some(),
+                            None => true,
+                        });
+                    let cands = quantscope::gui::DEFAULT_CANDIDATES.iter().all(|c| {
+                        wb.report(t, &quantscope::quant::Spec::parse(c).unwrap())
+                            .is_some()
+                    });
+                    all && cands
+                }
+                _ => false,
+            }
+        };
+        if done {
+            h.step();
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    panic!("the workbench did not finish its reports");
+}
+
+fn workbench() -> Harness<'static, App> {
+    let mut h = app_with(Some(Source::Sample), None);
+    wait_loaded(&mut h);
+    h.get_by_role_and_label(Role::Button, "Quantize").click();
+    h.step();
+    wait_reports(&mut h);
+    assert_eq!(h.state().view, View::Workbench);
+    h
+}
+
+fn type_into(h: &mut Harness<'static, App>, label: &str, text: &str) {
+    h.get_by_role_and_label(Role::TextInput, label).focus();
+    h.step();
+    h.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::A);
+    h.step();
+    h.get_by_role_and_label(Role::TextInput, label)
+        .type_text(text);
+    h.step();
+}
+
+#[test]
+fn editing_a_layer_spec_changes_the_plan_and_the_numbers_match_the_cli() {
+    let mut h = workbench();
+    assert_eq!(
+        h.state().browser.model.as_ref().unwrap().tensors[h.state().workbench.selected.unwrap()]
+            .name,
+        "fc1.weight"
+    );
+    type_into(&mut h, "Layer spec", "int4:g16");
+    h.get_by_role_and_label(Role::Button, "Apply").click();
+    h.step();
+    wait_reports(&mut h);
+    let spec = quantscope::quant::Spec::parse("int4:g16").unwrap();
+    {
+        let app = h.state();
+        let m = app.browser.model.as_ref().unwrap();
+        let t = m.find("fc1.weight").unwrap();
+        assert_eq!(app.workbench.spec_of(m, t), Some(spec));
+    }
+    // a bad spec says why and changes nothing
+    type_into(&mut h, "Layer spec", "int9");
+    h.get_by_role_and_label(Role::Button, "Apply").click();
+    h.step();
+    h.get_by_label_contains("2 to 8 bits");
+    // the window's numbers are the CLI's numbers for the same spec
+    let sample = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/sample_models/digits_mlp.safetensors"
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_quantscope"))
+        .args([
+            "quantize",
+            sample,
+            "--spec",
+            "int4:g16",
+            "--layers",
+            "fc1\\.weight",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let cli = &v["layers"][0];
+    let app = h.state();
+    let m = app.browser.model.as_ref().unwrap();
+    let r = app
+        .workbench
+        .report(m.find("fc1.weight").unwrap(), &spec)
+        .unwrap();
+    assert_eq!(r.metrics.sqnr_db, cli["sqnr_db"].as_f64().unwrap());
+    assert_eq!(r.metrics.mse, cli["mse"].as_f64().unwrap());
+    assert_eq!(r.metrics.bytes, cli["bytes"].as_u64().unwrap());
+    h.get_by_label_contains(&format!("SQNR {:.2} dB", r.metrics.sqnr_db));
+}
+
+#[test]
+fn a_bulk_edit_and_undo_redo() {
+    let mut h = workbench();
+    type_into(&mut h, "Layer spec", "int4:g32");
+    type_into(&mut h, "Pattern", "fc[23]");
+    h.get_by_role_and_label(Role::Button, "Apply spec to matching")
+        .click();
+    h.step();
+    let spec_of = |h: &Harness<'static, App>, name: &str| {
+        let app = h.state();
+        let m = app.browser.model.as_ref().unwrap();
+        app.workbench
+            .spec_of(m, m.find(name).unwrap())
+            .map(|s| s.to_string())
+    };
+    let int4 = Some(
+        quantscope::quant::Spec::parse("int4:g32")
+            .unwrap()
+            .to_string(),
+    );
+    let int8 = Some(quantscope::quant::Spec::parse("int8").unwrap().to_string());
+    assert_eq!(spec_of(&h, "fc2.weight"), int4);
+    assert_eq!(spec_of(&h, "fc3.weight"), int4);
+    assert_eq!(
+        spec_of(&h, "fc1.weight"),
+        int8,
+        "fc1 does not match the pattern"
+    );
+    h.get_by_role_and_label(Role::Button, "Undo").click();
+    h.step();
+    assert_eq!(spec_of(&h, "fc2.weight"), int8);
+    h.get_by_role_and_label(Role::Button, "Redo").click();
+    h.step();
+    assert_eq!(spec_of(&h, "fc3.weight"), int4);
+    // the default applies to everything without an override
+    type_into(&mut h, "Default spec", "nf4");
+    h.get_by_role_and_label(Role::Button, "Apply default")
+        .click();
+    h.step();
+    assert_eq!(
+        spec_of(&h, "fc1.weight"),
+        Some(quantscope::quant::Spec::parse("nf4").unwrap().to_string())
+    );
+    assert_eq!(
+        spec_of(&h, "fc2.weight"),
+        int4,
+        "overrides beat the default"
+    );
+}
+
+#[test]
+fn a_kmeans_spec_shows_its_palette() {
+    let mut h = workbench();
+    h.get_by_role_and_label(Role::Button, "kmeans4").click();
+    h.step();
+    wait_reports(&mut h);
+    h.get_by_label("Codebook: 16 values");
+    h.get_by_label_contains("16-entry fp32 codebook");
+    let app = h.state();
+    let m = app.browser.model.as_ref().unwrap();
+    let t = m.find("fc1.weight").unwrap();
+    let r = app
+        .workbench
+        .report(t, &quantscope::quant::Spec::parse("kmeans4").unwrap())
+        .unwrap();
+    assert_eq!(
+        r.codebook.iter().map(|c| c.1).sum::<u64>(),
+        8192,
+        "every weight uses one swatch"
+    );
+}
+
+#[test]
+fn the_plan_saves_and_loads() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("plan.json");
+    let mut h = workbench();
+    h.get_by_role_and_label(Role::Button, "ternary").click();
+    h.step();
+    type_into(&mut h, "Plan file", path.to_str().unwrap());
+    h.get_by_role_and_label(Role::Button, "Save plan").click();
+    h.step();
+    assert!(path.exists());
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    assert_eq!(
+        v["layers"]["fc1.weight"]["spec"],
+        quantscope::quant::Spec::parse("ternary")
+            .unwrap()
+            .to_string()
+    );
+    // change the plan, then load the file back
+    h.get_by_role_and_label(Role::Button, "nf4").click();
+    h.step();
+    h.get_by_role_and_label(Role::Button, "Load plan").click();
+    h.step();
+    let app = h.state();
+    let m = app.browser.model.as_ref().unwrap();
+    assert_eq!(
+        app.workbench.spec_of(m, m.find("fc1.weight").unwrap()),
+        Some(quantscope::quant::Spec::parse("ternary").unwrap())
+    );
+}

@@ -1,12 +1,14 @@
 //! The window. Panels draw what the engine computed; they hold no numerics of their own.
 
-mod browser;
+pub(crate) mod browser;
 mod formats_lab;
+mod workbench;
 
 pub use browser::{
     default_recent_file, Browser, FilePicker, NativePicker, SortBy, Source, SAMPLE_NAME,
 };
 pub use formats_lab::FormatsLab;
+pub use workbench::{Workbench, DEFAULT_CANDIDATES};
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -15,6 +17,7 @@ use std::sync::Arc;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum View {
     Model,
+    Workbench,
     FormatsLab,
 }
 
@@ -22,6 +25,7 @@ pub enum View {
 pub struct App {
     pub view: View,
     pub browser: Browser,
+    pub workbench: Workbench,
     pub formats_lab: FormatsLab,
     /// Opened on the first frame (opening needs the egui context for repaint requests).
     pending_open: Option<Source>,
@@ -37,6 +41,7 @@ impl App {
         App {
             view: View::Model,
             browser: Browser::new(picker, recent_file),
+            workbench: Workbench::default(),
             formats_lab: FormatsLab::default(),
             pending_open: open,
         }
@@ -57,6 +62,8 @@ impl App {
                     .on_hover_text(
                         "Open a model and browse its layers, weight histograms and channel ranges",
                     );
+                ui.selectable_value(&mut self.view, View::Workbench, "Quantize")
+                    .on_hover_text("Choose formats per layer and watch the error and the size");
                 ui.selectable_value(&mut self.view, View::FormatsLab, "Formats lab")
                     .on_hover_text(
                         "Number formats: bit layouts, rounding, number lines, comparison",
@@ -82,8 +89,12 @@ impl App {
         });
         match self.view {
             View::Model => self.browser.ui(ui),
-            View::FormatsLab => {
+            View::Workbench => {
                 // loads keep running in the background while another view is shown
+                self.browser.poll(&ui.ctx().clone());
+                self.workbench.ui(ui, self.browser.model.clone())
+            }
+            View::FormatsLab => {
                 self.browser.poll(&ui.ctx().clone());
                 self.formats_lab.ui(ui)
             }

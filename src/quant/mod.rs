@@ -11,6 +11,7 @@ mod blocks;
 mod kmeans;
 mod linear;
 pub mod metrics;
+pub mod report;
 pub mod rounder;
 pub mod spec;
 

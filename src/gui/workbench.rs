@@ -1,0 +1,1098 @@
+//! The quantization workbench: a model-wide default spec and per-layer overrides, and for the selected
+//! layer its histogram with the quantization grid, every clip method's threshold and the quantized
+//! values overlaid, the error histogram, the k-means palette, and a comparison of candidate formats;
+//! across the model, SQNR per layer and the size under the plan. Reports come from a background job
+//! and are cached per (tensor, spec); the panel only draws them.
+
+use crate::formats::fmt_short;
+use crate::jobs::{Job, Worker};
+use crate::model::Model;
+use crate::plan::{Choice, Plan};
+use crate::quant::report::{clip_lines, layer_report, report_levels, ClipLines, LayerReport};
+use crate::quant::Spec;
+use egui::{Color32, RichText, Ui};
+use egui_plot::{Bar, BarChart, Legend, Plot, VLine};
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+const BINS: usize = 96;
+
+/// Specs the comparison offers by default.
+pub const DEFAULT_CANDIDATES: &[&str] = &[
+    "int8",
+    "int4:g128",
+    "fp8_e4m3",
+    "nvfp4",
+    "mxfp4",
+    "nf4",
+    "kmeans4",
+    "ternary",
+];
+
+/// Quick choices for the spec editor.
+const PRESETS: &[&str] = &[
+    "none",
+    "int8",
+    "int4:g128",
+    "uint4:g64:clip=mse",
+    "fp8_e4m3",
+    "mxfp4",
+    "nvfp4",
+    "nf4",
+    "kmeans4",
+    "ternary",
+];
+
+type Key = (usize, String);
+
+enum Msg {
+    Report(Key, Arc<LayerReport>),
+    Clip(Key, Arc<ClipLines>),
+    Failed(Key, String),
+}
+
+/// Undoable state: the plan's default and overrides.
+#[derive(Clone)]
+struct Snapshot {
+    default: Choice,
+    overrides: std::collections::BTreeMap<String, (Choice, String)>,
+}
+
+pub struct Workbench {
+    pub plan: Plan,
+    pub default_text: String,
+    pub default_error: Option<String>,
+    /// The spec text of the selected tensor (its override, or what it resolves to).
+    pub layer_text: String,
+    pub layer_error: Option<String>,
+    /// Tensor index of the selected weight.
+    pub selected: Option<usize>,
+    pub group: usize,
+    pub log_counts: bool,
+    pub bulk_pattern: String,
+    pub bulk_error: Option<String>,
+    pub candidates: Vec<String>,
+    pub plan_path: String,
+    pub message: Option<String>,
+    pub reports: HashMap<Key, Arc<LayerReport>>,
+    pub clips: HashMap<Key, Arc<ClipLines>>,
+    pub failures: HashMap<Key, String>,
+    undo: Vec<Snapshot>,
+    redo: Vec<Snapshot>,
+    job: Option<Job<Msg>>,
+    /// What the running job was asked to compute, so a plan change can tell whether to restart it.
+    job_wants: Vec<Key>,
+    job_clip: Option<Key>,
+    /// The model the caches belong to (its fingerprint).
+    model_id: String,
+}
+
+impl Default for Workbench {
+    fn default() -> Self {
+        let plan = Plan::default();
+        Workbench {
+            default_text: plan.default.text(),
+            plan,
+            default_error: None,
+            layer_text: String::new(),
+            layer_error: None,
+            selected: None,
+            group: 0,
+            log_counts: false,
+            bulk_pattern: String::new(),
+            bulk_error: None,
+            candidates: DEFAULT_CANDIDATES.iter().map(|s| s.to_string()).collect(),
+            plan_path: "plan.json".into(),
+            message: None,
+            reports: HashMap::new(),
+            clips: HashMap::new(),
+            failures: HashMap::new(),
+            undo: Vec::new(),
+            redo: Vec::new(),
+            job: None,
+            job_wants: Vec::new(),
+            job_clip: None,
+            model_id: String::new(),
+        }
+    }
+}
+
+/// The tensors the workbench lists: every float tensor with data (quantizable or not).
+fn listed(model: &Model) -> Vec<usize> {
+    let mut v: Vec<usize> = (0..model.tensors.len())
+        .filter(|&i| model.tensors[i].is_float() && model.tensors[i].numel() > 0)
+        .collect();
+    v.sort_by(|&a, &b| crate::model::natural_cmp(&model.tensors[a].name, &model.tensors[b].name));
+    v
+}
+
+impl Workbench {
+    /// The resolved spec of a tensor under the current plan (None: kept as it is).
+    pub fn spec_of(&self, model: &Model, t: usize) -> Option<Spec> {
+        let info = &model.tensors[t];
+        match self.plan.resolve(&info.name, info.quantizable()).0 {
+            Choice::Quantize(s) => Some(s),
+            Choice::Keep => None,
+        }
+    }
+
+    pub fn report(&self, t: usize, spec: &Spec) -> Option<&Arc<LayerReport>> {
+        self.reports.get(&(t, spec.to_string()))
+    }
+
+    fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            default: self.plan.default.clone(),
+            overrides: self.plan.overrides.clone(),
+        }
+    }
+
+    fn restore(&mut self, s: Snapshot) {
+        self.plan.default = s.default;
+        self.plan.overrides = s.overrides;
+        self.default_text = self.plan.default.text();
+    }
+
+    /// Record the current plan for undo before an edit.
+    fn checkpoint(&mut self) {
+        self.undo.push(self.snapshot());
+        self.redo.clear();
+    }
+
+    pub fn undo(&mut self) -> bool {
+        match self.undo.pop() {
+            Some(s) => {
+                self.redo.push(self.snapshot());
+                self.restore(s);
+                true
+            }
+            None => false,
+        }
+    }
+
+    pub fn redo(&mut self) -> bool {
+        match self.redo.pop() {
+            Some(s) => {
+                self.undo.push(self.snapshot());
+                self.restore(s);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Set the model-wide default from text; a bad spec leaves the plan as it was and says why.
+    pub fn set_default(&mut self, text: &str) -> Result<(), String> {
+        let c = Choice::parse(text)?;
+        if c != self.plan.default {
+            self.checkpoint();
+            self.plan.default = c;
+        }
+        self.default_text = self.plan.default.text();
+        Ok(())
+    }
+
+    /// Override one tensor (by name).
+    pub fn set_layer(&mut self, name: &str, text: &str) -> Result<(), String> {
+        let c = Choice::parse(text)?;
+        self.checkpoint();
+        self.plan
+            .overrides
+            .insert(name.to_string(), (c, "set in the workbench".into()));
+        Ok(())
+    }
+
+    /// Set every listed tensor whose name matches `pattern` (a regular expression) or whose layer role
+    /// is `pattern` (linear, conv, embedding, lm_head). Returns how many were set.
+    pub fn set_matching(
+        &mut self,
+        model: &Model,
+        pattern: &str,
+        text: &str,
+    ) -> Result<usize, String> {
+        let c = Choice::parse(text)?;
+        let layers = crate::model::group_layers(&model.tensors);
+        let role_of = |t: usize| {
+            layers
+                .iter()
+                .find(|l| l.weight == Some(t))
+                .map(|l| l.role.as_str())
+        };
+        let re = regex::Regex::new(pattern)
+            .map_err(|e| format!("'{pattern}' is not a valid regular expression: {e}"))?;
+        let names: Vec<String> = listed(model)
+            .into_iter()
+            .filter(|&t| {
+                role_of(t) == Some(pattern)
+                    || (model.tensors[t].quantizable() && re.is_match(&model.tensors[t].name))
+            })
+            .map(|t| model.tensors[t].name.clone())
+            .collect();
+        if names.is_empty() {
+            return Err(format!("no quantizable tensor matches '{pattern}'"));
+        }
+        self.checkpoint();
+        for n in &names {
+            self.plan
+                .overrides
+                .insert(n.clone(), (c.clone(), format!("bulk edit: {pattern}")));
+        }
+        Ok(names.len())
+    }
+
+    /// Size of the model under the plan: (bytes of quantized tensors as planned + other tensors as they
+    /// are, bytes as they are, known: whether every planned report is in).
+    pub fn size(&self, model: &Model) -> (u64, u64, bool) {
+        let mut planned = 0u64;
+        let mut original = 0u64;
+        let mut known = true;
+        for t in 0..model.tensors.len() {
+            let info = &model.tensors[t];
+            original += info.nbytes() as u64;
+            match self.spec_of(model, t) {
+                Some(s) if info.is_float() && info.numel() > 0 => match self.report(t, &s) {
+                    Some(r) => planned += r.metrics.bytes,
+                    None => {
+                        known = false;
+                        planned += info.nbytes() as u64;
+                    }
+                },
+                _ => planned += info.nbytes() as u64,
+            }
+        }
+        (planned, original, known)
+    }
+
+    /// Everything the view needs that is not cached yet, the selected layer first.
+    fn wanted(&self, model: &Model) -> Vec<Key> {
+        let mut out: Vec<Key> = Vec::new();
+        let mut seen = HashSet::new();
+        let mut push = |k: Key, out: &mut Vec<Key>| {
+            if !self.reports.contains_key(&k)
+                && !self.failures.contains_key(&k)
+                && seen.insert(k.clone())
+            {
+                out.push(k);
+            }
+        };
+        if let Some(t) = self.selected {
+            if let Some(s) = self.spec_of(model, t) {
+                push((t, s.to_string()), &mut out);
+            }
+            for c in &self.candidates {
+                if let Ok(s) = Spec::parse(c) {
+                    push((t, s.to_string()), &mut out);
+                }
+            }
+        }
+        for t in listed(model) {
+            if let Some(s) = self.spec_of(model, t) {
+                push((t, s.to_string()), &mut out);
+            }
+        }
+        out
+    }
+
+    /// Keep the background job working on what the view needs now; called every frame.
+    pub fn schedule(&mut self, model: &Arc<Model>, ctx: &egui::Context) {
+        let fp = model.header_fingerprint();
+        if fp != self.model_id {
+            // another model: nothing cached applies
+            self.model_id = fp;
+            self.reports.clear();
+            self.clips.clear();
+            self.failures.clear();
+            self.selected = listed(model)
+                .into_iter()
+                .find(|&t| model.tensors[t].quantizable());
+            self.sync_layer_text(model);
+            self.job = None;
+        }
+        if let Some(job) = &mut self.job {
+            for m in job.poll() {
+                match m {
+                    Msg::Report(k, r) => {
+                        self.reports.insert(k, r);
+                    }
+                    Msg::Clip(k, c) => {
+                        self.clips.insert(k, c);
+                    }
+                    Msg::Failed(k, e) => {
+                        self.failures.insert(k, e);
+                    }
+                }
+            }
+            if job.is_finished() {
+                self.job = None;
+            }
+        }
+        let wanted = self.wanted(model);
+        let clip_key = self
+            .selected
+            .and_then(|t| self.spec_of(model, t).map(|s| (t, clip_family(&s))));
+        let clip_needed = clip_key
+            .as_ref()
+            .filter(|k| !self.clips.contains_key(*k))
+            .cloned();
+        if wanted.is_empty() && clip_needed.is_none() {
+            return;
+        }
+        // restart only when the running job does not cover what is needed first (the selection or the
+        // plan moved on); otherwise let it continue down its list
+        let covers_front = wanted.first().is_none_or(|k| self.job_wants.contains(k));
+        let covers_clip = clip_needed.is_none() || self.job_clip == clip_needed;
+        let stale = self.job.is_none() || !covers_front || !covers_clip;
+        if stale {
+            self.job_wants = wanted.clone();
+            self.job_clip = clip_needed.clone();
+            let model = model.clone();
+            let ctx = ctx.clone();
+            let wake: Arc<dyn Fn() + Send + Sync> = Arc::new(move || ctx.request_repaint());
+            self.job = Some(Job::spawn(wake, move |w: &Worker<Msg>| {
+                compute(&model, wanted, clip_needed, w)
+            }));
+        }
+        ctx.request_repaint_after(std::time::Duration::from_millis(100));
+    }
+
+    fn sync_layer_text(&mut self, model: &Model) {
+        if let Some(t) = self.selected {
+            self.layer_text = self
+                .spec_of(model, t)
+                .map(|s| s.to_string())
+                .unwrap_or_else(|| "none".into());
+            self.layer_error = None;
+            self.group = 0;
+        }
+    }
+
+    pub fn select(&mut self, model: &Model, t: usize) {
+        self.selected = Some(t);
+        self.sync_layer_text(model);
+    }
+
+    pub fn ui(&mut self, ui: &mut Ui, model: Option<Arc<Model>>) {
+        let Some(model) = model else {
+            egui::CentralPanel::default().show(ui, |ui| {
+                ui.label("Open a model in the Model view first.");
+            });
+            return;
+        };
+        let ctx = ui.ctx().clone();
+        self.schedule(&model, &ctx);
+        // keyboard: Ctrl+Z / Ctrl+Y undo and redo when no text field has focus
+        let nothing_focused = ctx.memory(|m| m.focused().is_none());
+        if nothing_focused {
+            let (z, y) = ctx.input(|i| {
+                (
+                    i.modifiers.command && i.key_pressed(egui::Key::Z),
+                    i.modifiers.command && i.key_pressed(egui::Key::Y),
+                )
+            });
+            if z {
+                self.undo();
+                self.sync_layer_text(&model);
+            }
+            if y {
+                self.redo();
+                self.sync_layer_text(&model);
+            }
+        }
+        egui::Panel::top("workbench_plan").show(ui, |ui| self.plan_ui(ui, &model));
+        egui::Panel::left("workbench_layers")
+            .resizable(true)
+            .default_size(560.0)
+            .show(ui, |ui| self.table_ui(ui, &model));
+        egui::CentralPanel::default().show(ui, |ui| {
+            egui::ScrollArea::vertical().show(ui, |ui| self.layer_ui(ui, &model));
+        });
+    }
+
+    fn plan_ui(&mut self, ui: &mut Ui, model: &Arc<Model>) {
+        ui.horizontal(|ui| {
+            let l = ui.label("Default spec");
+            let r = ui
+                .add(egui::TextEdit::singleline(&mut self.default_text).desired_width(260.0))
+                .labelled_by(l.id)
+                .on_hover_text("The spec every quantizable weight gets unless a layer overrides it; Enter applies it");
+            if r.lost_focus() && ui.input(|i| i.key_pressed(egui::Key::Enter)) || ui.button("Apply default").clicked() {
+                let text = self.default_text.clone();
+                self.default_error = self.set_default(&text).err();
+                self.sync_layer_text(model);
+            }
+            ui.separator();
+            if ui.add_enabled(!self.undo.is_empty(), egui::Button::new("Undo")).on_hover_text("Undo the last plan edit (Ctrl+Z)").clicked() {
+                self.undo();
+                self.sync_layer_text(model);
+            }
+            if ui.add_enabled(!self.redo.is_empty(), egui::Button::new("Redo")).on_hover_text("Redo (Ctrl+Y)").clicked() {
+                self.redo();
+                self.sync_layer_text(model);
+            }
+            ui.separator();
+            let l = ui.label("Plan file");
+            ui.add(egui::TextEdit::singleline(&mut self.plan_path).desired_width(200.0)).labelled_by(l.id);
+            if ui.button("Save plan").on_hover_text("Write the plan (default, overrides and every resolved spec) as JSON").clicked() {
+                let (bytes, _, _) = self.size(model);
+                let bpw = bytes as f64 * 8.0 / model.parameters().max(1) as f64;
+                let summary = crate::plan::SummaryFile { bits_per_weight: bpw, bytes };
+                self.message = Some(match self.plan.save(std::path::Path::new(&self.plan_path), model, Some(summary)) {
+                    Ok(()) => format!("Saved the plan to {}", self.plan_path),
+                    Err(e) => format!("Error: {e}"),
+                });
+            }
+            if ui.button("Load plan").on_hover_text("Read a plan made for this model").clicked() {
+                match crate::plan::Plan::load(std::path::Path::new(&self.plan_path), model) {
+                    Ok(p) => {
+                        self.checkpoint();
+                        self.plan = p;
+                        self.default_text = self.plan.default.text();
+                        self.sync_layer_text(model);
+                        self.message = Some(format!("Loaded {}", self.plan_path));
+                    }
+                    Err(e) => self.message = Some(format!("Error: {e}")),
+                }
+            }
+        });
+        if let Some(e) = &self.default_error {
+            ui.colored_label(ui.visuals().error_fg_color, e);
+        }
+        if let Some(m) = &self.message {
+            let color = if m.starts_with("Error") {
+                ui.visuals().error_fg_color
+            } else {
+                ui.visuals().text_color()
+            };
+            ui.colored_label(color, m);
+        }
+        // the size meter
+        let (planned, original, known) = self.size(model);
+        let params = model.parameters().max(1) as f64;
+        ui.horizontal(|ui| {
+            let frac = planned as f32 / original.max(1) as f32;
+            ui.add(
+                egui::ProgressBar::new(frac)
+                    .desired_width(260.0)
+                    .text(format!(
+                        "{} of {} ({:.1} %)",
+                        crate::gui::browser::human_bytes(planned),
+                        crate::gui::browser::human_bytes(original),
+                        100.0 * frac
+                    )),
+            )
+            .on_hover_text(
+                "Model size under the plan against the original (every tensor, quantized or not)",
+            );
+            ui.label(format!(
+                "average {:.2} bits per parameter (was {:.2}){}",
+                planned as f64 * 8.0 / params,
+                original as f64 * 8.0 / params,
+                if known { "" } else { " · computing…" }
+            ));
+        });
+    }
+
+    fn table_ui(&mut self, ui: &mut Ui, model: &Arc<Model>) {
+        let rows = listed(model);
+        ui.horizontal(|ui| {
+            let l = ui.label("Pattern");
+            ui.add(egui::TextEdit::singleline(&mut self.bulk_pattern).desired_width(160.0))
+                .labelled_by(l.id)
+                .on_hover_text("A regular expression over tensor names (e.g. mlp\\.down_proj) or a role: linear, conv, embedding, lm_head");
+            if ui.button("Apply spec to matching").on_hover_text("Give every matching weight the spec of the selected layer").clicked() {
+                let (p, text) = (self.bulk_pattern.clone(), self.layer_text.clone());
+                self.bulk_error = match self.set_matching(model, &p, &text) {
+                    Ok(n) => {
+                        self.message = Some(format!("Set {n} tensors to {text}"));
+                        None
+                    }
+                    Err(e) => Some(e),
+                };
+            }
+            if ui.button("Apply to all").on_hover_text("Give every quantizable weight the selected layer's spec").clicked() {
+                let text = self.layer_text.clone();
+                self.bulk_error = self.set_matching(model, ".*", &text).err();
+            }
+        });
+        if let Some(e) = &self.bulk_error {
+            ui.colored_label(ui.visuals().error_fg_color, e);
+        }
+        // SQNR per layer, in model order, clickable
+        let mut bars = Vec::new();
+        let mut order = Vec::new();
+        for &t in &rows {
+            if let Some(s) = self.spec_of(model, t) {
+                if let Some(r) = self.report(t, &s) {
+                    let v = if r.metrics.sqnr_db.is_finite() {
+                        r.metrics.sqnr_db
+                    } else {
+                        100.0
+                    };
+                    let name = model.tensors[t].name.clone();
+                    bars.push(
+                        Bar::new(order.len() as f64, v)
+                            .name(name)
+                            .fill(family_color(&s)),
+                    );
+                    order.push(t);
+                }
+            }
+        }
+        let resp = Plot::new("sqnr_per_layer")
+            .height(130.0)
+            .allow_scroll(false)
+            .allow_drag(false)
+            .y_axis_label("SQNR dB")
+            .show(ui, |p| {
+                p.bar_chart(BarChart::new("SQNR per layer", bars));
+                p.pointer_coordinate()
+            });
+        if resp.response.clicked() {
+            if let Some(pt) = resp.inner {
+                let i = pt.x.round();
+                if i >= 0.0 && (i as usize) < order.len() {
+                    self.select(model, order[i as usize]);
+                }
+            }
+        }
+        let mut clicked = None;
+        use egui_extras::{Column, TableBuilder};
+        TableBuilder::new(ui)
+            .striped(true)
+            .resizable(true)
+            .cell_layout(egui::Layout::left_to_right(egui::Align::Center))
+            .column(Column::initial(230.0).clip(true))
+            .column(Column::initial(150.0).clip(true))
+            .column(Column::auto())
+            .column(Column::auto())
+            .column(Column::auto())
+            .header(20.0, |mut h| {
+                for t in ["tensor", "spec", "SQNR dB", "MSE", "bits/w"] {
+                    h.col(|ui| {
+                        ui.strong(t);
+                    });
+                }
+            })
+            .body(|body| {
+                body.rows(20.0, rows.len(), |mut row| {
+                    let t = rows[row.index()];
+                    let info = &model.tensors[t];
+                    let spec = self.spec_of(model, t);
+                    let r = spec.as_ref().and_then(|s| self.report(t, s));
+                    row.set_selected(self.selected == Some(t));
+                    row.col(|ui| {
+                        if ui
+                            .add(
+                                egui::Button::selectable(
+                                    self.selected == Some(t),
+                                    info.name.as_str(),
+                                )
+                                .frame(false),
+                            )
+                            .clicked()
+                        {
+                            clicked = Some(t);
+                        }
+                    });
+                    row.col(|ui| {
+                        let text = spec
+                            .map(|s| short_spec(&s))
+                            .unwrap_or_else(|| "float".into());
+                        ui.label(
+                            RichText::new(text)
+                                .color(spec.map(|s| family_color(&s)).unwrap_or(Color32::GRAY)),
+                        );
+                    });
+                    row.col(|ui| {
+                        ui.label(
+                            r.map(|r| format!("{:.2}", r.metrics.sqnr_db))
+                                .unwrap_or_else(|| {
+                                    if spec.is_some() {
+                                        "…".into()
+                                    } else {
+                                        "-".into()
+                                    }
+                                }),
+                        );
+                    });
+                    row.col(|ui| {
+                        ui.label(r.map(|r| fmt_short(r.metrics.mse)).unwrap_or_default());
+                    });
+                    row.col(|ui| {
+                        ui.label(
+                            r.map(|r| format!("{:.2}", r.metrics.bits_per_weight))
+                                .unwrap_or_default(),
+                        );
+                    });
+                });
+            });
+        if let Some(t) = clicked {
+            self.select(model, t);
+        }
+    }
+
+    fn layer_ui(&mut self, ui: &mut Ui, model: &Arc<Model>) {
+        let Some(t) = self.selected else {
+            ui.label("Select a layer.");
+            return;
+        };
+        let info = model.tensors[t].clone();
+        ui.heading(&info.name);
+        ui.label(format!(
+            "{:?} {:?} · {} weights",
+            info.dtype,
+            info.shape,
+            info.numel()
+        ));
+        // the spec editor
+        ui.horizontal(|ui| {
+            let l = ui.label("Layer spec");
+            let r = ui
+                .add(egui::TextEdit::singleline(&mut self.layer_text).desired_width(300.0).font(egui::TextStyle::Monospace))
+                .labelled_by(l.id)
+                .on_hover_text("This layer's spec (copy it, or edit it and press Enter); 'none' keeps it in float");
+            if r.lost_focus() && ui.input(|i| i.key_pressed(egui::Key::Enter)) || ui.button("Apply").clicked() {
+                let text = self.layer_text.clone();
+                self.layer_error = self.set_layer(&info.name, &text).err();
+                if self.layer_error.is_none() {
+                    self.sync_layer_text(model);
+                }
+            }
+            if ui.button("Use default").on_hover_text("Remove this layer's override").clicked() {
+                self.checkpoint();
+                self.plan.overrides.remove(&info.name);
+                self.sync_layer_text(model);
+            }
+        });
+        ui.horizontal_wrapped(|ui| {
+            ui.label("Presets:");
+            for p in PRESETS {
+                if ui.small_button(*p).on_hover_text(preset_help(p)).clicked() {
+                    self.layer_text = p.to_string();
+                    self.layer_error = self.set_layer(&info.name, p).err();
+                    self.sync_layer_text(model);
+                }
+            }
+        });
+        if let Some(e) = &self.layer_error {
+            ui.colored_label(ui.visuals().error_fg_color, e);
+        }
+        let why = self.plan.resolve(&info.name, info.quantizable()).1;
+        ui.label(RichText::new(format!("from: {why}")).weak());
+        let Some(spec) = self.spec_of(model, t) else {
+            ui.label("Kept in float.");
+            self.compare_ui(ui, model, t);
+            return;
+        };
+        let key = (t, spec.to_string());
+        if let Some(e) = self.failures.get(&key) {
+            ui.colored_label(ui.visuals().error_fg_color, format!("Error: {e}"));
+            return;
+        }
+        let Some(r) = self.reports.get(&key).cloned() else {
+            ui.horizontal(|ui| {
+                ui.spinner();
+                ui.label("quantizing…");
+            });
+            return;
+        };
+        let m = &r.metrics;
+        ui.label(
+            RichText::new(format!(
+                "SQNR {:.2} dB · MSE {} · cosine {:.5} · max |err| {} · {:.3} bits/weight · {} bytes",
+                m.sqnr_db,
+                fmt_short(m.mse),
+                m.cosine,
+                fmt_short(m.max_abs_err),
+                m.bits_per_weight,
+                m.bytes
+            ))
+            .strong(),
+        );
+        if r.groups > 1 {
+            ui.horizontal(|ui| {
+                let l = ui.label("Group");
+                ui.add(egui::DragValue::new(&mut self.group).range(0..=r.groups - 1))
+                    .labelled_by(l.id)
+                    .on_hover_text("Which channel or group's grid to draw");
+                let s = r.scales.get(self.group).copied().unwrap_or(0.0);
+                let (lo, hi) = r
+                    .scales
+                    .iter()
+                    .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| {
+                        (a.min(v), b.max(v))
+                    });
+                ui.label(format!(
+                    "{} groups of {} · this group's scale {} · scales span {} … {}",
+                    r.groups,
+                    r.group_size,
+                    fmt_short(s as f64),
+                    fmt_short(lo as f64),
+                    fmt_short(hi as f64)
+                ));
+            });
+        }
+        ui.checkbox(&mut self.log_counts, "log counts")
+            .on_hover_text("Plot log10 of the counts to see the tails");
+        let clips = self.clips.get(&(t, clip_family(&spec))).cloned();
+        let levels = report_levels(&r, self.group.min(r.groups.saturating_sub(1)));
+        hist_ui(ui, &r, &levels, clips.as_deref(), self.log_counts);
+        if !r.codebook.is_empty() {
+            palette_ui(ui, &r);
+        }
+        if let Some(tm) = r.threshold_mean {
+            ui.label(format!(
+                "threshold {} · {:.1} % of weights are exactly 0",
+                fmt_short(tm as f64),
+                100.0 * r.zero_fraction
+            ));
+        }
+        self.compare_ui(ui, model, t);
+    }
+
+    fn compare_ui(&mut self, ui: &mut Ui, _model: &Arc<Model>, t: usize) {
+        ui.separator();
+        ui.strong("Compare formats on this layer");
+        let rows: Vec<(String, Option<Arc<LayerReport>>)> = self
+            .candidates
+            .iter()
+            .filter_map(|c| {
+                Spec::parse(c)
+                    .ok()
+                    .map(|s| (c.clone(), self.reports.get(&(t, s.to_string())).cloned()))
+            })
+            .collect();
+        egui::Grid::new("compare")
+            .striped(true)
+            .spacing([16.0, 3.0])
+            .show(ui, |ui| {
+                for h in ["spec", "SQNR dB", "MSE", "bits/w", "bytes"] {
+                    ui.strong(h);
+                }
+                ui.end_row();
+                for (c, r) in &rows {
+                    ui.monospace(c);
+                    match r {
+                        Some(r) => {
+                            ui.label(format!("{:.2}", r.metrics.sqnr_db));
+                            ui.label(fmt_short(r.metrics.mse));
+                            ui.label(format!("{:.3}", r.metrics.bits_per_weight));
+                            ui.label(r.metrics.bytes.to_string());
+                        }
+                        None => {
+                            ui.spinner();
+                            ui.label("");
+                            ui.label("");
+                            ui.label("");
+                        }
+                    }
+                    ui.end_row();
+                }
+            });
+        let bars: Vec<Bar> = rows
+            .iter()
+            .enumerate()
+            .filter_map(|(i, (c, r))| {
+                r.as_ref().map(|r| {
+                    let s = Spec::parse(c).expect("parsed above");
+                    Bar::new(i as f64, r.metrics.sqnr_db)
+                        .name(format!("{c}: {:.2} bits/w", r.metrics.bits_per_weight))
+                        .fill(family_color(&s))
+                })
+            })
+            .collect();
+        let names: Vec<String> = rows.iter().map(|r| r.0.clone()).collect();
+        Plot::new("compare_bars")
+            .height(160.0)
+            .allow_scroll(false)
+            .y_axis_label("SQNR dB")
+            .x_axis_formatter(move |mark, _| {
+                let i = mark.value.round();
+                if (mark.value - i).abs() < 1e-6 && i >= 0.0 && (i as usize) < names.len() {
+                    names[i as usize].clone()
+                } else {
+                    String::new()
+                }
+            })
+            .show(ui, |p| p.bar_chart(BarChart::new("SQNR", bars)));
+    }
+}
+
+/// A spec without the options that are at their defaults, for narrow table cells.
+fn short_spec(s: &Spec) -> String {
+    s.to_string()
+        .replace(":clip=minmax", "")
+        .replace(":round=nearest", "")
+        .replace(":scale=fp32", "")
+        .replace(":scale=fp16", "")
+}
+
+/// Clip lines depend on the format and clip-free settings, not on the clip option itself.
+fn clip_family(s: &Spec) -> String {
+    let base = Spec {
+        clip: crate::quant::Clip::MinMax,
+        round: crate::quant::RoundMode::Nearest,
+        vsq: false,
+        ..*s
+    };
+    base.to_string()
+}
+
+fn family_color(s: &Spec) -> Color32 {
+    use crate::quant::Family::*;
+    match s.family {
+        Int(_) => Color32::from_rgb(97, 175, 239),
+        Uint(_) => Color32::from_rgb(86, 182, 194),
+        Float(_) => Color32::from_rgb(152, 195, 121),
+        Nf4 => Color32::from_rgb(198, 120, 221),
+        Mx(_) | MicroExp(_) => Color32::from_rgb(229, 192, 123),
+        Nvfp4 => Color32::from_rgb(209, 154, 102),
+        Kmeans(_) => Color32::from_rgb(224, 108, 117),
+        Binary | Ternary => Color32::from_rgb(190, 80, 70),
+        Bf16 | Fp16 | None => Color32::GRAY,
+    }
+}
+
+fn preset_help(p: &str) -> &'static str {
+    match p {
+        "none" => "Keep this layer in float",
+        "int8" => "8-bit symmetric integers, one fp32 scale per output channel",
+        "int4:g128" => "4-bit integers, an fp16 scale per 128 weights (GPTQ/AWQ style)",
+        "uint4:g64:clip=mse" => {
+            "4-bit asymmetric with a zero point per 64 weights, range chosen by MSE"
+        }
+        "fp8_e4m3" => "FP8 E4M3 elements with a per-channel scale",
+        "mxfp4" => "OCP MX FP4: E2M1 elements, a power-of-two scale per 32",
+        "nvfp4" => "NVIDIA FP4: E2M1, an E4M3 scale per 16 and an fp32 tensor scale",
+        "nf4" => "QLoRA NormalFloat4 with an absmax per 64",
+        "kmeans4" => "16 shared values for the whole tensor (Deep Compression)",
+        "ternary" => "-α, 0, +α per channel (TWN)",
+        _ => "",
+    }
+}
+
+fn hist_ui(ui: &mut Ui, r: &LayerReport, levels: &[f32], clips: Option<&ClipLines>, log: bool) {
+    let y = |c: u64| {
+        if log {
+            if c > 0 {
+                (c as f64).log10() + 1.0
+            } else {
+                0.0
+            }
+        } else {
+            c as f64
+        }
+    };
+    let h = &r.original;
+    let w = h.bin_width();
+    let orig: Vec<Bar> = h
+        .counts
+        .iter()
+        .enumerate()
+        .map(|(i, &c)| Bar::new(h.center(i), y(c)).width(w))
+        .collect();
+    let q = &r.quantized;
+    let quant: Vec<Bar> = q
+        .counts
+        .iter()
+        .enumerate()
+        .filter(|(_, &c)| c > 0)
+        .map(|(i, &c)| Bar::new(q.center(i), y(c)).width(w * 0.45))
+        .collect();
+    let clip_colors = [
+        Color32::from_rgb(224, 108, 117),
+        Color32::from_rgb(229, 192, 123),
+        Color32::from_rgb(152, 195, 121),
+        Color32::from_rgb(198, 120, 221),
+    ];
+    ui.strong("Weights: original, quantized, grid and clip thresholds");
+    Plot::new("wb_hist")
+        .height(230.0)
+        .allow_scroll(false)
+        .legend(Legend::default())
+        .x_axis_label("weight value")
+        .show(ui, |p| {
+            p.bar_chart(
+                BarChart::new("original", orig)
+                    .color(Color32::from_rgba_unmultiplied(97, 175, 239, 150)),
+            );
+            p.bar_chart(BarChart::new("quantized", quant).color(Color32::from_rgb(229, 140, 60)));
+            if levels.len() <= 300 {
+                for &l in levels {
+                    p.vline(
+                        VLine::new("grid", l)
+                            .color(Color32::from_rgba_unmultiplied(160, 160, 160, 70))
+                            .width(1.0),
+                    );
+                }
+            }
+            if let Some(c) = clips {
+                for (i, (name, t)) in c.lines.iter().enumerate() {
+                    let col = clip_colors[i % clip_colors.len()];
+                    p.vline(VLine::new(format!("clip {name}"), *t).color(col).width(1.5));
+                    p.vline(
+                        VLine::new(format!("clip {name}"), -*t)
+                            .color(col)
+                            .width(1.5),
+                    );
+                }
+            }
+        });
+    let e = &r.error;
+    let ew = e.bin_width();
+    let err: Vec<Bar> = e
+        .counts
+        .iter()
+        .enumerate()
+        .map(|(i, &c)| Bar::new(e.center(i), y(c)).width(ew))
+        .collect();
+    ui.strong("Error: quantized − original");
+    Plot::new("wb_err")
+        .height(120.0)
+        .allow_scroll(false)
+        .x_axis_label("error")
+        .show(ui, |p| {
+            p.bar_chart(BarChart::new("error", err).color(Color32::from_rgb(224, 108, 117)))
+        });
+}
+
+/// A colour for codebook entry `i` of `n`: a blue–yellow–red ramp by value order.
+fn swatch(i: usize, n: usize) -> Color32 {
+    let t = if n > 1 {
+        i as f32 / (n - 1) as f32
+    } else {
+        0.5
+    };
+    let (r, g, b) = if t < 0.5 {
+        let u = t * 2.0;
+        (40.0 + 200.0 * u, 90.0 + 140.0 * u, 200.0 - 120.0 * u)
+    } else {
+        let u = (t - 0.5) * 2.0;
+        (240.0, 230.0 - 170.0 * u, 80.0 - 40.0 * u)
+    };
+    Color32::from_rgb(r as u8, g as u8, b as u8)
+}
+
+fn palette_ui(ui: &mut Ui, r: &LayerReport) {
+    ui.strong(format!("Codebook: {} values", r.codebook.len()));
+    let total: u64 = r.codebook.iter().map(|c| c.1).sum();
+    ui.horizontal_wrapped(|ui| {
+        for (i, (v, n)) in r.codebook.iter().enumerate() {
+            ui.vertical(|ui| {
+                let (rect, resp) =
+                    ui.allocate_exact_size(egui::vec2(54.0, 26.0), egui::Sense::hover());
+                ui.painter()
+                    .rect_filled(rect, 3.0, swatch(i, r.codebook.len()));
+                resp.on_hover_text(format!("entry {i}: {} · {n} weights", fmt_short(*v as f64)));
+                ui.label(RichText::new(fmt_short(*v as f64)).small());
+                ui.label(
+                    RichText::new(format!("{:.1} %", 100.0 * *n as f64 / total.max(1) as f64))
+                        .small()
+                        .weak(),
+                );
+            });
+        }
+    });
+    if let Some(w) = &r.window {
+        ui.label(format!(
+            "The top-left {}×{} weights: original values (left) and their cluster (right)",
+            w.rows, w.cols
+        ));
+        let cell = 5.0;
+        let (lo, hi) = w
+            .values
+            .iter()
+            .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| {
+                (a.min(v), b.max(v))
+            });
+        ui.horizontal(|ui| {
+            let (rect, _) = ui.allocate_exact_size(
+                egui::vec2(cell * w.cols as f32, cell * w.rows as f32),
+                egui::Sense::hover(),
+            );
+            for (k, &v) in w.values.iter().enumerate() {
+                let t = if hi > lo { (v - lo) / (hi - lo) } else { 0.5 };
+                let c = Color32::from_gray((t * 255.0) as u8);
+                let p =
+                    rect.min + egui::vec2((k % w.cols) as f32 * cell, (k / w.cols) as f32 * cell);
+                ui.painter().rect_filled(
+                    egui::Rect::from_min_size(p, egui::vec2(cell, cell)),
+                    0.0,
+                    c,
+                );
+            }
+            ui.add_space(12.0);
+            let (rect, _) = ui.allocate_exact_size(
+                egui::vec2(cell * w.cols as f32, cell * w.rows as f32),
+                egui::Sense::hover(),
+            );
+            for (k, &c) in w.codes.iter().enumerate() {
+                let p =
+                    rect.min + egui::vec2((k % w.cols) as f32 * cell, (k / w.cols) as f32 * cell);
+                ui.painter().rect_filled(
+                    egui::Rect::from_min_size(p, egui::vec2(cell, cell)),
+                    0.0,
+                    swatch(c as usize, r.codebook.len()),
+                );
+            }
+        });
+        let n = r.codebook.len();
+        let ratio = 32.0 / r.metrics.bits_per_weight;
+        ui.label(format!(
+            "Storage: {} bits per index + a {n}-entry fp32 codebook = {:.3} bits/weight, {ratio:.1}× smaller than fp32",
+            n.trailing_zeros(),
+            r.metrics.bits_per_weight
+        ));
+    }
+}
+
+/// The background work: reports for the wanted (tensor, spec) pairs, in order, and the clip lines of the
+/// selected tensor. Reads each tensor once for all its specs.
+fn compute(model: &Model, wanted: Vec<Key>, clip: Option<Key>, w: &Worker<Msg>) {
+    w.progress
+        .set_total(wanted.len() as u64 + clip.is_some() as u64);
+    let mut current: Option<(usize, Arc<Vec<f32>>)> = None;
+    let mut data = |t: usize| -> Result<Arc<Vec<f32>>, String> {
+        if let Some((ct, x)) = &current {
+            if *ct == t {
+                return Ok(x.clone());
+            }
+        }
+        let x = Arc::new(
+            model
+                .read_f32(&model.tensors[t])
+                .map_err(|e| e.to_string())?,
+        );
+        model.release(&model.tensors[t]);
+        current = Some((t, x.clone()));
+        Ok(x)
+    };
+    let mut jobs: Vec<(Key, bool)> = wanted.into_iter().map(|k| (k, false)).collect();
+    if let Some(c) = clip {
+        jobs.insert(1.min(jobs.len()), (c, true));
+    }
+    for (key, is_clip) in jobs {
+        if w.cancelled() {
+            return;
+        }
+        let (t, spec_text) = (&key.0, &key.1);
+        let info = &model.tensors[*t];
+        let result = data(*t).and_then(|x| {
+            let spec = Spec::parse(spec_text).map_err(|e| e.to_string())?;
+            if is_clip {
+                clip_lines(&x, &info.shape, &spec)
+                    .map(|c| Msg::Clip(key.clone(), Arc::new(c)))
+                    .map_err(|e| e.to_string())
+            } else {
+                layer_report(&x, &info.shape, &spec, BINS)
+                    .map(|(r, _)| Msg::Report(key.clone(), Arc::new(r)))
+                    .map_err(|e| e.to_string())
+            }
+        });
+        let msg = result.unwrap_or_else(|e| Msg::Failed(key.clone(), e));
+        if !w.send(msg) {
+            return;
+        }
+        w.progress.add(1);
+    }
+}

@@ -1,0 +1,322 @@
+//! What the window shows about one (tensor, spec): the quantizer's metrics, the original, quantized and
+//! error histograms on shared bins, the grid of representable values of a chosen group, the clip
+//! threshold every method would pick, and the codebook with its usage. Computed by the engine so the
+//! window only draws, and small enough to cache per (tensor, spec).
+
+use super::spec::{Clip, Family, MxElem};
+use super::{quantize, Metrics, QuantError, Quantized, Spec};
+use crate::formats::{lookup, Codebook};
+use crate::stats::{histogram, Histogram};
+use serde::Serialize;
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ClipLines {
+    /// (method, threshold): the magnitude each clip method maps to the top code, per tensor.
+    pub lines: Vec<(String, f32)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LayerReport {
+    pub spec: String,
+    pub metrics: Metrics,
+    pub original: Histogram,
+    /// The dequantized values on the same bins as `original`.
+    pub quantized: Histogram,
+    /// x̂ − x, on bins symmetric around 0.
+    pub error: Histogram,
+    /// Scales of every group (stored values; VS-Quant: the 4-bit integers).
+    pub scales: Vec<f32>,
+    pub groups: usize,
+    pub group_size: usize,
+    /// The codebook (k-means, NF4 scaled by group 0) with how many weights use each entry.
+    pub codebook: Vec<(f32, u64)>,
+    /// Share of weights that became exactly 0.
+    pub zero_fraction: f64,
+    /// Thresholds (binary/ternary) or clip thresholds actually used, averaged over groups.
+    pub threshold_mean: Option<f32>,
+    /// What `levels` needs to draw any group's grid.
+    pub zero_points: Vec<i32>,
+    pub outer_scales: Vec<f32>,
+    pub groups_per_row: usize,
+    #[serde(skip)]
+    pub parsed: Option<Spec>,
+    /// For k-means: the top-left window of the weight matrix, its values and cluster indices.
+    pub window: Option<Window>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Window {
+    pub rows: usize,
+    pub cols: usize,
+    pub values: Vec<f32>,
+    pub codes: Vec<i16>,
+}
+
+/// Quantize and summarise; `bins` for the histograms.
+pub fn layer_report(
+    x: &[f32],
+    shape: &[usize],
+    spec: &Spec,
+    bins: usize,
+) -> Result<(LayerReport, Quantized), QuantError> {
+    let q = quantize(x, shape, spec)?;
+    let (lo, hi) = x
+        .iter()
+        .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| {
+            (a.min(v), b.max(v))
+        });
+    let range = Some((lo as f64, hi as f64));
+    let original = histogram(x, bins, range);
+    let quantized = histogram(&q.dequant, bins, range);
+    let err: Vec<f32> = x.iter().zip(&q.dequant).map(|(a, b)| b - a).collect();
+    let e = (q.metrics.max_abs_err as f32).max(f32::MIN_POSITIVE);
+    let error = histogram(&err, bins, Some((-e as f64, e as f64)));
+    let codebook = if q.codebook.is_empty() {
+        Vec::new()
+    } else {
+        let scale = if matches!(spec.family, Family::Nf4) {
+            q.scales.first().copied().unwrap_or(1.0)
+        } else {
+            1.0
+        };
+        let mut counts = vec![0u64; q.codebook.len()];
+        for &c in &q.codes {
+            if let Some(n) = counts.get_mut(c as usize) {
+                *n += 1;
+            }
+        }
+        q.codebook
+            .iter()
+            .zip(counts)
+            .map(|(&v, n)| (v * scale, n))
+            .collect()
+    };
+    let zeros = q.dequant.iter().filter(|&&v| v == 0.0).count();
+    let threshold_mean = (!q.thresholds.is_empty()).then(|| {
+        let t: Vec<f32> = if matches!(spec.family, Family::Uint(_)) {
+            q.thresholds.chunks(2).map(|p| p[1]).collect()
+        } else {
+            q.thresholds.clone()
+        };
+        (t.iter().map(|&v| v as f64).sum::<f64>() / t.len() as f64) as f32
+    });
+    let report = LayerReport {
+        spec: q.spec.to_string(),
+        metrics: q.metrics,
+        original,
+        quantized,
+        error,
+        scales: q.scales.clone(),
+        groups: q.layout.groups(),
+        group_size: q.layout.group,
+        codebook,
+        zero_fraction: zeros as f64 / x.len().max(1) as f64,
+        threshold_mean,
+        zero_points: q.zero_points.clone(),
+        outer_scales: q.outer_scales.clone(),
+        groups_per_row: q.layout.groups_per_row(),
+        parsed: Some(q.spec),
+        window: matches!(spec.family, Family::Kmeans(_)).then(|| window(x, shape, &q.codes)),
+    };
+    Ok((report, q))
+}
+
+/// The top-left corner (at most 48 × 48) of the weight matrix `[shape[0], rest]`.
+fn window(x: &[f32], shape: &[usize], codes: &[i16]) -> Window {
+    let (all_rows, all_cols) = match shape.split_first() {
+        Some((&r, rest)) if !rest.is_empty() && r > 0 => (r, x.len() / r),
+        _ => (1, x.len()),
+    };
+    let (rows, cols) = (all_rows.min(48), all_cols.min(48));
+    let mut values = Vec::with_capacity(rows * cols);
+    let mut cs = Vec::with_capacity(rows * cols);
+    for r in 0..rows {
+        values.extend_from_slice(&x[r * all_cols..r * all_cols + cols]);
+        cs.extend_from_slice(&codes[r * all_cols..r * all_cols + cols]);
+    }
+    Window {
+        rows,
+        cols,
+        values,
+        codes: cs,
+    }
+}
+
+/// The clip threshold each method picks for this tensor, quantized per tensor with the spec's format
+/// (only for the scaled families, where clipping applies).
+pub fn clip_lines(x: &[f32], shape: &[usize], spec: &Spec) -> Result<ClipLines, QuantError> {
+    if !matches!(
+        spec.family,
+        Family::Int(_) | Family::Uint(_) | Family::Float(_)
+    ) {
+        return Ok(ClipLines { lines: Vec::new() });
+    }
+    let mut lines = Vec::new();
+    for (name, clip) in [
+        ("min-max", Clip::MinMax),
+        ("p99.9", Clip::Percentile(99.9)),
+        ("MSE", Clip::Mse),
+        ("KL", Clip::Kl),
+    ] {
+        let s = Spec {
+            clip,
+            granularity: super::Granularity::Tensor,
+            vsq: false,
+            ..*spec
+        };
+        let q = quantize(x, shape, &s)?;
+        // symmetric: one threshold; asymmetric: [lo, hi] — draw the larger magnitude
+        let t = if matches!(spec.family, Family::Uint(_)) {
+            q.thresholds[0].abs().max(q.thresholds[1].abs())
+        } else {
+            q.thresholds[0]
+        };
+        lines.push((name.to_string(), t));
+    }
+    Ok(ClipLines { lines })
+}
+
+/// The values group `g` can represent after scaling (sorted), to draw the quantization grid.
+pub fn levels(q: &Quantized, g: usize) -> Vec<f32> {
+    levels_of(
+        &q.spec,
+        &q.scales,
+        &q.zero_points,
+        &q.outer_scales,
+        &q.codebook,
+        q.layout.groups_per_row(),
+        g,
+    )
+}
+
+/// The same from a report.
+pub fn report_levels(r: &LayerReport, g: usize) -> Vec<f32> {
+    let Some(spec) = r.parsed else {
+        return Vec::new();
+    };
+    let codebook: Vec<f32> = if matches!(spec.family, Family::Kmeans(_)) {
+        r.codebook.iter().map(|c| c.0).collect()
+    } else {
+        Vec::new()
+    };
+    levels_of(
+        &spec,
+        &r.scales,
+        &r.zero_points,
+        &r.outer_scales,
+        &codebook,
+        r.groups_per_row,
+        g,
+    )
+}
+
+fn levels_of(
+    spec: &Spec,
+    scales: &[f32],
+    zeros: &[i32],
+    outer: &[f32],
+    codebook: &[f32],
+    gpr: usize,
+    g: usize,
+) -> Vec<f32> {
+    let s = scales.get(g).copied().unwrap_or(1.0);
+    let mut v: Vec<f32> = match spec.family {
+        Family::Int(b) => {
+            let m = (1i32 << (b - 1)) - 1;
+            let s = if spec.vsq {
+                s * outer.get(g / gpr.max(1)).copied().unwrap_or(1.0)
+            } else {
+                s
+            };
+            (-m..=m).map(|k| k as f32 * s).collect()
+        }
+        Family::Uint(b) => {
+            let z = zeros.get(g).copied().unwrap_or(0);
+            (0..(1i32 << b)).map(|k| (k - z) as f32 * s).collect()
+        }
+        Family::Float(f) => element_values(f.name())
+            .into_iter()
+            .map(|v| v * s)
+            .collect(),
+        Family::Mx(MxElem::Float(f)) => element_values(f.name())
+            .into_iter()
+            .map(|v| v * s)
+            .collect(),
+        Family::Mx(MxElem::Int8) => (-127..=127).map(|k| k as f32 / 64.0 * s).collect(),
+        Family::Nvfp4 => {
+            let t = outer.first().copied().unwrap_or(1.0);
+            element_values("fp4_e2m1")
+                .into_iter()
+                .map(|v| v * s * t)
+                .collect()
+        }
+        Family::Nf4 => Codebook::nf4()
+            .values
+            .iter()
+            .map(|&v| v as f32 * s)
+            .collect(),
+        Family::MicroExp(m) => {
+            let mb = m.mantissa_bits() as i32;
+            let qmax = (1i32 << mb) - 1;
+            // both micro-exponent steps
+            let step = s / (1i32 << (mb - 1)) as f32;
+            (-qmax..=qmax)
+                .flat_map(|k| [k as f32 * step, k as f32 * step / 2.0])
+                .collect()
+        }
+        Family::Kmeans(_) => codebook.to_vec(),
+        Family::Binary => vec![-s, s],
+        Family::Ternary => vec![-s, 0.0, s],
+        Family::Bf16 | Family::Fp16 | Family::None => Vec::new(),
+    };
+    v.sort_by(f32::total_cmp);
+    v.dedup();
+    v
+}
+
+fn element_values(name: &str) -> Vec<f32> {
+    lookup(name)
+        .ok()
+        .and_then(|f| f.format.finite_values_sorted())
+        .map(|v| v.into_iter().map(|x| x as f32).collect())
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_report_has_consistent_histograms_and_levels() {
+        let x: Vec<f32> = (0..4096)
+            .map(|i| ((i as f32) * 0.37).sin() * (1.0 + (i % 7) as f32))
+            .collect();
+        let spec = Spec::parse("int4:channel").unwrap();
+        let (r, q) = layer_report(&x, &[32, 128], &spec, 64).unwrap();
+        assert_eq!(r.original.total(), 4096);
+        assert_eq!(r.quantized.total(), 4096);
+        assert_eq!(r.error.total(), 4096);
+        assert_eq!(r.groups, 32);
+        // every dequantized value of row 0 is on row 0's grid
+        let grid = levels(&q, 0);
+        assert_eq!(grid.len(), 15);
+        for v in &q.dequant[..128] {
+            assert!(grid.contains(v), "{v}");
+        }
+        let lines = clip_lines(&x, &[32, 128], &spec).unwrap();
+        assert_eq!(lines.lines.len(), 4);
+        let minmax = lines.lines[0].1;
+        assert!(
+            lines.lines.iter().all(|(_, t)| *t <= minmax * 1.0001),
+            "{lines:?}"
+        );
+    }
+
+    #[test]
+    fn kmeans_palette_counts_every_weight() {
+        let x: Vec<f32> = (0..1000).map(|i| ((i * 13) % 97) as f32 / 10.0).collect();
+        let (r, _) = layer_report(&x, &[10, 100], &Spec::parse("kmeans3").unwrap(), 32).unwrap();
+        assert_eq!(r.codebook.len(), 8);
+        assert_eq!(r.codebook.iter().map(|c| c.1).sum::<u64>(), 1000);
+    }
+}
