@@ -2,6 +2,7 @@
 
 pub(crate) mod browser;
 mod formats_lab;
+mod spec_editor;
 mod workbench;
 
 pub use browser::{

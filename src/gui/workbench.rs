@@ -65,10 +65,13 @@ pub struct Workbench {
     /// The spec text of the selected tensor (its override, or what it resolves to).
     pub layer_text: String,
     pub layer_error: Option<String>,
+    /// The structured controls for the selected layer's spec.
+    pub draft: super::spec_editor::SpecDraft,
     /// Tensor index of the selected weight.
     pub selected: Option<usize>,
     pub group: usize,
     pub log_counts: bool,
+    pub worst_first: bool,
     pub bulk_pattern: String,
     pub bulk_error: Option<String>,
     pub candidates: Vec<String>,
@@ -96,9 +99,11 @@ impl Default for Workbench {
             default_error: None,
             layer_text: String::new(),
             layer_error: None,
+            draft: super::spec_editor::SpecDraft::from_spec(None),
             selected: None,
             group: 0,
             log_counts: false,
+            worst_first: false,
             bulk_pattern: String::new(),
             bulk_error: None,
             candidates: DEFAULT_CANDIDATES.iter().map(|s| s.to_string()).collect(),
@@ -117,10 +122,11 @@ impl Default for Workbench {
     }
 }
 
-/// The tensors the workbench lists: every float tensor with data (quantizable or not).
+/// The tensors the workbench lists: the quantizable weights (float, two or more dimensions). Plans can
+/// still name other tensors, and the CLI quantizes a 1-D tensor when `--layers` asks for it.
 fn listed(model: &Model) -> Vec<usize> {
     let mut v: Vec<usize> = (0..model.tensors.len())
-        .filter(|&i| model.tensors[i].is_float() && model.tensors[i].numel() > 0)
+        .filter(|&i| model.tensors[i].quantizable())
         .collect();
     v.sort_by(|&a, &b| crate::model::natural_cmp(&model.tensors[a].name, &model.tensors[b].name));
     v
@@ -362,6 +368,7 @@ impl Workbench {
                 .map(|s| s.to_string())
                 .unwrap_or_else(|| "none".into());
             self.layer_error = None;
+            self.draft = super::spec_editor::SpecDraft::from_spec(self.spec_of(model, t).as_ref());
             self.group = 0;
         }
     }
@@ -493,7 +500,35 @@ impl Workbench {
     }
 
     fn table_ui(&mut self, ui: &mut Ui, model: &Arc<Model>) {
-        let rows = listed(model);
+        let mut rows = listed(model);
+        if self.worst_first {
+            let key = |t: usize| {
+                self.spec_of(model, t)
+                    .and_then(|s| self.report(t, &s))
+                    .map(|r| r.metrics.sqnr_db)
+                    .unwrap_or(f64::INFINITY)
+            };
+            rows.sort_by(|&a, &b| key(a).total_cmp(&key(b)));
+        }
+        // keyboard: up/down move the selection when no text field has focus
+        if let Some(sel) = self.selected {
+            let (up, down) = ui.input(|i| {
+                (
+                    i.key_pressed(egui::Key::ArrowUp),
+                    i.key_pressed(egui::Key::ArrowDown),
+                )
+            });
+            if (up || down) && ui.ctx().memory(|m| m.focused().is_none()) {
+                if let Some(pos) = rows.iter().position(|&r| r == sel) {
+                    let next = if up {
+                        pos.saturating_sub(1)
+                    } else {
+                        (pos + 1).min(rows.len() - 1)
+                    };
+                    self.select(model, rows[next]);
+                }
+            }
+        }
         ui.horizontal(|ui| {
             let l = ui.label("Pattern");
             ui.add(egui::TextEdit::singleline(&mut self.bulk_pattern).desired_width(160.0))
@@ -509,6 +544,7 @@ impl Workbench {
                     Err(e) => Some(e),
                 };
             }
+            ui.checkbox(&mut self.worst_first, "worst first").on_hover_text("Sort the table by SQNR, lowest first");
             if ui.button("Apply to all").on_hover_text("Give every quantizable weight the selected layer's spec").clicked() {
                 let text = self.layer_text.clone();
                 self.bulk_error = self.set_matching(model, ".*", &text).err();
@@ -674,6 +710,11 @@ impl Workbench {
                 }
             }
         });
+        if self.draft.ui(ui) {
+            let text = self.draft.text();
+            self.layer_text = text.clone();
+            self.layer_error = self.set_layer(&info.name, &text).err();
+        }
         if let Some(e) = &self.layer_error {
             ui.colored_label(ui.visuals().error_fg_color, e);
         }
@@ -736,7 +777,20 @@ impl Workbench {
             .on_hover_text("Plot log10 of the counts to see the tails");
         let clips = self.clips.get(&(t, clip_family(&spec))).cloned();
         let levels = report_levels(&r, self.group.min(r.groups.saturating_sub(1)));
-        hist_ui(ui, &r, &levels, clips.as_deref(), self.log_counts);
+        let threshold = matches!(spec.family, crate::quant::Family::Ternary)
+            .then_some(r.threshold_mean)
+            .flatten();
+        hist_ui(
+            ui,
+            &r,
+            &levels,
+            clips.as_deref(),
+            threshold,
+            self.log_counts,
+        );
+        if r.groups > 1 {
+            scales_plot(ui, &r);
+        }
         if !r.codebook.is_empty() {
             palette_ui(ui, &r);
         }
@@ -871,7 +925,14 @@ fn preset_help(p: &str) -> &'static str {
     }
 }
 
-fn hist_ui(ui: &mut Ui, r: &LayerReport, levels: &[f32], clips: Option<&ClipLines>, log: bool) {
+fn hist_ui(
+    ui: &mut Ui,
+    r: &LayerReport,
+    levels: &[f32],
+    clips: Option<&ClipLines>,
+    threshold: Option<f32>,
+    log: bool,
+) {
     let y = |c: u64| {
         if log {
             if c > 0 {
@@ -925,6 +986,11 @@ fn hist_ui(ui: &mut Ui, r: &LayerReport, levels: &[f32], clips: Option<&ClipLine
                             .width(1.0),
                     );
                 }
+            }
+            if let Some(t) = threshold {
+                let c = Color32::from_rgb(224, 108, 117);
+                p.vline(VLine::new("threshold", t).color(c).width(1.5));
+                p.vline(VLine::new("threshold", -t).color(c).width(1.5));
             }
             if let Some(c) = clips {
                 for (i, (name, t)) in c.lines.iter().enumerate() {
@@ -1095,4 +1161,26 @@ fn compute(model: &Model, wanted: Vec<Key>, clip: Option<Key>, w: &Worker<Msg>) 
         }
         w.progress.add(1);
     }
+}
+
+/// The stored scale of every group, in order: the spread is why finer granularity helps.
+fn scales_plot(ui: &mut Ui, r: &LayerReport) {
+    let pts: Vec<[f64; 2]> = r
+        .scales
+        .iter()
+        .enumerate()
+        .map(|(i, &s)| [i as f64, s as f64])
+        .collect();
+    ui.strong(format!("Scales of the {} groups", r.groups));
+    Plot::new("wb_scales")
+        .height(110.0)
+        .allow_scroll(false)
+        .x_axis_label("group (row by row)")
+        .show(ui, |p| {
+            p.points(
+                egui_plot::Points::new("scale", pts)
+                    .radius(1.5)
+                    .color(Color32::from_rgb(97, 175, 239)),
+            )
+        });
 }

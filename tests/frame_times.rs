@@ -1,0 +1,96 @@
+//! Frame times and update latency of the workbench while a spec is toggled, on MiniLM's largest layer
+//! and on a 4096 × 4096 layer. Timings, not pass/fail: run with
+//! `cargo test --release --test frame_times -- --ignored --nocapture` (MiniLM: set QUANTSCOPE_MINILM).
+#![cfg(feature = "gui")]
+
+use egui_kittest::Harness;
+use quantscope::gui::{App, FilePicker, Source, View};
+use quantscope::quant::Spec;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+struct NoPicker;
+impl FilePicker for NoPicker {
+    fn pick(&self, _: bool) -> Option<PathBuf> {
+        None
+    }
+}
+
+fn measure(path: PathBuf, tensor: &str) {
+    let mut h = Harness::builder()
+        .with_size(egui::vec2(1280.0, 900.0))
+        .build_ui_state(
+            |ui, app: &mut App| app.show(ui),
+            App::new(Some(Source::Path(path)), Arc::new(NoPicker), None),
+        );
+    for _ in 0..20_000 {
+        h.step();
+        if h.state().browser.model.is_some() && !h.state().browser.is_loading() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    h.state_mut().view = View::Workbench;
+    h.step();
+    let t = {
+        let m = h.state().browser.model.clone().unwrap();
+        let t = m.find(tensor).expect("tensor");
+        h.state_mut().workbench.select(&m, t);
+        t
+    };
+    for spec in ["int8", "int4:g128", "nvfp4", "int8"] {
+        let name = h.state().browser.model.as_ref().unwrap().tensors[t]
+            .name
+            .clone();
+        h.state_mut().workbench.set_layer(&name, spec).unwrap();
+        let s = Spec::parse(spec).unwrap();
+        let start = Instant::now();
+        let mut frames = Vec::new();
+        loop {
+            let f = Instant::now();
+            h.step();
+            frames.push(f.elapsed());
+            if h.state().workbench.report(t, &s).is_some() {
+                break;
+            }
+            if start.elapsed() > Duration::from_secs(60) {
+                panic!("no report after 60 s");
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let latency = start.elapsed();
+        frames.sort();
+        println!(
+            "{tensor} → {spec}: plots updated after {latency:.1?}; {} frames, median {:.2?}, max {:.2?}",
+            frames.len(),
+            frames[frames.len() / 2],
+            frames[frames.len() - 1]
+        );
+    }
+}
+
+#[test]
+#[ignore]
+fn frame_times_4096x4096() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("big.safetensors");
+    let n = 4096 * 4096;
+    let bytes: Vec<u8> = (0..n)
+        .flat_map(|i| (((i as f32) * 0.618).sin() * 0.02).to_le_bytes())
+        .collect();
+    let v = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![4096, 4096], &bytes)
+        .unwrap();
+    safetensors::serialize_to_file(vec![("layer.weight", v)], None, &path).unwrap();
+    measure(path, "layer.weight");
+}
+
+#[test]
+#[ignore]
+fn frame_times_minilm() {
+    let Ok(p) = std::env::var("QUANTSCOPE_MINILM") else {
+        eprintln!("set QUANTSCOPE_MINILM to the MiniLM folder");
+        return;
+    };
+    measure(PathBuf::from(p), "embeddings.word_embeddings.weight");
+}
