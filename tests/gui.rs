@@ -495,3 +495,64 @@ fn the_plan_saves_and_loads() {
         Some(quantscope::quant::Spec::parse("ternary").unwrap())
     );
 }
+
+#[test]
+fn the_plan_comes_back_on_the_next_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let start = |dir: &std::path::Path| {
+        let mut app = App::new(Some(Source::Sample), Arc::new(Picks(None)), None);
+        app.workbench.autosave_dir = Some(dir.to_path_buf());
+        app.view = View::Workbench;
+        let mut h = Harness::builder()
+            .with_size(egui::vec2(1280.0, 900.0))
+            .build_ui_state(|ui, app: &mut App| app.show(ui), app);
+        wait_loaded(&mut h);
+        h.step();
+        h
+    };
+    let mut h = start(dir.path());
+    h.get_by_role_and_label(Role::Button, "nf4").click();
+    h.step();
+    h.step();
+    drop(h);
+    let mut h = start(dir.path());
+    h.step();
+    let app = h.state();
+    let m = app.browser.model.as_ref().unwrap();
+    assert_eq!(
+        app.workbench.spec_of(m, m.find("fc1.weight").unwrap()),
+        Some(quantscope::quant::Spec::parse("nf4").unwrap())
+    );
+    h.get_by_label_contains("Restored this model's plan");
+}
+
+#[test]
+fn rows_picked_with_ctrl_click_take_a_spec_together() {
+    let mut h = workbench();
+    h.get_by_role_and_label(Role::Button, "fc2.weight")
+        .click_modifiers(egui::Modifiers::COMMAND);
+    h.step();
+    h.get_by_role_and_label(Role::Button, "fc3.weight")
+        .click_modifiers(egui::Modifiers::COMMAND);
+    h.step();
+    assert_eq!(h.state().workbench.picked.len(), 2);
+    type_into(&mut h, "Layer spec", "uint4:g16");
+    h.get_by_role_and_label(Role::Button, "Apply to picked (2)")
+        .click();
+    h.step();
+    let app = h.state();
+    let m = app.browser.model.as_ref().unwrap();
+    let want = Some(quantscope::quant::Spec::parse("uint4:g16").unwrap());
+    assert_eq!(
+        app.workbench.spec_of(m, m.find("fc2.weight").unwrap()),
+        want
+    );
+    assert_eq!(
+        app.workbench.spec_of(m, m.find("fc3.weight").unwrap()),
+        want
+    );
+    assert_ne!(
+        app.workbench.spec_of(m, m.find("fc1.weight").unwrap()),
+        want
+    );
+}

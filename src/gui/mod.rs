@@ -122,7 +122,12 @@ pub fn run(model: Option<PathBuf>) -> eframe::Result {
         ..Default::default()
     };
     let open = Some(model.map(Source::Path).unwrap_or(Source::Sample));
-    let app = App::new(open, Arc::new(NativePicker), default_recent_file());
+    let recent = default_recent_file();
+    let mut app = App::new(open, Arc::new(NativePicker), recent.clone());
+    app.workbench.autosave_dir = recent
+        .as_ref()
+        .and_then(|r| r.parent())
+        .map(|d| d.join("plans"));
     eframe::run_native(
         "Quantscope",
         options,

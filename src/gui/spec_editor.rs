@@ -154,7 +154,7 @@ impl SpecDraft {
     pub fn ui(&mut self, ui: &mut Ui) -> bool {
         let before = self.clone();
         ui.horizontal_wrapped(|ui| {
-            egui::ComboBox::from_id_salt("family").selected_text(&self.family).width(110.0).show_ui(ui, |ui| {
+            egui::ComboBox::new("family", "format").selected_text(&self.family).width(110.0).show_ui(ui, |ui| {
                 for (f, help) in FAMILIES {
                     ui.selectable_value(&mut self.family, f.to_string(), *f).on_hover_text(*help);
                 }
@@ -165,7 +165,7 @@ impl SpecDraft {
                 ui.add(egui::DragValue::new(&mut self.bits).range(range)).labelled_by(l.id).on_hover_text("Bits per weight");
             }
             if self.scaled() || matches!(self.family.as_str(), "nf4" | "binary" | "ternary") {
-                egui::ComboBox::from_id_salt("granularity")
+                egui::ComboBox::new("granularity", "scale")
                     .selected_text(["per tensor", "per channel", "per group"][self.granularity.min(2) as usize])
                     .show_ui(ui, |ui| {
                         ui.selectable_value(&mut self.granularity, 0, "per tensor").on_hover_text("One scale for the whole tensor");
@@ -178,7 +178,7 @@ impl SpecDraft {
                 }
             }
             if self.scaled() {
-                egui::ComboBox::from_id_salt("clip")
+                egui::ComboBox::new("clip", "range")
                     .selected_text(["clip min-max", "clip percentile", "clip MSE", "clip KL"][self.clip.min(3) as usize])
                     .show_ui(ui, |ui| {
                         ui.selectable_value(&mut self.clip, 0, "clip min-max").on_hover_text("Keep the full range");

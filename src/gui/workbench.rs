@@ -49,6 +49,7 @@ enum Msg {
     Report(Key, Arc<LayerReport>),
     Clip(Key, Arc<ClipLines>),
     Failed(Key, String),
+    Group((usize, String, usize), crate::stats::Histogram),
 }
 
 /// Undoable state: the plan's default and overrides.
@@ -72,6 +73,16 @@ pub struct Workbench {
     pub group: usize,
     pub log_counts: bool,
     pub worst_first: bool,
+    /// Rows picked with Ctrl+click for a bulk edit (tensor indices).
+    pub picked: std::collections::BTreeSet<usize>,
+    /// Where the plan of each model is kept between runs (`None`: not kept, as in tests).
+    pub autosave_dir: Option<std::path::PathBuf>,
+    last_saved: String,
+    model_ptr: usize,
+    last_model_fp: String,
+    /// The chosen group's own histogram: (tensor, spec, group) and the histogram of its values.
+    pub group_hist: Option<((usize, String, usize), crate::stats::Histogram)>,
+    group_job: Option<Job<Msg>>,
     pub bulk_pattern: String,
     pub bulk_error: Option<String>,
     pub candidates: Vec<String>,
@@ -104,6 +115,13 @@ impl Default for Workbench {
             group: 0,
             log_counts: false,
             worst_first: false,
+            picked: std::collections::BTreeSet::new(),
+            autosave_dir: None,
+            last_saved: String::new(),
+            model_ptr: 0,
+            last_model_fp: String::new(),
+            group_hist: None,
+            group_job: None,
             bulk_pattern: String::new(),
             bulk_error: None,
             candidates: DEFAULT_CANDIDATES.iter().map(|s| s.to_string()).collect(),
@@ -301,10 +319,18 @@ impl Workbench {
 
     /// Keep the background job working on what the view needs now; called every frame.
     pub fn schedule(&mut self, model: &Arc<Model>, ctx: &egui::Context) {
-        let fp = model.header_fingerprint();
-        if fp != self.model_id {
-            // another model: nothing cached applies
-            self.model_id = fp;
+        let ptr = Arc::as_ptr(model) as usize;
+        if ptr != self.model_ptr {
+            self.model_ptr = ptr;
+            self.model_id = model.header_fingerprint();
+        }
+        let fp = self.model_id.clone();
+        if fp != self.last_model_fp {
+            // another model: nothing cached applies; its plan from the last session comes back
+            self.last_model_fp = fp;
+            self.restore_autosaved(model);
+            self.picked.clear();
+            self.group_hist = None;
             self.reports.clear();
             self.clips.clear();
             self.failures.clear();
@@ -326,12 +352,24 @@ impl Workbench {
                     Msg::Failed(k, e) => {
                         self.failures.insert(k, e);
                     }
+                    Msg::Group(k, h) => self.group_hist = Some((k, h)),
                 }
             }
             if job.is_finished() {
                 self.job = None;
             }
         }
+        if let Some(job) = &mut self.group_job {
+            for m in job.poll() {
+                if let Msg::Group(k, h) = m {
+                    self.group_hist = Some((k, h));
+                }
+            }
+            if job.is_finished() {
+                self.group_job = None;
+            }
+        }
+        self.autosave(model);
         let wanted = self.wanted(model);
         let clip_key = self
             .selected
@@ -371,6 +409,130 @@ impl Workbench {
             self.draft = super::spec_editor::SpecDraft::from_spec(self.spec_of(model, t).as_ref());
             self.group = 0;
         }
+    }
+
+    /// Override several tensors at once (one undo step).
+    pub fn set_names(&mut self, names: &[String], text: &str) -> Result<usize, String> {
+        let c = Choice::parse(text)?;
+        if names.is_empty() {
+            return Err("no rows picked (Ctrl+click rows in the table)".into());
+        }
+        self.checkpoint();
+        for n in names {
+            self.plan
+                .overrides
+                .insert(n.clone(), (c.clone(), "bulk edit: picked rows".into()));
+        }
+        Ok(names.len())
+    }
+
+    fn plan_file(&self) -> Option<std::path::PathBuf> {
+        let dir = self.autosave_dir.as_ref()?;
+        (!self.model_id.is_empty()).then(|| {
+            dir.join(format!(
+                "{}.json",
+                &self.model_id[..16.min(self.model_id.len())]
+            ))
+        })
+    }
+
+    /// Keep the plan of this model on disk after every change, to restore it on the next start.
+    fn autosave(&mut self, model: &Model) {
+        let Some(path) = self.plan_file() else { return };
+        let text = self.plan.to_json(model, None);
+        if text != self.last_saved {
+            if let Some(dir) = path.parent() {
+                let _ = std::fs::create_dir_all(dir);
+            }
+            // best effort: a read-only config folder only loses the convenience
+            if self.plan.save(&path, model, None).is_ok() {
+                self.last_saved = text;
+            }
+        }
+    }
+
+    fn restore_autosaved(&mut self, model: &Model) {
+        if let Some(path) = self.plan_file() {
+            if path.is_file() {
+                match Plan::load(&path, model) {
+                    Ok(p) => {
+                        self.plan = p;
+                        self.default_text = self.plan.default.text();
+                        self.message =
+                            Some("Restored this model's plan from the last session".into());
+                    }
+                    Err(e) => {
+                        self.message = Some(format!("Error: could not restore the last plan: {e}"))
+                    }
+                }
+            }
+            self.last_saved = self.plan.to_json(model, None);
+        }
+        self.undo.clear();
+        self.redo.clear();
+    }
+
+    /// The chosen group's own histogram and grid, computed on demand.
+    fn group_ui(
+        &mut self,
+        ui: &mut Ui,
+        model: &Arc<Model>,
+        t: usize,
+        spec: &Spec,
+        r: &LayerReport,
+    ) {
+        let g = self.group.min(r.groups.saturating_sub(1));
+        let key = (t, spec.to_string(), g);
+        let have = self.group_hist.as_ref().is_some_and(|(k, _)| *k == key);
+        if !have && self.group_job.is_none() {
+            let model = model.clone();
+            let ctx = ui.ctx().clone();
+            let wake: Arc<dyn Fn() + Send + Sync> = Arc::new(move || ctx.request_repaint());
+            let (gs, gpr) = (r.group_size, r.groups_per_row);
+            let k2 = key.clone();
+            self.group_job = Some(Job::spawn(wake, move |w: &Worker<Msg>| {
+                let info = &model.tensors[t];
+                if let Ok(x) = model.read_f32(info) {
+                    let (_, cols) = info.channels();
+                    let (row, j) = (g / gpr.max(1), g % gpr.max(1));
+                    let start = (row * cols + j * gs).min(x.len());
+                    let end = (start + gs).min(x.len()).min(row * cols + cols);
+                    let h = crate::stats::histogram(&x[start..end.max(start)], 64, None);
+                    w.send(Msg::Group(k2, h));
+                }
+            }));
+        }
+        let Some((_, h)) = self.group_hist.as_ref().filter(|(k, _)| *k == key) else {
+            return;
+        };
+        let levels = report_levels(r, g);
+        ui.strong(format!(
+            "Group {g} alone: its values and its grid ({} levels)",
+            levels.len()
+        ));
+        let w = h.bin_width();
+        let bars: Vec<Bar> = h
+            .counts
+            .iter()
+            .enumerate()
+            .map(|(i, &c)| Bar::new(h.center(i), c as f64).width(w))
+            .collect();
+        Plot::new("wb_group")
+            .height(140.0)
+            .allow_scroll(false)
+            .x_axis_label("weight value")
+            .show(ui, |p| {
+                p.bar_chart(BarChart::new("values", bars).color(Color32::from_rgb(97, 175, 239)));
+                if levels.len() <= 300 {
+                    for &l in &levels {
+                        p.vline(
+                            VLine::new("grid", l)
+                                .color(Color32::from_rgba_unmultiplied(229, 140, 60, 140))
+                                .width(1.0),
+                        );
+                    }
+                }
+            });
     }
 
     pub fn select(&mut self, model: &Model, t: usize) {
@@ -545,6 +707,15 @@ impl Workbench {
                 };
             }
             ui.checkbox(&mut self.worst_first, "worst first").on_hover_text("Sort the table by SQNR, lowest first");
+            if ui
+                .add_enabled(!self.picked.is_empty(), egui::Button::new(format!("Apply to picked ({})", self.picked.len())))
+                .on_hover_text("Give the rows picked with Ctrl+click the selected layer's spec")
+                .clicked()
+            {
+                let text = self.layer_text.clone();
+                let names: Vec<String> = self.picked.iter().map(|&t| model.tensors[t].name.clone()).collect();
+                self.bulk_error = self.set_names(&names, &text).err();
+            }
             if ui.button("Apply to all").on_hover_text("Give every quantizable weight the selected layer's spec").clicked() {
                 let text = self.layer_text.clone();
                 self.bulk_error = self.set_matching(model, ".*", &text).err();
@@ -620,7 +791,7 @@ impl Workbench {
                         if ui
                             .add(
                                 egui::Button::selectable(
-                                    self.selected == Some(t),
+                                    self.selected == Some(t) || self.picked.contains(&t),
                                     info.name.as_str(),
                                 )
                                 .frame(false),
@@ -663,7 +834,15 @@ impl Workbench {
                 });
             });
         if let Some(t) = clicked {
-            self.select(model, t);
+            if ui.input(|i| i.modifiers.command) {
+                // Ctrl+click picks rows for a bulk edit
+                if !self.picked.remove(&t) {
+                    self.picked.insert(t);
+                }
+            } else {
+                self.picked.clear();
+                self.select(model, t);
+            }
         }
     }
 
@@ -790,6 +969,7 @@ impl Workbench {
         );
         if r.groups > 1 {
             scales_plot(ui, &r);
+            self.group_ui(ui, model, t, &spec, &r);
         }
         if !r.codebook.is_empty() {
             palette_ui(ui, &r);
