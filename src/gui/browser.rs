@@ -133,7 +133,9 @@ impl Browser {
         };
         let ctx = ctx.clone();
         let wake: Arc<dyn Fn() + Send + Sync> = Arc::new(move || ctx.request_repaint());
-        self.job = Some(Job::spawn(wake, move |w: &Worker<Msg>| load(source, w)));
+        self.job = Some(Job::spawn(wake, move |w: &Worker<Msg>| {
+            crate::jobs::background_pool().install(|| load(source, w))
+        }));
     }
 
     pub fn is_loading(&self) -> bool {

@@ -393,7 +393,7 @@ impl Workbench {
             let ctx = ctx.clone();
             let wake: Arc<dyn Fn() + Send + Sync> = Arc::new(move || ctx.request_repaint());
             self.job = Some(Job::spawn(wake, move |w: &Worker<Msg>| {
-                compute(&model, wanted, clip_needed, w)
+                crate::jobs::background_pool().install(|| compute(&model, wanted, clip_needed, w))
             }));
         }
         ctx.request_repaint_after(std::time::Duration::from_millis(100));

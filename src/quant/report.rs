@@ -67,10 +67,9 @@ pub fn layer_report(
         });
     let range = Some((lo as f64, hi as f64));
     let original = histogram(x, bins, range);
-    let quantized = histogram(&q.dequant, bins, range);
-    let err: Vec<f32> = x.iter().zip(&q.dequant).map(|(a, b)| b - a).collect();
     let e = (q.metrics.max_abs_err as f32).max(f32::MIN_POSITIVE);
-    let error = histogram(&err, bins, Some((-e as f64, e as f64)));
+    let (quantized, error) =
+        paired_histograms(x, &q.dequant, bins, (original.lo, original.hi), e as f64);
     let codebook = if q.codebook.is_empty() {
         Vec::new()
     } else {
@@ -119,6 +118,64 @@ pub fn layer_report(
         window: matches!(spec.family, Family::Kmeans(_)).then(|| window(x, shape, &q.codes)),
     };
     Ok((report, q))
+}
+
+/// The histogram of `xq` on [lo, hi] and of `xq − x` on [−e, e], in one parallel pass with no
+/// temporary error tensor. Bin edges follow `stats::histogram` (the top edge belongs to the last bin).
+fn paired_histograms(
+    x: &[f32],
+    xq: &[f32],
+    bins: usize,
+    (lo, hi): (f64, f64),
+    e: f64,
+) -> (Histogram, Histogram) {
+    use rayon::prelude::*;
+    let bins = bins.max(1);
+    let (qs, es) = (bins as f64 / (hi - lo), bins as f64 / (2.0 * e));
+    let (hq, he, below, above) = x
+        .par_chunks(1 << 16)
+        .zip(xq.par_chunks(1 << 16))
+        .map(|(a, b)| {
+            let (mut hq, mut he) = (vec![0u64; bins], vec![0u64; bins]);
+            let (mut below, mut above) = (0u64, 0u64);
+            for (&u, &v) in a.iter().zip(b) {
+                let v64 = v as f64;
+                if v64 < lo {
+                    below += 1;
+                } else if v64 > hi {
+                    above += 1;
+                } else {
+                    hq[(((v64 - lo) * qs) as usize).min(bins - 1)] += 1;
+                }
+                let d = (v - u) as f64;
+                he[(((d + e) * es).max(0.0) as usize).min(bins - 1)] += 1;
+            }
+            (hq, he, below, above)
+        })
+        .reduce(
+            || (vec![0u64; bins], vec![0u64; bins], 0, 0),
+            |(mut a, mut b, c, d), (a2, b2, c2, d2)| {
+                a.iter_mut().zip(&a2).for_each(|(x, y)| *x += y);
+                b.iter_mut().zip(&b2).for_each(|(x, y)| *x += y);
+                (a, b, c + c2, d + d2)
+            },
+        );
+    (
+        Histogram {
+            lo,
+            hi,
+            counts: hq,
+            below,
+            above,
+        },
+        Histogram {
+            lo: -e,
+            hi: e,
+            counts: he,
+            below: 0,
+            above: 0,
+        },
+    )
 }
 
 /// The top-left corner (at most 48 × 48) of the weight matrix `[shape[0], rest]`.
