@@ -128,6 +128,23 @@ impl<M> Drop for Job<M> {
     }
 }
 
+/// The thread pool for background work started from the window: one core fewer than the machine has
+/// (at least one), so the UI thread always finds a free core and frames stay short while a large
+/// layer is being quantized. The command line uses rayon's global pool (every core).
+pub fn background_pool() -> &'static rayon::ThreadPool {
+    static POOL: std::sync::OnceLock<rayon::ThreadPool> = std::sync::OnceLock::new();
+    POOL.get_or_init(|| {
+        let n = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2);
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n.saturating_sub(1).max(1))
+            .thread_name(|i| format!("quantscope-bg-{i}"))
+            .build()
+            .expect("a thread pool")
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -164,21 +181,4 @@ mod tests {
             .recv_timeout(std::time::Duration::from_secs(5))
             .is_ok());
     }
-}
-
-/// The thread pool for background work started from the window: one core fewer than the machine has
-/// (at least one), so the UI thread always finds a free core and frames stay short while a large
-/// layer is being quantized. The command line uses rayon's global pool (every core).
-pub fn background_pool() -> &'static rayon::ThreadPool {
-    static POOL: std::sync::OnceLock<rayon::ThreadPool> = std::sync::OnceLock::new();
-    POOL.get_or_init(|| {
-        let n = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(2);
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(n.saturating_sub(1).max(1))
-            .thread_name(|i| format!("quantscope-bg-{i}"))
-            .build()
-            .expect("a thread pool")
-    })
 }
