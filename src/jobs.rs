@@ -129,8 +129,8 @@ impl<M> Drop for Job<M> {
 }
 
 /// The thread pool for background work started from the window: one core fewer than the machine has
-/// (at least one), so the UI thread always finds a free core and frames stay short while a large
-/// layer is being quantized. The command line uses rayon's global pool (every core).
+/// (from three cores up), so the UI thread always finds a free core while a large layer is being
+/// quantized. The command line uses rayon's global pool (every core).
 pub fn background_pool() -> &'static rayon::ThreadPool {
     static POOL: std::sync::OnceLock<rayon::ThreadPool> = std::sync::OnceLock::new();
     POOL.get_or_init(|| {
@@ -138,7 +138,8 @@ pub fn background_pool() -> &'static rayon::ThreadPool {
             .map(|n| n.get())
             .unwrap_or(2);
         rayon::ThreadPoolBuilder::new()
-            .num_threads(n.saturating_sub(1).max(1))
+            // on two cores or fewer, halving the compute costs more than the UI gains
+            .num_threads(if n <= 2 { n } else { n - 1 })
             .thread_name(|i| format!("quantscope-bg-{i}"))
             .build()
             .expect("a thread pool")

@@ -97,6 +97,8 @@ pub struct Workbench {
     /// What the running job was asked to compute, so a plan change can tell whether to restart it.
     job_wants: Vec<Key>,
     job_clip: Option<Key>,
+    /// Messages received from the running job: the index of the item it is working on.
+    job_done: usize,
     /// The model the caches belong to (its fingerprint).
     model_id: String,
 }
@@ -135,6 +137,7 @@ impl Default for Workbench {
             job: None,
             job_wants: Vec::new(),
             job_clip: None,
+            job_done: 0,
             model_id: String::new(),
         }
     }
@@ -342,6 +345,7 @@ impl Workbench {
         }
         if let Some(job) = &mut self.job {
             for m in job.poll() {
+                self.job_done += 1;
                 match m {
                     Msg::Report(k, r) => {
                         self.reports.insert(k, r);
@@ -383,11 +387,16 @@ impl Workbench {
         }
         // restart only when the running job does not cover what is needed first (the selection or the
         // plan moved on); otherwise let it continue down its list
-        let covers_front = wanted.first().is_none_or(|k| self.job_wants.contains(k));
+        // the running job computes its list in order: it serves the front of `wanted` only if that is
+        // the item it is on now
+        let covers_front = wanted
+            .first()
+            .is_none_or(|k| self.job_wants.get(self.job_done) == Some(k));
         let covers_clip = clip_needed.is_none() || self.job_clip == clip_needed;
         let stale = self.job.is_none() || !covers_front || !covers_clip;
         if stale {
             self.job_wants = wanted.clone();
+            self.job_done = 0;
             self.job_clip = clip_needed.clone();
             let model = model.clone();
             let ctx = ctx.clone();
@@ -1315,7 +1324,7 @@ fn compute(model: &Model, wanted: Vec<Key>, clip: Option<Key>, w: &Worker<Msg>) 
     };
     let mut jobs: Vec<(Key, bool)> = wanted.into_iter().map(|k| (k, false)).collect();
     if let Some(c) = clip {
-        jobs.insert(1.min(jobs.len()), (c, true));
+        jobs.push((c, true));
     }
     for (key, is_clip) in jobs {
         if w.cancelled() {
@@ -1345,22 +1354,21 @@ fn compute(model: &Model, wanted: Vec<Key>, clip: Option<Key>, w: &Worker<Msg>) 
 
 /// The stored scale of every group, in order: the spread is why finer granularity helps.
 fn scales_plot(ui: &mut Ui, r: &LayerReport) {
-    let pts: Vec<[f64; 2]> = r
-        .scales
+    let (lo, hi): (Vec<[f64; 2]>, Vec<[f64; 2]>) = r
+        .scale_envelope
         .iter()
-        .enumerate()
-        .map(|(i, &s)| [i as f64, s as f64])
-        .collect();
-    ui.strong(format!("Scales of the {} groups", r.groups));
+        .map(|&(x, a, b)| ([x as f64, a as f64], [x as f64, b as f64]))
+        .unzip();
+    ui.strong(format!(
+        "Scales of the {} groups (min and max per stretch of groups)",
+        r.groups
+    ));
     Plot::new("wb_scales")
         .height(110.0)
         .allow_scroll(false)
         .x_axis_label("group (row by row)")
         .show(ui, |p| {
-            p.points(
-                egui_plot::Points::new("scale", pts)
-                    .radius(1.5)
-                    .color(Color32::from_rgb(97, 175, 239)),
-            )
+            p.line(egui_plot::Line::new("max", hi).color(Color32::from_rgb(229, 140, 60)));
+            p.line(egui_plot::Line::new("min", lo).color(Color32::from_rgb(97, 175, 239)));
         });
 }

@@ -26,6 +26,8 @@ pub struct LayerReport {
     pub error: Histogram,
     /// Scales of every group (stored values; VS-Quant: the 4-bit integers).
     pub scales: Vec<f32>,
+    /// The scales for plotting: (first group, min, max) over at most 1,024 stretches of groups.
+    pub scale_envelope: Vec<(usize, f32, f32)>,
     pub groups: usize,
     pub group_size: usize,
     /// The codebook (k-means, NF4 scaled by group 0) with how many weights use each entry.
@@ -106,6 +108,7 @@ pub fn layer_report(
         quantized,
         error,
         scales: q.scales.clone(),
+        scale_envelope: envelope(&q.scales, 1024),
         groups: q.layout.groups(),
         group_size: q.layout.group,
         codebook,
@@ -176,6 +179,21 @@ fn paired_histograms(
             above: 0,
         },
     )
+}
+
+/// (first index, min, max) of `v` over at most `n` equal stretches.
+fn envelope(v: &[f32], n: usize) -> Vec<(usize, f32, f32)> {
+    let step = v.len().div_ceil(n.max(1)).max(1);
+    v.chunks(step)
+        .enumerate()
+        .map(|(i, c)| {
+            (
+                i * step,
+                c.iter().copied().fold(f32::INFINITY, f32::min),
+                c.iter().copied().fold(f32::NEG_INFINITY, f32::max),
+            )
+        })
+        .collect()
 }
 
 /// The top-left corner (at most 48 × 48) of the weight matrix `[shape[0], rest]`.
