@@ -13,6 +13,7 @@ pub mod calib;
 pub mod formats;
 pub mod jobs;
 pub mod model;
+pub mod nn;
 pub mod plan;
 pub mod quant;
 pub mod stats;

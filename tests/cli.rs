@@ -315,3 +315,37 @@ fn quantize_rejects_bad_specs_in_one_line() {
     ]);
     assert!(!ok && stderr.contains("no tensor"), "{stderr}");
 }
+
+#[test]
+fn eval_runs_the_sample_model_float_and_quantized() {
+    let sample = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/sample_models/digits_mlp.safetensors"
+    );
+    let v = json(&["eval", sample, "--spec", "binary", "--json"]);
+    assert_eq!(v["examples"], 359);
+    assert!((v["float"]["accuracy"].as_f64().unwrap() - 0.9694).abs() < 1e-4);
+    assert!(v["quantized"]["accuracy"].as_f64().unwrap() < 0.9);
+    // a plan file works too
+    let dir = tempfile::tempdir().unwrap();
+    let plan = dir.path().join("p.json");
+    let model = quantscope::model::Model::open(std::path::Path::new(sample)).unwrap();
+    let p = quantscope::plan::Plan {
+        default: quantscope::plan::Choice::parse("int8").unwrap(),
+        ..Default::default()
+    };
+    p.save(&plan, &model, None).unwrap();
+    let v = json(&["eval", sample, "--plan", plan.to_str().unwrap(), "--json"]);
+    assert!(v["quantized"]["accuracy"].as_f64().unwrap() > 0.95);
+    let (ok, _, stderr) = quantscope(&[
+        "eval",
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/data/inspect_ref.safetensors"
+        ),
+    ]);
+    assert!(
+        !ok && stderr.contains("not a runnable sample model"),
+        "{stderr}"
+    );
+}

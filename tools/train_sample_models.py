@@ -63,13 +63,16 @@ def train_mlp(x, y, sizes, epochs, seed):
                 p_ -= (lr * (m[k] / (1 - b1 ** step)) / (np.sqrt(v[k] / (1 - b2 ** step)) + eps)).astype(np.float32)
     return params
 
-def predict(params, x):
+def forward(params, x):
     a = x
     for i in range(0, len(params), 2):
         a = a @ params[i].T + params[i + 1]
         if i + 2 < len(params):
             a = np.maximum(a, 0)
-    return a.argmax(1)
+    return a
+
+def predict(params, x):
+    return forward(params, x).argmax(1)
 
 def main():
     x, y = load_digits()
@@ -77,6 +80,10 @@ def main():
     sizes = [64, 128, 64, 10]
     params = train_mlp(x[train], y[train], sizes, epochs=60, seed=0)
     acc = float((predict(params, x[test]) == y[test]).mean())
+    logits = forward(params, x[test])
+    m = logits.max(1, keepdims=True)
+    logp = logits - m - np.log(np.exp(logits - m).sum(1, keepdims=True))
+    loss = float(-logp[np.arange(len(test)), y[test]].mean())
     train_acc = float((predict(params, x[train]) == y[train]).mean())
     names = ["fc1", "fc2", "fc3"]
     tensors = {}
@@ -93,11 +100,14 @@ def main():
         "dataset": "scikit-learn 8x8 handwritten digits, sample_models/data/digits.csv.gz (1797 images, BSD-3)",
         "split": "stratified 80/20 per class, numpy default_rng(0); test = first round(0.2*n_c) of each shuffled class",
         "held_out_accuracy": f"{acc:.4f}",
+        "held_out_loss": f"{loss:.6f}",
+        "test_indices": ",".join(str(i) for i in test),
+        "dataset_file": "data/digits.csv.gz",
         "train_accuracy": f"{train_acc:.4f}",
         "trained_by": "tools/train_sample_models.py (numpy, Adam lr 1e-3, 60 epochs, batch 32, seed 0)",
     }
     save_file(tensors, "sample_models/digits_mlp.safetensors", metadata=meta)
-    print(f"digits_mlp: held-out accuracy {acc:.4f} on {len(test)} images (train {train_acc:.4f})")
+    print(f"digits_mlp: held-out accuracy {acc:.4f}, loss {loss:.6f} on {len(test)} images (train {train_acc:.4f})")
 
 if __name__ == "__main__":
     main()

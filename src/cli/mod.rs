@@ -1,6 +1,7 @@
 //! The command-line tool: argument parsing and printing; the work is done by the engine.
 
 mod cast;
+mod eval;
 mod formats;
 mod inspect;
 mod quantize;
@@ -33,6 +34,8 @@ pub enum Command {
     Inspect(inspect::InspectArgs),
     /// Quantize a model's weights with one spec: per-layer error and size; --out writes the result.
     Quantize(quantize::QuantizeArgs),
+    /// Accuracy and loss of a runnable sample model on its held-out data, float and quantized.
+    Eval(eval::EvalArgs),
 }
 
 pub fn run(cmd: Command) -> anyhow::Result<()> {
@@ -41,6 +44,7 @@ pub fn run(cmd: Command) -> anyhow::Result<()> {
         Command::Cast(a) => cast::run(a),
         Command::Inspect(a) => inspect::run(a),
         Command::Quantize(a) => quantize::run(a),
+        Command::Eval(a) => eval::run(a),
     }
 }
 
