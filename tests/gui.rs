@@ -227,6 +227,25 @@ fn a_typed_path_opens_and_a_layer_can_be_selected() {
     assert_eq!(b.layers[b.selected.unwrap()].name, "double");
     // its absmax (about 1003) and the F64 dtype are shown
     h.get_by_label_contains("F64 [10, 10]");
+    // sorting by a column header: kurtosis, highest first
+    h.get_by_role_and_label(Role::Button, "kurtosis").click();
+    h.step();
+    h.step();
+    assert_eq!(h.state().browser.sort, quantscope::gui::SortBy::Kurtosis);
+    let rows = h.state().browser.visible_rows();
+    let b = &h.state().browser;
+    let k = |i: usize| {
+        b.layers[i]
+            .weight
+            .and_then(|t| b.summaries.get(&t))
+            .map(|s| s.stats.kurtosis)
+            .unwrap_or(f64::NEG_INFINITY)
+    };
+    assert!(
+        rows.windows(2).all(|w| k(w[0]) >= k(w[1])),
+        "sorted by kurtosis, highest first"
+    );
+    h.get_by_label_contains("kurtosis (high first)");
     // keyboard: down moves to the next row
     let before = h.state().browser.selected;
     h.key_press(egui::Key::ArrowDown);
@@ -555,4 +574,37 @@ fn rows_picked_with_ctrl_click_take_a_spec_together() {
         app.workbench.spec_of(m, m.find("fc1.weight").unwrap()),
         want
     );
+}
+
+#[test]
+fn the_sample_models_accuracy_follows_the_plan() {
+    let mut h = workbench();
+    let wait_acc = |h: &mut Harness<'static, App>| {
+        for _ in 0..2000 {
+            h.step();
+            let app = h.state();
+            let sig = app
+                .workbench
+                .plan
+                .to_json(app.browser.model.as_ref().unwrap(), None);
+            if app.workbench.accuracy.as_ref().is_some_and(|a| a.0 == sig) {
+                return app.workbench.accuracy.clone().unwrap();
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        panic!("no accuracy");
+    };
+    let (_, float, int8, n) = wait_acc(&mut h);
+    assert_eq!(n, 359);
+    assert!(
+        (float - 0.9694).abs() < 1e-4 && (int8 - float).abs() < 0.01,
+        "{float} {int8}"
+    );
+    type_into(&mut h, "Default spec", "binary");
+    h.get_by_role_and_label(Role::Button, "Apply default")
+        .click();
+    h.step();
+    let (_, _, binary, _) = wait_acc(&mut h);
+    assert!(binary < 0.8, "{binary}");
+    h.get_by_label_contains("under this plan");
 }

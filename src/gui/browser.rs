@@ -449,9 +449,9 @@ impl Browser {
                     h.col(|ui| {
                         let arrow = if self.sort == sort && sort != SortBy::Order {
                             if self.descending {
-                                " ⏷"
+                                " (high first)"
                             } else {
-                                " ⏶"
+                                " (low first)"
                             }
                         } else {
                             ""

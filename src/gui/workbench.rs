@@ -50,6 +50,8 @@ enum Msg {
     Clip(Key, Arc<ClipLines>),
     Failed(Key, String),
     Group((usize, String, usize), crate::stats::Histogram),
+    /// (plan signature, float accuracy, accuracy under the plan, examples)
+    Accuracy(String, f64, f64, usize),
 }
 
 /// Undoable state: the plan's default and overrides.
@@ -99,6 +101,9 @@ pub struct Workbench {
     job_clip: Option<Key>,
     /// Messages received from the running job: the index of the item it is working on.
     job_done: usize,
+    /// For runnable sample models: (plan signature, float accuracy, accuracy under the plan, examples).
+    pub accuracy: Option<(String, f64, f64, usize)>,
+    acc_job: Option<Job<Msg>>,
     /// The model the caches belong to (its fingerprint).
     model_id: String,
 }
@@ -138,6 +143,8 @@ impl Default for Workbench {
             job_wants: Vec::new(),
             job_clip: None,
             job_done: 0,
+            accuracy: None,
+            acc_job: None,
             model_id: String::new(),
         }
     }
@@ -357,6 +364,7 @@ impl Workbench {
                         self.failures.insert(k, e);
                     }
                     Msg::Group(k, h) => self.group_hist = Some((k, h)),
+                    Msg::Accuracy(..) => {}
                 }
             }
             if job.is_finished() {
@@ -373,7 +381,9 @@ impl Workbench {
                 self.group_job = None;
             }
         }
-        self.autosave(model);
+        let sig = self.plan.to_json(model, None);
+        self.autosave(model, &sig);
+        self.schedule_accuracy(model, &sig, ctx);
         let wanted = self.wanted(model);
         let clip_key = self
             .selected
@@ -446,16 +456,54 @@ impl Workbench {
     }
 
     /// Keep the plan of this model on disk after every change, to restore it on the next start.
-    fn autosave(&mut self, model: &Model) {
+    /// For a runnable sample model, its held-out accuracy under the plan (a small background job).
+    fn schedule_accuracy(&mut self, model: &Arc<Model>, sig: &str, ctx: &egui::Context) {
+        let runnable = model
+            .metadata()
+            .is_some_and(|m| m.contains_key("architecture") && m.contains_key("test_indices"));
+        if !runnable {
+            return;
+        }
+        if let Some(job) = &mut self.acc_job {
+            for m in job.poll() {
+                if let Msg::Accuracy(s, f, q, n) = m {
+                    self.accuracy = Some((s, f, q, n));
+                }
+            }
+            if job.is_finished() {
+                self.acc_job = None;
+            }
+        }
+        let current = self.accuracy.as_ref().is_some_and(|a| a.0 == sig);
+        if current || self.acc_job.is_some() {
+            return;
+        }
+        let (model, plan, sig) = (model.clone(), self.plan.clone(), sig.to_string());
+        let ctx = ctx.clone();
+        let wake: Arc<dyn Fn() + Send + Sync> = Arc::new(move || ctx.request_repaint());
+        self.acc_job = Some(Job::spawn(wake, move |w: &Worker<Msg>| {
+            use crate::nn::{dataset_bytes, evaluate, held_out, Network};
+            let run = || -> Result<(f64, f64, usize), crate::nn::NnError> {
+                let data = held_out(&model, &dataset_bytes(&model)?)?;
+                let f = evaluate(&Network::from_model(&model, None)?, &data)?.0;
+                let q = evaluate(&Network::from_model(&model, Some(&plan))?, &data)?.0;
+                Ok((f, q, data.y.len()))
+            };
+            if let Ok((f, q, n)) = run() {
+                w.send(Msg::Accuracy(sig, f, q, n));
+            }
+        }));
+    }
+
+    fn autosave(&mut self, model: &Model, text: &str) {
         let Some(path) = self.plan_file() else { return };
-        let text = self.plan.to_json(model, None);
         if text != self.last_saved {
             if let Some(dir) = path.parent() {
                 let _ = std::fs::create_dir_all(dir);
             }
             // best effort: a read-only config folder only loses the convenience
             if self.plan.save(&path, model, None).is_ok() {
-                self.last_saved = text;
+                self.last_saved = text.to_string();
             }
         }
     }
@@ -667,6 +715,11 @@ impl Workbench {
                 original as f64 * 8.0 / params,
                 if known { "" } else { " · computing…" }
             ));
+            if let Some((_, f, q, n)) = &self.accuracy {
+                ui.separator();
+                ui.label(RichText::new(format!("accuracy on {n} held-out examples: {f:.4} in float, {q:.4} under this plan ({:+.2} points)", 100.0 * (q - f))).strong())
+                    .on_hover_text("The sample model run on its held-out data with the weights as this plan quantizes them");
+            }
         });
     }
 
