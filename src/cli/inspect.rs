@@ -24,12 +24,7 @@ pub struct InspectArgs {
 }
 
 pub fn run(a: InspectArgs) -> anyhow::Result<()> {
-    let filter = a
-        .layers
-        .as_deref()
-        .map(regex::Regex::new)
-        .transpose()
-        .map_err(|e| anyhow::anyhow!("--layers is not a valid regular expression: {e}"))?;
+    let filter = super::layer_filter(a.layers.as_deref())?;
     let model = Model::open(&a.model)?;
     let chosen: Vec<usize> = (0..model.tensors.len())
         .filter(|&i| {

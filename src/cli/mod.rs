@@ -89,3 +89,11 @@ pub fn progress_bar(total: u64, what: &str) -> indicatif::ProgressBar {
     bar.set_prefix(what.to_string());
     bar
 }
+
+/// `--layers REGEX`, parsed with a message that says which option is wrong.
+pub fn layer_filter(pattern: Option<&str>) -> anyhow::Result<Option<regex::Regex>> {
+    pattern
+        .map(regex::Regex::new)
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("--layers is not a valid regular expression: {e}"))
+}

@@ -6,7 +6,6 @@
 
 use super::spec::Spec;
 use super::{Layout, Quantized};
-use rayon::prelude::*;
 
 fn run(
     x: &[f32],
@@ -14,23 +13,8 @@ fn run(
     spec: &Spec,
     group: impl Fn(&[f32], &mut [f32], &mut [i16]) -> (f32, f32) + Sync,
 ) -> Quantized {
-    let n = x.len();
-    let mut dequant = vec![0f32; n];
-    let mut codes = vec![0i16; n];
-    let cols = layout.cols;
-    let g = layout.group;
-    let st: Vec<(f32, f32)> = x
-        .par_chunks(cols)
-        .zip(dequant.par_chunks_mut(cols))
-        .zip(codes.par_chunks_mut(cols))
-        .flat_map_iter(|((xr, or), cr)| {
-            xr.chunks(g)
-                .zip(or.chunks_mut(g))
-                .zip(cr.chunks_mut(g))
-                .map(|((xs, os), cs)| group(xs, os, cs))
-                .collect::<Vec<_>>()
-        })
-        .collect();
+    // per group: (scale, threshold)
+    let (dequant, codes, st) = super::blocks::by_groups(x, layout, group);
     Quantized {
         spec: *spec,
         layout,

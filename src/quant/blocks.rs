@@ -27,19 +27,19 @@ fn pow2(e: i32) -> f64 {
     f64::from_bits(((e + 1023) as u64) << 52)
 }
 
-/// Run `block` over every group (rows in parallel); it fills the outputs and returns the group's
-/// stored scale.
-fn by_groups(
+/// Run `block` over every group (rows in parallel); it fills the group's outputs and returns what the
+/// group stores (its scale, or more). Shared by the block formats and binary/ternary.
+pub(crate) fn by_groups<T: Send>(
     x: &[f32],
     layout: Layout,
-    block: impl Fn(&[f32], &mut [f32], &mut [i16]) -> f32 + Sync,
-) -> (Vec<f32>, Vec<i16>, Vec<f32>) {
+    block: impl Fn(&[f32], &mut [f32], &mut [i16]) -> T + Sync,
+) -> (Vec<f32>, Vec<i16>, Vec<T>) {
     let n = x.len();
     let mut dequant = vec![0f32; n];
     let mut codes = vec![0i16; n];
     let cols = layout.cols;
     let g = layout.group;
-    let scales: Vec<f32> = x
+    let per_group: Vec<T> = x
         .par_chunks(cols)
         .zip(dequant.par_chunks_mut(cols))
         .zip(codes.par_chunks_mut(cols))
@@ -51,7 +51,7 @@ fn by_groups(
                 .collect::<Vec<_>>()
         })
         .collect();
-    (dequant, codes, scales)
+    (dequant, codes, per_group)
 }
 
 fn result(
