@@ -181,6 +181,22 @@ impl Plan {
         }
     }
 
+    /// A hash of everything that can be edited (default, rules, overrides, budget): cheap, so a caller can
+    /// tell whether the plan changed without resolving every tensor.
+    pub fn fingerprint(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        self.default.text().hash(&mut h);
+        for r in &self.rules {
+            (&r.pattern, r.choice.text()).hash(&mut h);
+        }
+        for (name, (c, why)) in &self.overrides {
+            (name, c.text(), why).hash(&mut h);
+        }
+        self.budget_bits.map(f64::to_bits).hash(&mut h);
+        h.finish()
+    }
+
     /// Serialize for `model`: every tensor the plan quantizes is listed with its resolved spec.
     pub fn to_json(&self, model: &Model, summary: Option<SummaryFile>) -> String {
         let mut layers = BTreeMap::new();
@@ -367,6 +383,19 @@ mod tests {
             "overrides beat rules"
         );
         assert_eq!(p.resolve("fc1.bias", false).0, Choice::Keep);
+    }
+
+    #[test]
+    fn the_fingerprint_follows_edits() {
+        let mut p = Plan::default();
+        let a = p.fingerprint();
+        assert_eq!(a, Plan::default().fingerprint());
+        p.overrides
+            .insert("fc1.weight".into(), (Choice::Keep, String::new()));
+        let b = p.fingerprint();
+        assert_ne!(a, b);
+        p.default = Choice::parse("int4").unwrap();
+        assert_ne!(b, p.fingerprint());
     }
 
     #[test]

@@ -50,13 +50,7 @@ pub fn run(a: InspectArgs) -> anyhow::Result<()> {
         "reading",
     );
     let layers = group_layers(&model.tensors);
-    let role_of = |ti: usize| {
-        layers
-            .iter()
-            .find(|l| l.tensors.contains(&ti))
-            .map(|l| l.role.as_str())
-            .unwrap_or("other")
-    };
+    let role_of = |ti: usize| role(&layers, ti);
     let mut rows = Vec::new();
     for &i in &chosen {
         let t = &model.tensors[i];
@@ -85,28 +79,11 @@ pub fn run(a: InspectArgs) -> anyhow::Result<()> {
             })
             .collect();
         return print_json(&json!({
-            "model": {
-                "source": model.source, "kind": model.kind, "config": model.config,
-                "tensors": model.tensors.len(), "parameters": model.parameters(), "file_bytes": model.file_bytes(),
-                "shards": model.shards.len(),
-            },
+            "model": model_json(&model),
             "tensors": tensors,
         }));
     }
-    println!(
-        "{}: {} tensors, {} parameters, {} bytes in {} file(s){}",
-        model.source.display(),
-        model.tensors.len(),
-        model.parameters(),
-        model.file_bytes(),
-        model.shards.len(),
-        model
-            .config
-            .as_ref()
-            .and_then(|c| c.architecture.clone().or(c.model_type.clone()))
-            .map(|a| format!(", {a}"))
-            .unwrap_or_default()
-    );
+    println!("{}", model_line(&model));
     if let Some(w) = &model.config_warning {
         eprintln!("warning: {w}");
     }
@@ -147,13 +124,7 @@ pub fn run(a: InspectArgs) -> anyhow::Result<()> {
 
 fn headers_only(model: &Model, chosen: &[usize], as_json: bool) -> anyhow::Result<()> {
     let layers = group_layers(&model.tensors);
-    let role_of = |ti: usize| {
-        layers
-            .iter()
-            .find(|l| l.tensors.contains(&ti))
-            .map(|l| l.role.as_str())
-            .unwrap_or("other")
-    };
+    let role_of = |ti: usize| role(&layers, ti);
     if as_json {
         let tensors: Vec<_> = chosen
             .iter()
@@ -164,20 +135,11 @@ fn headers_only(model: &Model, chosen: &[usize], as_json: bool) -> anyhow::Resul
             })
             .collect();
         return print_json(&json!({
-            "model": {"source": model.source, "kind": model.kind, "config": model.config,
-                      "tensors": model.tensors.len(), "parameters": model.parameters(),
-                      "file_bytes": model.file_bytes(), "shards": model.shards.len()},
+            "model": model_json(model),
             "tensors": tensors,
         }));
     }
-    println!(
-        "{}: {} tensors, {} parameters, {} bytes in {} file(s)",
-        model.source.display(),
-        model.tensors.len(),
-        model.parameters(),
-        model.file_bytes(),
-        model.shards.len()
-    );
+    println!("{}", model_line(model));
     for &i in chosen {
         let t = &model.tensors[i];
         println!(
@@ -190,4 +152,38 @@ fn headers_only(model: &Model, chosen: &[usize], as_json: bool) -> anyhow::Resul
         );
     }
     Ok(())
+}
+
+fn role(layers: &[quantscope::model::Layer], tensor: usize) -> &'static str {
+    layers
+        .iter()
+        .find(|l| l.tensors.contains(&tensor))
+        .map(|l| l.role.as_str())
+        .unwrap_or("other")
+}
+
+fn model_json(model: &Model) -> serde_json::Value {
+    json!({
+        "source": model.source, "kind": model.kind, "config": model.config,
+        "tensors": model.tensors.len(), "parameters": model.parameters(), "file_bytes": model.file_bytes(),
+        "shards": model.shards.len(),
+    })
+}
+
+/// `SOURCE: N tensors, P parameters, B bytes in F file(s), ARCHITECTURE`
+fn model_line(model: &Model) -> String {
+    format!(
+        "{}: {} tensors, {} parameters, {} bytes in {} file(s){}",
+        model.source.display(),
+        model.tensors.len(),
+        model.parameters(),
+        model.file_bytes(),
+        model.shards.len(),
+        model
+            .config
+            .as_ref()
+            .and_then(|c| c.architecture.clone().or(c.model_type.clone()))
+            .map(|a| format!(", {a}"))
+            .unwrap_or_default()
+    )
 }

@@ -210,11 +210,6 @@ impl Format {
         }
     }
 
-    /// Round a value into the format and back: the value a deployment would see.
-    pub fn round_trip(&self, x: f64, overflow: Overflow) -> f64 {
-        self.encode(x, overflow).value
-    }
-
     pub fn fields(&self) -> Vec<Field> {
         match self {
             Format::Float(f) => f.fields(),

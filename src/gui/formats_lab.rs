@@ -196,7 +196,8 @@ impl FormatsLab {
         self.format.format.bit_string(self.code)
     }
 
-    fn rebuild_rows(&mut self) {
+    /// The chosen format, then the formats picked for comparison.
+    fn shown_names(&self) -> Vec<String> {
         let mut names = vec![self.format.name.clone()];
         names.extend(
             self.compare
@@ -204,6 +205,11 @@ impl FormatsLab {
                 .filter(|n| **n != self.format.name)
                 .cloned(),
         );
+        names
+    }
+
+    fn rebuild_rows(&mut self) {
+        let names = self.shown_names();
         self.rows = names
             .into_iter()
             .filter_map(|name| {
@@ -640,13 +646,7 @@ impl FormatsLab {
 
     fn table_ui(&self, ui: &mut Ui) {
         ui.heading("Comparison");
-        let mut names = vec![self.format.name.clone()];
-        names.extend(
-            self.compare
-                .iter()
-                .filter(|n| **n != self.format.name)
-                .cloned(),
-        );
+        let names = self.shown_names();
         egui::Grid::new("format_table")
             .striped(true)
             .spacing([14.0, 4.0])

@@ -103,6 +103,8 @@ pub struct Workbench {
     job_done: usize,
     /// For runnable sample models: (plan signature, float accuracy, accuracy under the plan, examples).
     pub accuracy: Option<(String, f64, f64, usize)>,
+    /// The plan as JSON, with the fingerprint of the edits it was made from.
+    plan_json: (Option<u64>, String),
     acc_job: Option<Job<Msg>>,
     /// The model the caches belong to (its fingerprint).
     model_id: String,
@@ -144,6 +146,7 @@ impl Default for Workbench {
             job_clip: None,
             job_done: 0,
             accuracy: None,
+            plan_json: (None, String::new()),
             acc_job: None,
             model_id: String::new(),
         }
@@ -381,7 +384,12 @@ impl Workbench {
                 self.group_job = None;
             }
         }
-        let sig = self.plan.to_json(model, None);
+        // the plan's JSON (which resolves every tensor) is rebuilt only when the plan changed
+        let edits = self.plan.fingerprint();
+        if self.plan_json.0 != Some(edits) || self.plan_json.1.is_empty() {
+            self.plan_json = (Some(edits), self.plan.to_json(model, None));
+        }
+        let sig = self.plan_json.1.clone();
         self.autosave(model, &sig);
         self.schedule_accuracy(model, &sig, ctx);
         let wanted = self.wanted(model);
