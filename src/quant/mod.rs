@@ -8,6 +8,7 @@
 
 mod binary;
 mod blocks;
+pub mod fixed;
 mod kmeans;
 mod linear;
 pub mod metrics;
@@ -31,6 +32,8 @@ pub enum QuantError {
     Empty,
     #[error("{0}")]
     Shape(String),
+    #[error("{0}")]
+    Unsupported(String),
 }
 
 /// Rows × columns as the quantizer sees a tensor, and how it is cut into groups.

