@@ -9,6 +9,7 @@
 //! assert_eq!(e.code, 0b0101);
 //! ```
 
+pub mod activations;
 pub mod calib;
 pub mod formats;
 pub mod jobs;

@@ -1,0 +1,221 @@
+//! Activations: what flows into each weighted layer when the model runs on real data. Quantizing
+//! activations needs their ranges from data (calibration), and the error that matters is in a layer's
+//! output `X·Wᵀ`, not in its weights.
+//!
+//! Two sources give the same [`Calibration`]: running a bundled sample model on its calibration rows
+//! ([`capture`]), and a calibration pack captured from any PyTorch model ([`pack`]). Everything after
+//! that (ranges, output-aware error, AdaRound, the window's Activations view) reads only a `Calibration`.
+
+pub mod output;
+pub mod pack;
+pub mod ranges;
+
+use crate::model::Model;
+use crate::nn::{calibration_set, dataset_bytes, Network, NnError};
+use serde::Serialize;
+
+/// At most this many rows of a layer's input matrix are kept (for output-aware error and AdaRound).
+pub const MAX_ROWS: usize = 2048;
+/// At most this many input (and output) values are kept per layer for histograms and ranges.
+pub const MAX_VALUES: usize = 1 << 20;
+
+/// What was recorded for one weighted layer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LayerActivations {
+    /// The layer (module) name, e.g. `fc1` or `encoder.layer.0.attention.self.query`.
+    pub name: String,
+    /// The weight tensor it multiplies with, e.g. `fc1.weight`.
+    pub weight: String,
+    /// Columns of the input matrix (`in_features`, or `I·kh·kw` for a convolution's patches).
+    pub k: usize,
+    /// A sample of rows of the input matrix, row-major `[rows, k]`: the layer's inputs (linear) or its
+    /// unfolded patches (conv), so that `rows·Wᵀ` is (a sample of) the layer's output before the bias.
+    pub rows: Vec<f32>,
+    /// A sample of the layer's input values (as it received them; for a conv, the feature map, not the
+    /// patches), for histograms and ranges.
+    pub inputs: Vec<f32>,
+    /// A sample of the layer's output values (with the bias).
+    pub outputs: Vec<f32>,
+    /// The (min, max) of the whole input in each calibration batch, in order: the EMA observer's feed.
+    pub batch_ranges: Vec<(f32, f32)>,
+    /// max |x| of each input channel over all calibration data (features, or conv input channels).
+    pub channel_absmax: Vec<f32>,
+    /// How many input values the calibration saw in all (before sampling).
+    pub seen: u64,
+}
+
+impl LayerActivations {
+    pub fn row_count(&self) -> usize {
+        self.rows.len() / self.k.max(1)
+    }
+
+    /// min and max over all calibration data (from the per-batch ranges, so exact, not sampled).
+    pub fn min_max(&self) -> (f32, f32) {
+        self.batch_ranges
+            .iter()
+            .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &(lo, hi)| {
+                (a.min(lo), b.max(hi))
+            })
+    }
+}
+
+/// Activations of every weighted layer of one model on one calibration set.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Calibration {
+    /// The model they were recorded from (a path or a repo id).
+    pub model: String,
+    /// What data, in words (the data set and rows, or the pack's description).
+    pub data: String,
+    pub examples: usize,
+    pub batches: usize,
+    pub layers: Vec<LayerActivations>,
+}
+
+impl Calibration {
+    pub fn layer(&self, name: &str) -> Option<&LayerActivations> {
+        self.layers
+            .iter()
+            .find(|l| l.name == name || l.weight == name)
+    }
+}
+
+/// A summary line per layer, for JSON.
+#[derive(Debug, Clone, Serialize)]
+pub struct LayerSummary {
+    pub name: String,
+    pub weight: String,
+    pub k: usize,
+    pub rows: usize,
+    pub seen: u64,
+    pub min: f32,
+    pub max: f32,
+}
+
+/// Keep every `stride`-th value so that at most `cap` remain (a deterministic, even sample).
+fn subsample(x: &[f32], cap: usize) -> Vec<f32> {
+    if x.len() <= cap {
+        return x.to_vec();
+    }
+    let stride = x.len().div_ceil(cap);
+    x.iter().step_by(stride).copied().collect()
+}
+
+/// Append an even sample of `new` to `kept`: each of `batches` batches gets an equal share of `cap`.
+fn keep(kept: &mut Vec<f32>, new: &[f32], cap: usize, batches: usize) {
+    let share = (cap / batches.max(1)).max(1);
+    kept.extend(subsample(new, share));
+}
+
+/// Run a bundled sample model on `examples` calibration rows (training rows, never the held-out ones),
+/// `batch` at a time, and record every weighted layer's activations.
+pub fn capture(model: &Model, examples: usize, batch: usize) -> Result<Calibration, NnError> {
+    let net = Network::from_model(model, None)?;
+    let data = calibration_set(model, &dataset_bytes(model)?, examples)?;
+    if data.is_empty() {
+        return Err(NnError::Data("no calibration examples".into()));
+    }
+    let batch = batch.max(1);
+    let batches = data.len().div_ceil(batch);
+    let mut layers: Vec<LayerActivations> = net
+        .layers()
+        .map(|w| LayerActivations {
+            name: w.name.clone(),
+            weight: format!("{}.weight", w.name),
+            k: w.k,
+            rows: Vec::new(),
+            inputs: Vec::new(),
+            outputs: Vec::new(),
+            batch_ranges: Vec::new(),
+            channel_absmax: Vec::new(),
+            seen: 0,
+        })
+        .collect();
+    for b in 0..batches {
+        let part = data.slice(b * batch..((b + 1) * batch).min(data.len()));
+        let mut li = 0;
+        net.forward_with(&part.x, part.len(), None, &mut |io| {
+            let l = &mut layers[li];
+            li += 1;
+            let (lo, hi) = io
+                .input
+                .iter()
+                .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| {
+                    (a.min(v), b.max(v))
+                });
+            l.batch_ranges.push((lo, hi));
+            l.seen += io.input.len() as u64;
+            // channels: features of a linear input, or C of a [C, H, W] feature map
+            let channels = io.input_shape[0];
+            let per_channel: usize = io.input_shape[1..].iter().product::<usize>().max(1);
+            if l.channel_absmax.is_empty() {
+                l.channel_absmax = vec![0.0; channels];
+            }
+            for (i, v) in io.input.iter().enumerate() {
+                let c = (i / per_channel) % channels;
+                l.channel_absmax[c] = l.channel_absmax[c].max(v.abs());
+            }
+            keep(&mut l.inputs, io.input, MAX_VALUES, batches);
+            keep(&mut l.outputs, io.output, MAX_VALUES, batches);
+            let rows = io.layer.rows(io.input, io.n, io.input_shape);
+            let nrows = rows.len() / l.k;
+            let share = (MAX_ROWS / batches).max(1);
+            let stride = nrows.div_ceil(share).max(1);
+            for r in (0..nrows).step_by(stride) {
+                l.rows.extend_from_slice(&rows[r * l.k..(r + 1) * l.k]);
+            }
+        });
+    }
+    let name = model.source.display().to_string();
+    let what = model
+        .metadata()
+        .and_then(|m| m.get("dataset").cloned())
+        .unwrap_or_else(|| "the model's data set".into());
+    Ok(Calibration {
+        model: name,
+        data: format!(
+            "{} training rows of {what}, {batches} batches of {batch}",
+            data.len()
+        ),
+        examples: data.len(),
+        batches,
+        layers,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    pub(crate) fn cnn() -> Model {
+        Model::from_bytes(
+            "mnist_cnn.safetensors",
+            Arc::from(&include_bytes!("../../sample_models/mnist_cnn.safetensors")[..]),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn capture_records_every_layer_of_the_cnn() {
+        let m = cnn();
+        let c = capture(&m, 256, 32).unwrap();
+        assert_eq!(c.batches, 8);
+        assert_eq!(c.examples, 256);
+        let names: Vec<&str> = c.layers.iter().map(|l| l.name.as_str()).collect();
+        assert_eq!(names, ["conv1", "conv2", "fc1", "fc2"]);
+        let conv2 = c.layer("conv2.weight").unwrap();
+        assert_eq!(conv2.k, 8 * 9);
+        assert_eq!(conv2.channel_absmax.len(), 8);
+        assert_eq!(conv2.batch_ranges.len(), 8);
+        assert_eq!(conv2.seen, 256 * 8 * 14 * 14);
+        assert!(conv2.row_count() > 0 && conv2.row_count() <= MAX_ROWS);
+        // inputs of conv2 are ReLU → max-pool outputs: non-negative
+        let (lo, hi) = conv2.min_max();
+        assert!(lo >= 0.0 && hi > 0.0, "{lo} {hi}");
+        // the rows are patches of the input: every value in them is an input value or padding 0
+        assert!(conv2.rows.iter().all(|&v| v >= 0.0 && v <= hi));
+        let fc1 = c.layer("fc1").unwrap();
+        assert_eq!(fc1.k, 784);
+        assert_eq!(fc1.channel_absmax.len(), 784);
+    }
+}

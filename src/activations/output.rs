@@ -1,0 +1,93 @@
+//! Output-aware error (DESIGN.md §3): with a layer's calibration inputs X, compare `Y = X·Wᵀ` with
+//! `Ŷ = X̂·Ŵᵀ`, where Ŵ is the quantized weight and X̂ the inputs as an activation quantizer leaves them
+//! (or X itself for weight-only quantization, e.g. W4A16). Bias is left out: it is the same on both sides.
+
+use super::LayerActivations;
+use crate::nn::gemm::xwt;
+use crate::quant::fixed::FixedQuant;
+use crate::quant::Metrics;
+
+/// Metrics of the layer's output (mse, sqnr_db, cosine, max_abs_err; bits and bytes are 0).
+/// `w` and `w_hat` are `[out, k]` row-major.
+pub fn output_metrics(
+    layer: &LayerActivations,
+    w: &[f32],
+    w_hat: &[f32],
+    act: Option<&FixedQuant>,
+) -> Result<Metrics, String> {
+    let k = layer.k;
+    if k == 0 || w.len() % k != 0 || w.len() != w_hat.len() {
+        return Err(format!(
+            "{}: the weight has {} values, which is not a multiple of the {k} input columns",
+            layer.name,
+            w.len()
+        ));
+    }
+    let rows = layer.row_count();
+    if rows == 0 {
+        return Err(format!("{}: no calibration rows", layer.name));
+    }
+    let out = w.len() / k;
+    let y = xwt(&layer.rows, rows, k, w, out, None);
+    let y_hat = match act {
+        None => xwt(&layer.rows, rows, k, w_hat, out, None),
+        Some(q) => {
+            let mut x = layer.rows.clone();
+            q.apply(&mut x);
+            xwt(&x, rows, k, w_hat, out, None)
+        }
+    };
+    Ok(Metrics::compute(&y, &y_hat, 0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::quant::{quantize, Spec};
+
+    #[test]
+    fn output_error_matches_a_direct_computation() {
+        let (rows, k, out) = (64, 16, 8);
+        let x: Vec<f32> = (0..rows * k)
+            .map(|i| ((i * 37) % 19) as f32 / 19.0)
+            .collect();
+        let w: Vec<f32> = (0..out * k)
+            .map(|i| ((i * 53) % 23) as f32 / 23.0 - 0.5)
+            .collect();
+        let layer = LayerActivations {
+            name: "l".into(),
+            weight: "l.weight".into(),
+            k,
+            rows: x.clone(),
+            inputs: x.clone(),
+            outputs: Vec::new(),
+            batch_ranges: vec![(0.0, 1.0)],
+            channel_absmax: vec![1.0; k],
+            seen: x.len() as u64,
+        };
+        let wq = quantize(&w, &[out, k], &Spec::parse("int4").unwrap())
+            .unwrap()
+            .dequant;
+        let m = output_metrics(&layer, &w, &wq, None).unwrap();
+        // the same in f64 by the definition
+        let (mut se, mut sy) = (0f64, 0f64);
+        for r in 0..rows {
+            for o in 0..out {
+                let (mut y, mut yq) = (0f64, 0f64);
+                for j in 0..k {
+                    y += x[r * k + j] as f64 * w[o * k + j] as f64;
+                    yq += x[r * k + j] as f64 * wq[o * k + j] as f64;
+                }
+                se += (y - yq).powi(2);
+                sy += y * y;
+            }
+        }
+        let want = 10.0 * (sy / se).log10();
+        assert!((m.sqnr_db - want).abs() < 1e-3, "{} vs {want}", m.sqnr_db);
+        // quantizing the inputs too can only add error here
+        let a = FixedQuant::new(&Spec::parse("uint4").unwrap(), 0.0, 1.0).unwrap();
+        let m2 = output_metrics(&layer, &w, &wq, Some(&a)).unwrap();
+        assert!(m2.sqnr_db < m.sqnr_db);
+        assert!(output_metrics(&layer, &w[..out * k - 1], &wq[..out * k - 1], None).is_err());
+    }
+}
