@@ -91,19 +91,34 @@ pub struct LayerSummary {
     pub max: f32,
 }
 
-/// Keep every `stride`-th value so that at most `cap` remain (a deterministic, even sample).
-fn subsample(x: &[f32], cap: usize) -> Vec<f32> {
-    if x.len() <= cap {
-        return x.to_vec();
+/// Indices of a `take`-element sample of `0..n`: one seeded random index in each of `take` equal
+/// strata, so the sample is even but cannot alias with the data's own period (a plain stride over
+/// `[N, C, H, W]` activations would pick the same pixel column, e.g. an image border, every time).
+fn sample_indices(n: usize, take: usize, seed: u64) -> Vec<usize> {
+    if take >= n {
+        return (0..n).collect();
     }
-    let stride = x.len().div_ceil(cap);
-    x.iter().step_by(stride).copied().collect()
+    let width = n as f64 / take as f64;
+    (0..take)
+        .map(|i| {
+            let u = crate::quant::uniform(seed, i as u64) as f64;
+            (((i as f64 + u) * width) as usize).min(n - 1)
+        })
+        .collect()
+}
+
+/// An even sample of at most `cap` values of `x`.
+fn subsample(x: &[f32], cap: usize, seed: u64) -> Vec<f32> {
+    sample_indices(x.len(), cap, seed)
+        .into_iter()
+        .map(|i| x[i])
+        .collect()
 }
 
 /// Append an even sample of `new` to `kept`: each of `batches` batches gets an equal share of `cap`.
-fn keep(kept: &mut Vec<f32>, new: &[f32], cap: usize, batches: usize) {
+fn keep(kept: &mut Vec<f32>, new: &[f32], cap: usize, batches: usize, seed: u64) {
     let share = (cap / batches.max(1)).max(1);
-    kept.extend(subsample(new, share));
+    kept.extend(subsample(new, share, seed));
 }
 
 /// Run a bundled sample model on `examples` calibration rows (training rows, never the held-out ones),
@@ -154,13 +169,18 @@ pub fn capture(model: &Model, examples: usize, batch: usize) -> Result<Calibrati
                 let c = (i / per_channel) % channels;
                 l.channel_absmax[c] = l.channel_absmax[c].max(v.abs());
             }
-            keep(&mut l.inputs, io.input, MAX_VALUES, batches);
-            keep(&mut l.outputs, io.output, MAX_VALUES, batches);
+            keep(&mut l.inputs, io.input, MAX_VALUES, batches, b as u64);
+            keep(
+                &mut l.outputs,
+                io.output,
+                MAX_VALUES,
+                batches,
+                b as u64 + (1 << 32),
+            );
             let rows = io.layer.rows(io.input, io.n, io.input_shape);
             let nrows = rows.len() / l.k;
             let share = (MAX_ROWS / batches).max(1);
-            let stride = nrows.div_ceil(share).max(1);
-            for r in (0..nrows).step_by(stride) {
+            for r in sample_indices(nrows, share, b as u64 + (2 << 32)) {
                 l.rows.extend_from_slice(&rows[r * l.k..(r + 1) * l.k]);
             }
         });
@@ -214,6 +234,14 @@ mod tests {
         assert!(lo >= 0.0 && hi > 0.0, "{lo} {hi}");
         // the rows are patches of the input: every value in them is an input value or padding 0
         assert!(conv2.rows.iter().all(|&v| v >= 0.0 && v <= hi));
+        // and the sample does not alias onto the all-black border of the images
+        let conv1 = c.layer("conv1").unwrap();
+        let nonzero = conv1.rows.iter().filter(|&&v| v > 0.0).count();
+        assert!(
+            nonzero * 10 > conv1.rows.len(),
+            "{nonzero} of {}",
+            conv1.rows.len()
+        );
         let fc1 = c.layer("fc1").unwrap();
         assert_eq!(fc1.k, 784);
         assert_eq!(fc1.channel_absmax.len(), 784);

@@ -16,7 +16,7 @@ pub fn output_metrics(
     act: Option<&FixedQuant>,
 ) -> Result<Metrics, String> {
     let k = layer.k;
-    if k == 0 || w.len() % k != 0 || w.len() != w_hat.len() {
+    if k == 0 || !w.len().is_multiple_of(k) || w.len() != w_hat.len() {
         return Err(format!(
             "{}: the weight has {} values, which is not a multiple of the {k} input columns",
             layer.name,

@@ -1,7 +1,10 @@
 use super::print_json;
+use quantscope::activations::capture;
+use quantscope::activations::ranges::{act_quantizers, Method};
 use quantscope::model::Model;
-use quantscope::nn::{dataset_bytes, evaluate, held_out, Network};
+use quantscope::nn::{dataset_bytes, evaluate, evaluate_with, held_out, Network};
 use quantscope::plan::{Choice, Plan};
+use quantscope::quant::Spec;
 use serde_json::json;
 use std::path::PathBuf;
 
@@ -15,6 +18,16 @@ pub struct EvalArgs {
     /// Quantize every weight with this spec first (e.g. int4:g16).
     #[arg(long)]
     pub spec: Option<String>,
+    /// Quantize the input of every layer too, with this format (e.g. uint8 for W8A8), over a range
+    /// calibrated on training rows.
+    #[arg(long)]
+    pub act: Option<String>,
+    /// How the activation ranges are chosen: minmax, pP (e.g. p99.99), mse, kl, ema.
+    #[arg(long, default_value = "minmax")]
+    pub act_method: String,
+    /// Calibration examples for the activation ranges.
+    #[arg(long, default_value_t = 512)]
+    pub calib_examples: usize,
     /// Machine-readable output on stdout.
     #[arg(long)]
     pub json: bool,
@@ -32,15 +45,36 @@ pub fn run(a: EvalArgs) -> anyhow::Result<()> {
         }),
         _ => None,
     };
-    let quant = match &plan {
-        Some(p) => Some(evaluate(&Network::from_model(&model, Some(p))?, &data)?),
+    let method = Method::parse(&a.act_method).map_err(anyhow::Error::msg)?;
+    let act = match &a.act {
+        Some(s) => {
+            let spec = Spec::parse(s)?;
+            let cal = capture(&model, a.calib_examples, 32)?;
+            Some((s.clone(), act_quantizers(&cal, &spec, method)?))
+        }
         None => None,
     };
+    let quant = if plan.is_some() || act.is_some() {
+        let net = Network::from_model(&model, plan.as_ref())?;
+        Some(evaluate_with(&net, &data, act.as_ref().map(|(_, q)| q))?)
+    } else {
+        None
+    };
+    let what = format!(
+        "weights {}, activations {}",
+        a.spec
+            .clone()
+            .or(a.plan.as_ref().map(|p| format!("plan {}", p.display())))
+            .unwrap_or("float".into()),
+        act.as_ref()
+            .map(|(s, _)| format!("{s} ({} range)", method.name()))
+            .unwrap_or("float".into())
+    );
     if a.json {
         return print_json(&json!({
             "model": model.source, "examples": data.y.len(),
             "float": {"accuracy": float.0, "loss": float.1},
-            "quantized": quant.map(|q| json!({"accuracy": q.0, "loss": q.1})),
+            "quantized": quant.map(|q| json!({"accuracy": q.0, "loss": q.1, "what": what})),
         }));
     }
     println!(
@@ -51,7 +85,7 @@ pub fn run(a: EvalArgs) -> anyhow::Result<()> {
     println!("float      accuracy {:.4}  loss {:.4}", float.0, float.1);
     if let Some(q) = quant {
         println!(
-            "quantized  accuracy {:.4}  loss {:.4}  ({:+.2} points)",
+            "quantized  accuracy {:.4}  loss {:.4}  ({:+.2} points)  [{what}]",
             q.0,
             q.1,
             100.0 * (q.0 - float.0)

@@ -1,5 +1,6 @@
 //! The command-line tool: argument parsing and printing; the work is done by the engine.
 
+mod calibrate;
 mod cast;
 mod eval;
 mod formats;
@@ -36,6 +37,9 @@ pub enum Command {
     Quantize(quantize::QuantizeArgs),
     /// Accuracy and loss of a runnable sample model on its held-out data, float and quantized.
     Eval(eval::EvalArgs),
+    /// Activation ranges per layer from calibration data (min-max, percentile, MSE, KL, EMA), and
+    /// with --spec the weight-space vs output-space error.
+    Calibrate(calibrate::CalibrateArgs),
 }
 
 pub fn run(cmd: Command) -> anyhow::Result<()> {
@@ -45,6 +49,7 @@ pub fn run(cmd: Command) -> anyhow::Result<()> {
         Command::Inspect(a) => inspect::run(a),
         Command::Quantize(a) => quantize::run(a),
         Command::Eval(a) => eval::run(a),
+        Command::Calibrate(a) => calibrate::run(a),
     }
 }
 

@@ -356,11 +356,7 @@ impl Network {
 /// Reads a tensor by name: its values (as the plan quantizes them) and shape.
 type TensorReader<'a> = dyn Fn(&str) -> Result<(Vec<f32>, Vec<usize>), NnError> + 'a;
 
-fn bias_of(
-    tensor: &TensorReader,
-    name: &str,
-    out: usize,
-) -> Result<Vec<f32>, NnError> {
+fn bias_of(tensor: &TensorReader, name: &str, out: usize) -> Result<Vec<f32>, NnError> {
     let (bias, _) = tensor(&format!("{name}.bias"))?;
     if bias.len() != out {
         return Err(NnError::NotRunnable(format!(
