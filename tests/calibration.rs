@@ -107,3 +107,35 @@ fn w8a8_keeps_accuracy_and_a2_loses_it() {
     let (_, w8a2) = acc(&["--spec", "int8", "--act", "uint2"]);
     assert!(w8a2 < f - 0.05, "A2 costs accuracy: {w8a2}");
 }
+
+#[test]
+fn adaround_beats_nearest_at_3_bits_on_held_out_data() {
+    let acc = |spec: &str| {
+        let v = json(&["eval", CNN, "--spec", spec, "--json"]);
+        v["quantized"]["accuracy"].as_f64().unwrap()
+    };
+    let (near, ada) = (acc("int3"), acc("int3:round=adaround"));
+    assert!(ada > near + 0.05, "AdaRound {ada} vs nearest {near}");
+    // round=adaround needs activations: quantize (weights only) says so
+    let (ok, _, err) = quantscope(&["quantize", CNN, "--spec", "int4:round=adaround"]);
+    assert!(!ok && err.contains("calibration inputs"), "{err}");
+    let (ok, _, err) = quantscope(&["calibrate", CNN, "--spec", "nvfp4:round=adaround"]);
+    assert!(!ok && err.contains("intN and uintN"), "{err}");
+    // calibrate reports both roundings per layer
+    let v = json(&[
+        "calibrate",
+        MLP,
+        "--spec",
+        "int3:round=adaround",
+        "--examples",
+        "256",
+        "--json",
+    ]);
+    for l in v["layers"].as_array().unwrap() {
+        let (a, n) = (
+            l["output_sqnr_db"].as_f64().unwrap(),
+            l["output_sqnr_db_nearest"].as_f64().unwrap(),
+        );
+        assert!(a > n, "{l}");
+    }
+}

@@ -203,7 +203,7 @@ pub fn capture(model: &Model, examples: usize, batch: usize) -> Result<Calibrati
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::sync::Arc;
 

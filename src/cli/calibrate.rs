@@ -2,6 +2,7 @@ use super::{json_num, print_json};
 use quantscope::activations::ranges::{act_quantizers, all_ranges, range, Method};
 use quantscope::activations::{capture, output::output_metrics, pack, Calibration};
 use quantscope::model::Model;
+use quantscope::quant::adaround::{adaround, AdaRoundConfig};
 use quantscope::quant::fixed::FixedQuant;
 use quantscope::quant::{quantize, Spec};
 use serde_json::json;
@@ -102,7 +103,16 @@ pub fn run(a: CalibrateArgs) -> anyhow::Result<()> {
             })?;
             let t = &model.tensors[i];
             let w = model.read_f32(t)?;
-            let q = quantize(&w, &t.shape, ws)?;
+            let q = if ws.adaround {
+                let r = adaround(&w, &t.shape, ws, &l.rows, l.k, &AdaRoundConfig::default())?;
+                let near =
+                    output_metrics(l, &w, &r.nearest.dequant, None).map_err(anyhow::Error::msg)?;
+                errors.insert("output_sqnr_db_nearest".into(), json_num(near.sqnr_db));
+                errors.insert("adaround_flipped".into(), json!(r.flipped));
+                r.quantized
+            } else {
+                quantize(&w, &t.shape, ws)?
+            };
             let out_w = output_metrics(l, &w, &q.dequant, None).map_err(anyhow::Error::msg)?;
             let out_wa = output_metrics(l, &w, &q.dequant, quantizers.get(&l.name))
                 .map_err(anyhow::Error::msg)?;
@@ -170,6 +180,14 @@ pub fn run(a: CalibrateArgs) -> anyhow::Result<()> {
                 method.unwrap_or(Method::MinMax).name(),
                 f("output_sqnr_db_with_act")
             );
+            if r.get("output_sqnr_db_nearest").is_some() {
+                println!(
+                    "  AdaRound: output SQNR {} dB vs {} dB with nearest rounding ({} weights rounded the other way)",
+                    f("output_sqnr_db"),
+                    f("output_sqnr_db_nearest"),
+                    r["adaround_flipped"]
+                );
+            }
         }
     }
     Ok(())

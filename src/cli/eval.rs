@@ -46,16 +46,21 @@ pub fn run(a: EvalArgs) -> anyhow::Result<()> {
         _ => None,
     };
     let method = Method::parse(&a.act_method).map_err(anyhow::Error::msg)?;
-    let act = match &a.act {
-        Some(s) => {
+    // calibration activations: for activation ranges and for round=adaround
+    let cal = if plan.is_some() || a.act.is_some() {
+        Some(capture(&model, a.calib_examples, 32)?)
+    } else {
+        None
+    };
+    let act = match (&a.act, &cal) {
+        (Some(s), Some(cal)) => {
             let spec = Spec::parse(s)?;
-            let cal = capture(&model, a.calib_examples, 32)?;
-            Some((s.clone(), act_quantizers(&cal, &spec, method)?))
+            Some((s.clone(), act_quantizers(cal, &spec, method)?))
         }
-        None => None,
+        _ => None,
     };
     let quant = if plan.is_some() || act.is_some() {
-        let net = Network::from_model(&model, plan.as_ref())?;
+        let net = Network::from_model_calibrated(&model, plan.as_ref(), cal.as_ref())?;
         Some(evaluate_with(&net, &data, act.as_ref().map(|(_, q)| q))?)
     } else {
         None

@@ -55,6 +55,46 @@ pub fn xwt(
     y
 }
 
+/// `C[m, n] = Aᵀ[m, r] · B[r, n]` for row-major `A[r, m]` and `B[r, n]`: the gradient of `Y = X·Wᵀ`
+/// with respect to W is `(∂Y)ᵀ·X`.
+pub fn atb(a: &[f32], r: usize, m: usize, b: &[f32], n: usize) -> Vec<f32> {
+    debug_assert_eq!(a.len(), r * m);
+    debug_assert_eq!(b.len(), r * n);
+    let mut c = vec![0f32; m * n];
+    if m == 0 || n == 0 || r == 0 {
+        return c;
+    }
+    // split the m output rows across threads; each block reads all r rows of A and B
+    let block = (m / (2 * rayon::current_num_threads()).max(1)).max(1);
+    c.par_chunks_mut(block * n)
+        .enumerate()
+        .for_each(|(bi, cb)| {
+            let rows = cb.len() / n;
+            let off = bi * block;
+            // SAFETY: A is read at (i, j) ↦ a[j·m + off + i] for i < rows ≤ m − off, j < r; B is r×n;
+            // C's block is rows×n; all within their slices.
+            unsafe {
+                matrixmultiply::sgemm(
+                    rows,
+                    r,
+                    n,
+                    1.0,
+                    a.as_ptr().add(off),
+                    1,
+                    m as isize,
+                    b.as_ptr(),
+                    n as isize,
+                    1,
+                    0.0,
+                    cb.as_mut_ptr(),
+                    n as isize,
+                    1,
+                );
+            }
+        });
+    c
+}
+
 /// The geometry of a 2-D convolution on one image.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ConvGeom {
@@ -126,6 +166,20 @@ mod tests {
             for o in 0..out {
                 let want: f32 = b[o] + (0..k).map(|j| x[r * k + j] * w[o * k + j]).sum::<f32>();
                 assert_eq!(y[r * out + o], want, "small integers multiply exactly");
+            }
+        }
+    }
+
+    #[test]
+    fn atb_matches_the_definition() {
+        let (r, m, n) = (11, 7, 5);
+        let a: Vec<f32> = (0..r * m).map(|i| ((i * 31) % 13) as f32 - 6.0).collect();
+        let b: Vec<f32> = (0..r * n).map(|i| ((i * 17) % 11) as f32 - 5.0).collect();
+        let c = atb(&a, r, m, &b, n);
+        for i in 0..m {
+            for j in 0..n {
+                let want: f32 = (0..r).map(|t| a[t * m + i] * b[t * n + j]).sum();
+                assert_eq!(c[i * n + j], want);
             }
         }
     }

@@ -9,8 +9,10 @@ pub mod gemm;
 
 pub use data::{calibration_set, dataset_bytes, held_out, Dataset, BUNDLED_DIGITS, BUNDLED_MNIST};
 
+use crate::activations::Calibration;
 use crate::model::Model;
 use crate::plan::{Choice, Plan};
+use crate::quant::adaround::{adaround, AdaRoundConfig};
 use crate::quant::fixed::FixedQuant;
 use crate::quant::quantize;
 use gemm::{xwt, ConvGeom};
@@ -116,6 +118,16 @@ pub struct Network {
 impl Network {
     /// Build from `model`; `plan` (if any) fake-quantizes the weights it names.
     pub fn from_model(model: &Model, plan: Option<&Plan>) -> Result<Network, NnError> {
+        Self::from_model_calibrated(model, plan, None)
+    }
+
+    /// As [`Network::from_model`]; specs with `round=adaround` learn their rounding from the layer's
+    /// inputs in `cal`.
+    pub fn from_model_calibrated(
+        model: &Model,
+        plan: Option<&Plan>,
+        cal: Option<&Calibration>,
+    ) -> Result<Network, NnError> {
         let meta = model
             .metadata()
             .ok_or_else(|| NnError::NotRunnable("no metadata".into()))?;
@@ -139,9 +151,23 @@ impl Network {
             let mut x = model.read_f32(t)?;
             if let Some(p) = plan {
                 if let Choice::Quantize(spec) = p.resolve(&t.name, t.quantizable()).0 {
-                    x = quantize(&x, &t.shape, &spec)
-                        .map_err(|e| NnError::Quant(t.name.clone(), e))?
-                        .dequant;
+                    let err = |e| NnError::Quant(t.name.clone(), e);
+                    x = match cal.and_then(|c| c.layer(&t.name)).filter(|_| spec.adaround) {
+                        Some(l) => {
+                            adaround(
+                                &x,
+                                &t.shape,
+                                &spec,
+                                &l.rows,
+                                l.k,
+                                &AdaRoundConfig::default(),
+                            )
+                            .map_err(err)?
+                            .quantized
+                            .dequant
+                        }
+                        None => quantize(&x, &t.shape, &spec).map_err(err)?.dequant,
+                    };
                 }
             }
             Ok((x, t.shape.clone()))

@@ -6,6 +6,7 @@
 //! is a row-major `[rows, cols]` matrix. A group is a contiguous run of one row (`gK`), a whole row
 //! (`channel`) or the whole tensor (`tensor`); groups are numbered row by row.
 
+pub mod adaround;
 mod binary;
 mod blocks;
 pub mod fixed;
@@ -115,6 +116,13 @@ pub fn quantize(x: &[f32], shape: &[usize], spec: &Spec) -> Result<Quantized, Qu
     }
     if n == 0 {
         return Err(QuantError::Empty);
+    }
+    if spec.adaround {
+        return Err(QuantError::Unsupported(
+            "round=adaround learns each weight's rounding from its layer's calibration inputs: use it \
+             where activations exist (calibrate --spec, eval on a sample model, the Activations view)"
+                .into(),
+        ));
     }
     let bad: usize = x
         .par_chunks(1 << 16)

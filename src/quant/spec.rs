@@ -162,6 +162,9 @@ pub struct Spec {
     pub vsq: bool,
     pub clip: Clip,
     pub round: RoundMode,
+    /// `round=adaround`: the grid of nearest rounding, with each weight's rounding direction learned
+    /// from its layer's calibration inputs (quant::adaround); needs activations.
+    pub adaround: bool,
     pub scale: ScaleType,
     pub seed: u64,
 }
@@ -178,7 +181,7 @@ mxfp8_e4m3, mxfp8_e5m2, mxfp6_e3m2, mxfp6_e2m3, mxfp4, mxint8, nvfp4, smx4, smx6
 binary, ternary, bf16, fp16, none";
 const OPTIONS_HELP: &str =
     "tensor, channel, gK (e.g. g128), vsq, clip=minmax|pP|mse|kl (e.g. clip=p99.9), \
-round=nearest|stochastic, scale=fp32|fp16|bf16|e8m0, seed=S";
+round=nearest|stochastic|adaround, scale=fp32|fp16|bf16|e8m0, seed=S";
 
 impl Family {
     /// Formats whose block structure and scale type are fixed by their definition.
@@ -283,6 +286,7 @@ impl Spec {
         let mut vsq = false;
         let mut clip = None;
         let mut round = None;
+        let mut adaround = false;
         let mut scale = None;
         let mut seed = None;
         for p in parts {
@@ -352,9 +356,13 @@ impl Spec {
                             round = Some(match value {
                                 "nearest" => RoundMode::Nearest,
                                 "stochastic" => RoundMode::Stochastic,
+                                "adaround" => {
+                                    adaround = true;
+                                    RoundMode::Nearest
+                                }
                                 _ => {
                                     return Err(err(format!(
-                                        "'{p}': round is nearest or stochastic"
+                                        "'{p}': round is nearest, stochastic or adaround"
                                     )))
                                 }
                             })
@@ -441,6 +449,11 @@ impl Spec {
                 "'{name}' has its own threshold rule; clip and rounding do not apply"
             )));
         }
+        if adaround && (!matches!(family, Family::Int(_) | Family::Uint(_)) || vsq) {
+            return Err(err(
+                "round=adaround learns the rounding of intN and uintN grids (without vsq)".into(),
+            ));
+        }
         if family == Family::Nf4 && clip.is_some_and(|c| c != Clip::MinMax) {
             return Err(err(
                 "nf4 scales each block by its absmax; clip does not apply".into(),
@@ -474,6 +487,7 @@ impl Spec {
             vsq,
             clip: clip.unwrap_or(Clip::MinMax),
             round: round.unwrap_or(RoundMode::Nearest),
+            adaround,
             scale,
             seed: seed.unwrap_or(0),
         })
@@ -517,6 +531,7 @@ impl fmt::Display for Spec {
                 Clip::Kl => write!(f, ":clip=kl")?,
             }
             match self.round {
+                _ if self.adaround => write!(f, ":round=adaround")?,
                 RoundMode::Nearest => write!(f, ":round=nearest")?,
                 RoundMode::Stochastic => write!(f, ":round=stochastic")?,
             }
@@ -608,7 +623,8 @@ mod tests {
             ("kmeans4:channel", "one codebook per tensor"),
             ("bf16:channel", "plain cast"),
             ("int4:tensor:channel", "given twice"),
-            ("int4:round=up", "nearest or stochastic"),
+            ("int4:round=up", "nearest, stochastic or adaround"),
+            ("fp8_e4m3:round=adaround", "intN and uintN"),
             ("nvfp4:scale=fp16", "fixes its scale"),
             ("fp8_e4m3:vsq", "symmetric intN"),
         ] {
