@@ -93,7 +93,7 @@ pub fn adaround(
     };
     let nearest = quantize(w, shape, &grid)?;
     let lay = nearest.layout;
-    if k == 0 || lay.cols != k || x.is_empty() || x.len() % k != 0 {
+    if k == 0 || lay.cols != k || x.is_empty() || !x.len().is_multiple_of(k) {
         return Err(QuantError::Shape(format!(
             "AdaRound needs calibration rows with {} columns (got {} values for k = {k})",
             lay.cols,
