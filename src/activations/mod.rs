@@ -9,6 +9,7 @@
 pub mod output;
 pub mod pack;
 pub mod ranges;
+pub mod report;
 
 use crate::model::Model;
 use crate::nn::{calibration_set, dataset_bytes, Network, NnError};
