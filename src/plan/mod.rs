@@ -2,11 +2,23 @@
 //! per-tensor overrides (which beat rules), saved as versioned JSON that always lists the resolved spec
 //! of every tensor it names, so no one has to guess which rule won.
 
+//!
+//! Submodules: [`sensitivity`] (each layer's error under each candidate spec), [`search`] (the budgeted
+//! multiple-choice knapsack: exact DP, greedy, Pareto front), [`choose`] (from sensitivity to a plan
+//! with a reason per layer), [`export`] (other tools' config formats) and [`apply`] (writing the
+//! quantized model).
+
+pub mod apply;
+pub mod choose;
+pub mod export;
+pub mod search;
+pub mod sensitivity;
+
 use crate::model::Model;
 use crate::quant::Spec;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 pub const PLAN_VERSION: u32 = 1;
 
@@ -16,6 +28,19 @@ pub enum PlanError {
     File { path: String, why: String },
     #[error("plan: {0}")]
     Invalid(String),
+    #[error(transparent)]
+    Model(#[from] crate::model::ModelError),
+    #[error("cancelled")]
+    Cancelled,
+}
+
+/// A temporary name beside `path` (same folder, so the final rename is atomic).
+pub(crate) fn tmp_beside(path: &Path) -> PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    path.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
 }
 
 /// What a tensor gets: a spec, or nothing (kept as it is).
@@ -340,7 +365,7 @@ impl Plan {
             path: path.display().to_string(),
             why: e.to_string(),
         };
-        let tmp = path.with_extension("json.tmp");
+        let tmp = tmp_beside(path);
         std::fs::write(&tmp, self.to_json(model, summary)).map_err(err)?;
         std::fs::rename(&tmp, path).map_err(err)
     }
@@ -356,7 +381,7 @@ mod tests {
     }
 
     fn crate_sample() -> &'static [u8] {
-        include_bytes!("../sample_models/digits_mlp.safetensors")
+        include_bytes!("../../sample_models/digits_mlp.safetensors")
     }
 
     #[test]
