@@ -223,7 +223,7 @@ impl Mixed {
             match m {
                 Measure::WeightSqnr => format!(
                     "{} of SQNR ({} -> {})",
-                    fmt_db_delta(a.weight_sqnr_db() - b.weight_sqnr_db()),
+                    fmt_db_delta((a.weight_sqnr_db() - b.weight_sqnr_db()).abs()),
                     fmt_db(a.weight_sqnr_db()),
                     fmt_db(b.weight_sqnr_db())
                 ),
@@ -272,34 +272,50 @@ impl Mixed {
             let why = if pinned {
                 format!(
                     "{}: pinned by the user; {} here ({rank})",
-                    cell.spec,
+                    super::short_spec(&cell.spec),
                     shown(cell)
                 )
             } else {
-                // the next smaller candidate this layer could have had
+                let usable = |k: &usize| sens.cells[r][*k].cost(m).is_some();
+                // the next smaller candidate this layer could have had, and the next larger, better one
                 let below = (0..sens.candidates.len())
+                    .filter(usable)
+                    .filter(|&k| sens.cells[r][k].bits < cell.bits)
+                    .max_by_key(|&k| sens.cells[r][k].bits);
+                let above = (0..sens.candidates.len())
+                    .filter(usable)
                     .filter(|&k| {
                         let o = &sens.cells[r][k];
-                        o.cost(m).is_some() && o.bits < cell.bits
+                        o.bits > cell.bits && o.cost(m) < cell.cost(m)
                     })
-                    .max_by_key(|&k| sens.cells[r][k].bits);
-                match below {
+                    .min_by_key(|&k| sens.cells[r][k].bits);
+                let per_weight = |a: u64, b: u64| a.abs_diff(b) as f64 / layer.numel.max(1) as f64;
+                let mut parts = vec![match below {
                     Some(k) => {
                         let o = &sens.cells[r][k];
                         format!(
-                            "{}: {} would cost {} here, to save {:.2} bits per weight; {rank}",
-                            cell.spec,
-                            o.spec,
+                            "{} would cost {} here, to save {:.2} bits per weight",
+                            super::short_spec(&o.spec),
                             delta(cell, o),
-                            (cell.bits - o.bits) as f64 / layer.numel.max(1) as f64
+                            per_weight(cell.bits, o.bits)
                         )
                     }
-                    None => format!(
-                        "{}: the smallest candidate, at {} here ({rank})",
-                        cell.spec,
-                        shown(cell)
-                    ),
+                    None => format!("the smallest candidate, at {} here", shown(cell)),
+                }];
+                if let Some(k) = above {
+                    let o = &sens.cells[r][k];
+                    parts.push(format!(
+                        "{} would gain {} for {:.2} more bits per weight, which the budget buys more with elsewhere",
+                        super::short_spec(&o.spec),
+                        delta(cell, o),
+                        per_weight(cell.bits, o.bits)
+                    ));
                 }
+                format!(
+                    "{}: {}; {rank}",
+                    super::short_spec(&cell.spec),
+                    parts.join("; ")
+                )
             };
             out.push(LayerChoice {
                 name: layer.name.clone(),

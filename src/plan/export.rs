@@ -97,7 +97,7 @@ impl Exported {
         self.rows
             .iter()
             .filter(|r| r.fit != Fit::Same)
-            .map(|r| format!("{} ({}): {}", r.tensor, r.spec, r.note))
+            .map(|r| format!("{} ({}): {}", r.tensor, super::short_spec(&r.spec), r.note))
             .collect()
     }
 }

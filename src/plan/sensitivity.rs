@@ -477,6 +477,30 @@ impl EvalSet {
         }))
     }
 
+    /// The held-out split of a runnable sample model ([`crate::nn::held_out`]): for judging a plan, never
+    /// for choosing it.
+    pub fn held_out(model: &Model) -> Result<EvalSet, PlanError> {
+        let nn = |e: crate::nn::NnError| PlanError::Invalid(e.to_string());
+        let data = crate::nn::held_out(model, &crate::nn::dataset_bytes(model).map_err(nn)?)
+            .map_err(nn)?;
+        let float = Network::from_model(model, None).map_err(nn)?;
+        let n = data.y.len();
+        let float_logits = float.forward(&data.x, n);
+        let classes = float_logits.len() / n.max(1);
+        let e = compare_logits(&float_logits, &float_logits, &data.y, classes);
+        Ok(EvalSet {
+            baseline: Baseline {
+                accuracy: e.accuracy,
+                loss: e.loss,
+                examples: n,
+            },
+            data,
+            float_logits,
+            classes,
+            source: format!("held-out split ({n} examples)"),
+        })
+    }
+
     /// The network with `plan` on this data, against the float outputs.
     pub fn run(&self, model: &Model, plan: &Plan) -> Result<EndToEnd, PlanError> {
         let net = Network::from_model(model, Some(plan))
