@@ -222,8 +222,12 @@ pub fn apply(
             SourceKind::Memory => model
                 .source
                 .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .filter(|n| n.ends_with(".safetensors"))
+                .and_then(|n| {
+                    // "digits_mlp.safetensors (bundled sample)" -> digits_mlp.safetensors
+                    let n = n.to_string_lossy();
+                    let first = n.split_whitespace().next()?;
+                    first.ends_with(".safetensors").then(|| first.to_string())
+                })
                 .unwrap_or_else(|| "model.safetensors".into()),
             _ => shard
                 .path
