@@ -824,20 +824,18 @@ impl MixedView {
             }
         });
         ui.separator();
-        egui::Grid::new("mixed_plan").striped(true).show(ui, |ui| {
-            ui.strong("layer");
-            ui.strong("spec");
-            ui.strong("bits/w");
-            ui.strong("why");
-            ui.end_row();
-            for c in &self.choices {
-                ui.label(&c.name);
-                ui.label(short_spec(&c.spec));
-                ui.label(format!("{:.3}", c.bits_per_weight));
-                ui.label(&c.why);
-                ui.end_row();
-            }
-        });
+        ui.label(RichText::new("The plan, and why each layer got its spec").strong());
+        for c in &self.choices {
+            ui.horizontal(|ui| {
+                ui.label(RichText::new(&c.name).strong());
+                ui.label(format!(
+                    "{}  ({:.3} bits per weight)",
+                    short_spec(&c.spec),
+                    c.bits_per_weight
+                ));
+            });
+            ui.add(egui::Label::new(RichText::new(&c.why).weak()).wrap());
+        }
     }
 }
 
