@@ -215,7 +215,7 @@ impl Mixed {
                 ),
                 Measure::EndToEnd => {
                     let e = cell.end_to_end.expect("end-to-end cells");
-                    format!("KL {:.4}, accuracy {:.1} %", e.kl, 100.0 * e.accuracy)
+                    format!("KL {}, accuracy {:.1} %", fmt_kl(e.kl), 100.0 * e.accuracy)
                 }
             }
         };
@@ -242,9 +242,9 @@ impl Mixed {
                 Measure::EndToEnd => {
                     let (x, y) = (a.end_to_end.expect("e2e"), b.end_to_end.expect("e2e"));
                     format!(
-                        "KL {:.4} -> {:.4}, accuracy {:.1} -> {:.1} %",
-                        x.kl,
-                        y.kl,
+                        "KL {} -> {}, accuracy {:.1} -> {:.1} %",
+                        fmt_kl(x.kl),
+                        fmt_kl(y.kl),
                         100.0 * x.accuracy,
                         100.0 * y.accuracy
                     )
@@ -366,6 +366,15 @@ fn ordinal(k: usize) -> String {
         _ => "th",
     };
     format!("{k}{suffix}")
+}
+
+/// Three significant digits: KL values span many decades.
+fn fmt_kl(x: f64) -> String {
+    if x == 0.0 || (1e-3..1e3).contains(&x.abs()) {
+        format!("{x:.4}")
+    } else {
+        format!("{x:.2e}")
+    }
 }
 
 fn fmt_db(x: f64) -> String {
