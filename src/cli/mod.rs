@@ -1,10 +1,13 @@
 //! The command-line tool: argument parsing and printing; the work is done by the engine.
 
+mod apply;
 mod calibrate;
 mod cast;
 mod eval;
+mod export;
 mod formats;
 mod inspect;
+mod mixed;
 mod quantize;
 
 use clap::{Parser, Subcommand};
@@ -40,6 +43,16 @@ pub enum Command {
     /// Activation ranges per layer from calibration data (min-max, percentile, MSE, KL, EMA), and
     /// with --spec the weight-space vs output-space error.
     Calibrate(calibrate::CalibrateArgs),
+    /// Per layer x candidate spec: the error when only that layer is quantized (weight SQNR; end to end
+    /// for models that run).
+    Sensitivity(mixed::SensitivityArgs),
+    /// The best per-layer plan under a size budget (exact DP; greedy and the trade-off curve for
+    /// comparison), with the reason for every choice.
+    Search(mixed::SearchArgs),
+    /// Write the model with a plan applied: fake-quantized weights, config and tokenizer, plan, report.
+    Apply(apply::ApplyArgs),
+    /// A plan in another tool's config format (compressed-tensors, llama.cpp).
+    Export(export::ExportArgs),
 }
 
 pub fn run(cmd: Command) -> anyhow::Result<()> {
@@ -50,6 +63,10 @@ pub fn run(cmd: Command) -> anyhow::Result<()> {
         Command::Quantize(a) => quantize::run(a),
         Command::Eval(a) => eval::run(a),
         Command::Calibrate(a) => calibrate::run(a),
+        Command::Sensitivity(a) => mixed::run_sensitivity(a),
+        Command::Search(a) => mixed::run_search(a),
+        Command::Apply(a) => apply::run(a),
+        Command::Export(a) => export::run(a),
     }
 }
 

@@ -2,6 +2,7 @@
 
 pub(crate) mod browser;
 mod formats_lab;
+mod mixed;
 mod spec_editor;
 mod workbench;
 
@@ -9,6 +10,7 @@ pub use browser::{
     default_recent_file, Browser, FilePicker, NativePicker, SortBy, Source, SAMPLE_NAME,
 };
 pub use formats_lab::FormatsLab;
+pub use mixed::{LayerSetting, MixedView, DEFAULT_MIXED_CANDIDATES};
 pub use workbench::{Workbench, DEFAULT_CANDIDATES};
 
 use std::path::PathBuf;
@@ -20,6 +22,7 @@ pub enum View {
     Model,
     Workbench,
     FormatsLab,
+    Mixed,
 }
 
 /// The whole application state, kept in the library so tests can drive it without a window.
@@ -28,6 +31,7 @@ pub struct App {
     pub browser: Browser,
     pub workbench: Workbench,
     pub formats_lab: FormatsLab,
+    pub mixed: MixedView,
     /// Opened on the first frame (opening needs the egui context for repaint requests).
     pending_open: Option<Source>,
 }
@@ -44,6 +48,7 @@ impl App {
             browser: Browser::new(picker, recent_file),
             workbench: Workbench::default(),
             formats_lab: FormatsLab::default(),
+            mixed: MixedView::default(),
             pending_open: open,
         }
     }
@@ -68,6 +73,10 @@ impl App {
                 ui.selectable_value(&mut self.view, View::FormatsLab, "Formats lab")
                     .on_hover_text(
                         "Number formats: bit layouts, rounding, number lines, comparison",
+                    );
+                ui.selectable_value(&mut self.view, View::Mixed, "Mixed precision")
+                    .on_hover_text(
+                        "Layer sensitivity, the best plan under a size budget, export and apply",
                     );
                 ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
                     let dark = ui.visuals().dark_mode;
@@ -98,6 +107,15 @@ impl App {
             View::FormatsLab => {
                 self.browser.poll(&ui.ctx().clone());
                 self.formats_lab.ui(ui)
+            }
+            View::Mixed => {
+                self.browser.poll(&ui.ctx().clone());
+                self.mixed.ui(ui, self.browser.model.clone());
+                if let Some(p) = self.mixed.send_plan.take() {
+                    self.workbench.default_text = p.default.text();
+                    self.workbench.plan = p;
+                    self.view = View::Workbench;
+                }
             }
         }
     }

@@ -2,11 +2,23 @@
 //! per-tensor overrides (which beat rules), saved as versioned JSON that always lists the resolved spec
 //! of every tensor it names, so no one has to guess which rule won.
 
+//!
+//! Submodules: [`sensitivity`] (each layer's error under each candidate spec), [`search`] (the budgeted
+//! multiple-choice knapsack: exact DP, greedy, Pareto front), [`choose`] (from sensitivity to a plan
+//! with a reason per layer), [`export`] (other tools' config formats) and [`apply`] (writing the
+//! quantized model).
+
+pub mod apply;
+pub mod choose;
+pub mod export;
+pub mod search;
+pub mod sensitivity;
+
 use crate::model::Model;
 use crate::quant::Spec;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 pub const PLAN_VERSION: u32 = 1;
 
@@ -16,6 +28,40 @@ pub enum PlanError {
     File { path: String, why: String },
     #[error("plan: {0}")]
     Invalid(String),
+    #[error(transparent)]
+    Model(#[from] crate::model::ModelError),
+    #[error("cancelled")]
+    Cancelled,
+}
+
+/// A resolved spec without the options that are defaults (`clip=minmax`, `round=nearest`, the default
+/// scale type, the seed), for tables and reasons; the plan file keeps the full form.
+pub fn short_spec(spec: &str) -> String {
+    let Ok(full) = Spec::parse(spec) else {
+        return spec.to_string();
+    };
+    let mut parts: Vec<&str> = spec.split(':').collect();
+    // drop each option whose absence parses to the same spec
+    let mut k = 1;
+    while k < parts.len() {
+        let mut without = parts.clone();
+        without.remove(k);
+        if Spec::parse(&without.join(":")).is_ok_and(|s| s == full) {
+            parts = without;
+        } else {
+            k += 1;
+        }
+    }
+    parts.join(":")
+}
+
+/// A temporary name beside `path` (same folder, so the final rename is atomic).
+pub(crate) fn tmp_beside(path: &Path) -> PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    path.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
 }
 
 /// What a tensor gets: a spec, or nothing (kept as it is).
@@ -148,7 +194,17 @@ struct BudgetFile {
     bits_per_weight: f64,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// A plan file's contents as listed, read without the model.
+#[derive(Debug, Clone)]
+pub struct Listing {
+    pub model: ModelRef,
+    /// (tensor, resolved choice, reason), sorted by name.
+    pub layers: Vec<(String, Choice, String)>,
+    pub budget_bits: Option<f64>,
+    pub summary: Option<SummaryFile>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SummaryFile {
     pub bits_per_weight: f64,
     pub bytes: u64,
@@ -197,23 +253,37 @@ impl Plan {
         h.finish()
     }
 
+    /// Every tensor of `model` the plan names or quantizes, with its resolved choice and reason, in file
+    /// order: what the plan file's `layers` lists.
+    pub fn listing(&self, model: &Model) -> Vec<(String, Choice, String)> {
+        model
+            .tensors
+            .iter()
+            .filter_map(|t| {
+                let (choice, why) = self.resolve(&t.name, t.quantizable());
+                let explicit = self.overrides.contains_key(&t.name)
+                    || self.rules.iter().any(|r| r.matches(&t.name));
+                (matches!(choice, Choice::Quantize(_)) || explicit)
+                    .then(|| (t.name.clone(), choice, why))
+            })
+            .collect()
+    }
+
     /// Serialize for `model`: every tensor the plan quantizes is listed with its resolved spec.
     pub fn to_json(&self, model: &Model, summary: Option<SummaryFile>) -> String {
-        let mut layers = BTreeMap::new();
-        for t in &model.tensors {
-            let (choice, why) = self.resolve(&t.name, t.quantizable());
-            let explicit = self.overrides.contains_key(&t.name)
-                || self.rules.iter().any(|r| r.matches(&t.name));
-            if matches!(choice, Choice::Quantize(_)) || explicit {
-                layers.insert(
-                    t.name.clone(),
+        let layers: BTreeMap<String, LayerFile> = self
+            .listing(model)
+            .into_iter()
+            .map(|(name, choice, why)| {
+                (
+                    name,
                     LayerFile {
                         spec: choice.text(),
                         why,
                     },
-                );
-            }
-        }
+                )
+            })
+            .collect();
         let file = PlanFile {
             quantscope_plan: PLAN_VERSION,
             model: ModelRef {
@@ -318,6 +388,39 @@ impl Plan {
         Ok(plan)
     }
 
+    /// Read a plan file without its model: the resolved spec of every tensor it lists (specs are checked;
+    /// names cannot be without the model).
+    pub fn read_listing(text: &str) -> Result<Listing, PlanError> {
+        let f: PlanFile = serde_json::from_str(text)
+            .map_err(|e| PlanError::Invalid(format!("not a plan file: {e}")))?;
+        if f.quantscope_plan != PLAN_VERSION {
+            return Err(PlanError::Invalid(format!(
+                "version {} is not supported (this build reads version {PLAN_VERSION})",
+                f.quantscope_plan
+            )));
+        }
+        let mut layers = Vec::new();
+        let mut bad = Vec::new();
+        for (name, l) in f.layers {
+            match Choice::parse(&l.spec) {
+                Ok(c) => layers.push((name, c, l.why)),
+                Err(e) => bad.push(format!("{name}: {e}")),
+            }
+        }
+        if !bad.is_empty() {
+            return Err(PlanError::Invalid(format!(
+                "invalid specs: {}",
+                bad.join("; ")
+            )));
+        }
+        Ok(Listing {
+            model: f.model,
+            layers,
+            budget_bits: f.budget.map(|b| b.bits_per_weight),
+            summary: f.summary,
+        })
+    }
+
     pub fn load(path: &Path, model: &Model) -> Result<Plan, PlanError> {
         let text = std::fs::read_to_string(path).map_err(|e| PlanError::File {
             path: path.display().to_string(),
@@ -340,7 +443,7 @@ impl Plan {
             path: path.display().to_string(),
             why: e.to_string(),
         };
-        let tmp = path.with_extension("json.tmp");
+        let tmp = tmp_beside(path);
         std::fs::write(&tmp, self.to_json(model, summary)).map_err(err)?;
         std::fs::rename(&tmp, path).map_err(err)
     }
@@ -356,7 +459,31 @@ mod tests {
     }
 
     fn crate_sample() -> &'static [u8] {
-        include_bytes!("../sample_models/digits_mlp.safetensors")
+        include_bytes!("../../sample_models/digits_mlp.safetensors")
+    }
+
+    #[test]
+    fn short_specs_drop_defaults_only() {
+        let full = |s: &str| Spec::parse(s).unwrap().to_string();
+        assert_eq!(short_spec(&full("int8")), "int8");
+        assert_eq!(short_spec(&full("int4:g128")), "int4:g128");
+        assert_eq!(
+            short_spec(&full("uint4:g64:clip=mse")),
+            "uint4:g64:clip=mse"
+        );
+        assert_eq!(short_spec(&full("nvfp4")), "nvfp4");
+        assert_eq!(short_spec(&full("int8:tensor")), "int8:tensor");
+        assert_eq!(short_spec(&full("nf4:g32")), "nf4:g32");
+        assert_eq!(short_spec("none"), "none");
+        for s in [
+            "int4:g16:vsq",
+            "kmeans3",
+            "fp8_e4m3:tensor",
+            "int4:round=stochastic:seed=3",
+            "int8:scale=bf16:g32",
+        ] {
+            assert_eq!(full(&short_spec(&full(s))), full(s), "{s}");
+        }
     }
 
     #[test]

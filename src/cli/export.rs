@@ -1,0 +1,127 @@
+use super::print_json;
+use quantscope::model::Model;
+use quantscope::plan::export::{export, fit_counts, Entry, Target};
+use quantscope::plan::Plan;
+use serde_json::json;
+use std::path::PathBuf;
+
+#[derive(clap::Args, Debug)]
+pub struct ExportArgs {
+    /// A plan file (quantscope_plan 1).
+    pub plan: PathBuf,
+    /// compressed-tensors (a quantization_config, also read by llm-compressor) or llama.cpp (lines
+    /// REGEX=TYPE for llama-quantize --tensor-type-file).
+    #[arg(long)]
+    pub to: String,
+    /// The model the plan was made for: checks the plan against it and gives kept tensors their dtype.
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Write the config here (a temporary file renamed at the end) instead of printing it.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Machine-readable output on stdout: the config, every tensor's mapping and the notes.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(a: ExportArgs) -> anyhow::Result<()> {
+    let target = Target::parse(&a.to).map_err(anyhow::Error::msg)?;
+    let entries: Vec<Entry> = match &a.model {
+        Some(m) => {
+            let model = Model::open(m)?;
+            let plan = Plan::load(&a.plan, &model)?;
+            // every weight the plan names or quantizes, and every other quantizable weight too, so a kept
+            // matrix gets its own line (llama-quantize would otherwise give it the default type)
+            model
+                .tensors
+                .iter()
+                .filter_map(|t| {
+                    let (choice, _) = plan.resolve(&t.name, t.quantizable());
+                    let listed = t.quantizable()
+                        || matches!(choice, quantscope::plan::Choice::Quantize(_))
+                        || plan.overrides.contains_key(&t.name);
+                    listed.then(|| Entry {
+                        tensor: t.name.clone(),
+                        choice,
+                        dtype: Some(t.dtype),
+                    })
+                })
+                .collect()
+        }
+        None => {
+            let text = std::fs::read_to_string(&a.plan)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", a.plan.display()))?;
+            Plan::read_listing(&text)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", a.plan.display()))?
+                .layers
+                .into_iter()
+                .map(|(tensor, choice, _)| Entry {
+                    tensor,
+                    choice,
+                    dtype: None,
+                })
+                .collect()
+        }
+    };
+    if entries.is_empty() {
+        anyhow::bail!("the plan names no tensor to export");
+    }
+    let ex = export(&entries, target)?;
+    if let Some(out) = &a.out {
+        let tmp = out.with_file_name(format!(
+            ".{}.tmp-{}",
+            out.file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            std::process::id()
+        ));
+        std::fs::write(&tmp, &ex.text)
+            .and_then(|_| std::fs::rename(&tmp, out))
+            .map_err(|e| {
+                let _ = std::fs::remove_file(&tmp);
+                anyhow::anyhow!("{}: {e}", out.display())
+            })?;
+    }
+    if a.json {
+        let config = match target {
+            Target::CompressedTensors => serde_json::from_str(&ex.text)?,
+            Target::LlamaCpp => json!(ex.text),
+        };
+        return print_json(&json!({
+            "format": target.name(),
+            "config": config,
+            "tensors": ex.rows,
+            "fit": fit_counts(&ex.rows),
+            "notes": ex.notes(),
+            "out": a.out,
+        }));
+    }
+    let counts = fit_counts(&ex.rows);
+    let summary = format!(
+        "{} tensors for {}: {}",
+        ex.rows.len(),
+        target.name(),
+        counts
+            .iter()
+            .map(|(k, v)| format!("{v} {k}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    match &a.out {
+        Some(out) => {
+            println!("wrote {} ({summary})", out.display());
+            for n in ex.notes() {
+                println!("note: {n}");
+            }
+        }
+        None => {
+            // the config alone on stdout (so it can be redirected to a file); the notes on stderr
+            print!("{}", ex.text);
+            eprintln!("{summary}");
+            for n in ex.notes() {
+                eprintln!("note: {n}");
+            }
+        }
+    }
+    Ok(())
+}

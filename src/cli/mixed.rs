@@ -1,0 +1,628 @@
+//! `sensitivity` and `search`: per-layer error under each candidate, and the best plan under a budget.
+
+use super::{json_num, print_json};
+use anyhow::Context;
+use quantscope::jobs::Progress;
+use quantscope::model::Model;
+use quantscope::plan::choose::{Budget, Constraints, LayerChoice, Mixed};
+use quantscope::plan::search::Solution;
+use quantscope::plan::sensitivity::{
+    compute, db, default_layers, Cache, EndToEnd, EvalSet, Measure, Request, Sensitivity,
+};
+use quantscope::plan::{Choice, Plan};
+use quantscope::quant::Spec;
+use serde_json::{json, Value};
+use std::path::PathBuf;
+
+/// What both commands need to measure sensitivity.
+#[derive(clap::Args, Debug)]
+pub struct MeasureArgs {
+    /// A .safetensors file, a *.safetensors.index.json, or a model folder.
+    pub model: PathBuf,
+    /// Comma-separated candidate specs, e.g. int8,int4:g128,nvfp4,mxfp4,fp8_e4m3,kmeans4.
+    #[arg(long)]
+    pub candidates: String,
+    /// Only tensors whose name matches this regular expression (default: every float weight with two or
+    /// more dimensions).
+    #[arg(long)]
+    pub layers: Option<String>,
+    /// Calibration data for a model that runs (a CSV, optionally gzipped, laid out like the model's own
+    /// data: features then label). Default: the model's own data file without its held-out rows.
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// At most this many calibration rows (evenly spaced).
+    #[arg(long, default_value_t = 512)]
+    pub calib_rows: usize,
+    /// Skip the end-to-end measure even when the model runs.
+    #[arg(long)]
+    pub no_end_to_end: bool,
+    /// Keep measured cells in this file: a re-run with more candidates measures only the new ones.
+    #[arg(long)]
+    pub cache: Option<PathBuf>,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct SensitivityArgs {
+    #[command(flatten)]
+    pub m: MeasureArgs,
+    /// Machine-readable output on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct SearchArgs {
+    #[command(flatten)]
+    pub m: MeasureArgs,
+    /// Average stored bits per weight over the searched layers (scales and codebooks included).
+    #[arg(
+        long,
+        conflicts_with = "budget_bytes",
+        required_unless_present = "budget_bytes"
+    )]
+    pub budget_bits: Option<f64>,
+    /// Total stored bytes of the searched layers.
+    #[arg(long)]
+    pub budget_bytes: Option<u64>,
+    /// Pin the layers matching REGEX to SPEC, e.g. --pin 'embeddings\..*=int8' (repeatable; counts in
+    /// the budget).
+    #[arg(long, value_name = "REGEX=SPEC")]
+    pub pin: Vec<String>,
+    /// Keep the layers matching REGEX as they are (repeatable; not counted in the budget).
+    #[arg(long, value_name = "REGEX")]
+    pub exclude: Vec<String>,
+    /// What to minimise: weight_sqnr, output_sqnr or end_to_end (default: the best available).
+    #[arg(long)]
+    pub measure: Option<String>,
+    /// Write the plan here (a temporary file renamed at the end).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Print every point of the size/error trade-off curve.
+    #[arg(long)]
+    pub front: bool,
+    /// Machine-readable output on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn candidates(text: &str) -> anyhow::Result<Vec<Spec>> {
+    let mut out: Vec<Spec> = Vec::new();
+    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let s = Spec::parse(part).with_context(|| "--candidates")?;
+        if s.family.is_cast() {
+            anyhow::bail!("--candidates: '{part}' is a plain cast, not a quantizer");
+        }
+        if !out.contains(&s) {
+            out.push(s);
+        }
+    }
+    if out.is_empty() {
+        anyhow::bail!("--candidates lists no spec");
+    }
+    Ok(out)
+}
+
+fn full_match(re: &str, what: &str) -> anyhow::Result<regex::Regex> {
+    regex::Regex::new(&format!("^(?:{re})$"))
+        .map_err(|e| anyhow::anyhow!("{what} '{re}' is not a valid regular expression: {e}"))
+}
+
+struct Measured {
+    model: Model,
+    sens: Sensitivity,
+}
+
+/// Open the model, choose the layers, measure (through the cache), with a progress bar on stderr.
+fn measure(a: &MeasureArgs, extra: &[(regex::Regex, Spec)]) -> anyhow::Result<Measured> {
+    let cands = candidates(&a.candidates)?;
+    let filter = super::layer_filter(a.layers.as_deref())?;
+    let model = Model::open(&a.model)?;
+    let layers: Vec<usize> = default_layers(&model)
+        .into_iter()
+        .filter(|&i| {
+            filter
+                .as_ref()
+                .is_none_or(|r| r.is_match(&model.tensors[i].name))
+        })
+        .collect();
+    if layers.is_empty() {
+        anyhow::bail!(
+            "no layer to measure{} (float tensors with two or more dimensions)",
+            if filter.is_some() {
+                " matches --layers"
+            } else {
+                ""
+            }
+        );
+    }
+    let eval = if a.no_end_to_end {
+        if a.data.is_some() {
+            anyhow::bail!("--data is for the end-to-end measure, which --no-end-to-end turns off");
+        }
+        None
+    } else {
+        EvalSet::for_model(&model, a.data.as_deref(), a.calib_rows)?
+    };
+    let mut extra_cells = Vec::new();
+    for (row, &ti) in layers.iter().enumerate() {
+        for (re, spec) in extra {
+            if re.is_match(&model.tensors[ti].name) {
+                extra_cells.push((row, *spec));
+            }
+        }
+    }
+    let cache = match &a.cache {
+        Some(p) => Cache::load_or_new(p, &model, eval.as_ref()),
+        None => Cache::for_run(&model, eval.as_ref()),
+    };
+    let req = Request {
+        layers: layers.clone(),
+        candidates: cands,
+        extra: extra_cells,
+        eval: eval.as_ref(),
+    };
+    let total: u64 = layers.len() as u64 * req.candidates.len() as u64;
+    let bar = super::progress_bar(total, "sensitivity");
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {wide_msg}")
+            .expect("template")
+            .progress_chars("=> "),
+    );
+    let progress = Progress::default();
+    let sens = compute(&model, &req, &cache, &progress, &mut |r, _| {
+        bar.set_position((progress.fraction() as f64 * total as f64) as u64);
+        bar.set_message(model.tensors[layers[r]].name.clone());
+    })?;
+    bar.finish_and_clear();
+    if let Some(p) = &a.cache {
+        let mut c = cache;
+        c.absorb(&sens);
+        c.save(p)?;
+    }
+    Ok(Measured { model, sens })
+}
+
+fn e2e_json(e: &EndToEnd) -> Value {
+    json!({"accuracy": e.accuracy, "loss": e.loss, "kl": e.kl, "agreement": e.agreement})
+}
+
+fn sens_json(s: &Sensitivity) -> Value {
+    let layers: Vec<Value> = s
+        .layers
+        .iter()
+        .zip(&s.cells)
+        .map(|(l, row)| {
+            json!({
+                "name": l.name, "shape": l.shape, "numel": l.numel,
+                "cells": row.iter().map(|c| json!({
+                    "spec": c.spec, "bits": c.bits, "bits_per_weight": c.bits_per_weight,
+                    "weight_sqnr_db": json_num(c.weight_sqnr_db()), "weight_mse": json_num(c.weight_mse),
+                    "output_sqnr_db": c.output_nsr.map(|v| json_num(db(v))),
+                    "end_to_end": c.end_to_end.as_ref().map(e2e_json),
+                    "error": c.error,
+                })).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    json!({
+        "model": s.model,
+        "candidates": s.candidates,
+        "measures": s.available().iter().map(|m| m.name()).collect::<Vec<_>>(),
+        "calibration": s.data,
+        "baseline": s.baseline.map(|b| json!({"accuracy": b.accuracy, "loss": b.loss, "examples": b.examples})),
+        "layers": layers,
+        "agreement": {
+            "weight_sqnr_vs_end_to_end": s.agreement(Measure::WeightSqnr, Measure::EndToEnd),
+            "weight_sqnr_vs_output_sqnr": s.agreement(Measure::WeightSqnr, Measure::OutputSqnr),
+        },
+    })
+}
+
+/// Which layer each measure calls the most sensitive at the smallest candidate: where they disagree.
+fn most_sensitive(s: &Sensitivity, m: Measure) -> Option<(String, String)> {
+    let mut best: Option<(f64, usize, usize)> = None;
+    for (r, row) in s.cells.iter().enumerate() {
+        let c = (0..s.candidates.len())
+            .filter(|&c| row[c].cost(m).is_some())
+            .min_by_key(|&c| row[c].bits)?;
+        let v = row[c].cost(m)?;
+        if best.is_none_or(|b| v > b.0) {
+            best = Some((v, r, c));
+        }
+    }
+    best.map(|(_, r, c)| (s.layers[r].name.clone(), s.cells[r][c].spec.clone()))
+}
+
+pub fn run_sensitivity(a: SensitivityArgs) -> anyhow::Result<()> {
+    let m = measure(&a.m, &[])?;
+    let s = &m.sens;
+    if a.json {
+        return print_json(&sens_json(s));
+    }
+    println!(
+        "{} layers x {} candidates; measures: {}",
+        s.layers.len(),
+        s.candidates.len(),
+        s.available()
+            .iter()
+            .map(|m| m.label())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    if let (Some(b), Some(d)) = (&s.baseline, &s.data) {
+        println!(
+            "calibration: {d}; float accuracy {:.4}, loss {:.4}",
+            b.accuracy, b.loss
+        );
+    }
+    let e2e = s.available().contains(&Measure::EndToEnd);
+    let w = s
+        .layers
+        .iter()
+        .map(|l| l.name.len())
+        .max()
+        .unwrap_or(10)
+        .max(10);
+    print!("{:<w$}", "weight SQNR dB");
+    for c in &s.candidates {
+        print!(" {:>14}", short(c));
+    }
+    println!();
+    for (l, row) in s.layers.iter().zip(&s.cells) {
+        print!("{:<w$}", l.name);
+        for c in row.iter().take(s.candidates.len()) {
+            let v = c.weight_sqnr_db();
+            let text = match &c.error {
+                Some(_) => "error".into(),
+                None if v.is_infinite() => "exact".into(),
+                None => format!("{v:.2}"),
+            };
+            print!(" {text:>14}");
+        }
+        println!();
+    }
+    if e2e {
+        println!();
+        print!("{:<w$}", "KL (acc %)");
+        for c in &s.candidates {
+            print!(" {:>14}", short(c));
+        }
+        println!();
+        for (l, row) in s.layers.iter().zip(&s.cells) {
+            print!("{:<w$}", l.name);
+            for c in row.iter().take(s.candidates.len()) {
+                let text = match &c.end_to_end {
+                    Some(e) => format!("{:.4} ({:.1})", e.kl, 100.0 * e.accuracy),
+                    None => "error".into(),
+                };
+                print!(" {text:>14}");
+            }
+            println!();
+        }
+        if let Some(rho) = s.agreement(Measure::WeightSqnr, Measure::EndToEnd) {
+            println!(
+                "\nrank agreement of weight SQNR and end-to-end KL over all cells (Spearman): {rho:.3}"
+            );
+        }
+        if let (Some(a), Some(b)) = (
+            most_sensitive(s, Measure::WeightSqnr),
+            most_sensitive(s, Measure::EndToEnd),
+        ) {
+            println!(
+                "most sensitive at the smallest candidate: by weight SQNR {} ({}), end to end {} ({}){}",
+                a.0,
+                short(&a.1),
+                b.0,
+                short(&b.1),
+                if a.0 != b.0 { " - the measures disagree" } else { "" }
+            );
+        }
+    }
+    println!(
+        "\nbits per weight: {}",
+        s.candidates
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let (bits, n): (u64, u64) = s
+                    .cells
+                    .iter()
+                    .zip(&s.layers)
+                    .fold((0, 0), |(b, n), (row, l)| (b + row[i].bits, n + l.numel));
+                format!("{} {:.3}", short(c), bits as f64 / n.max(1) as f64)
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    Ok(())
+}
+
+fn short(s: &str) -> String {
+    quantscope::plan::short_spec(s)
+}
+
+fn eval_json(e: &EndToEnd) -> Value {
+    e2e_json(e)
+}
+
+pub fn run_search(a: SearchArgs) -> anyhow::Result<()> {
+    let mut pins: Vec<(regex::Regex, Spec)> = Vec::new();
+    for p in &a.pin {
+        let (re, spec) = p
+            .rsplit_once('=')
+            .filter(|(r, s)| !r.is_empty() && !s.is_empty())
+            .ok_or_else(|| {
+                anyhow::anyhow!("--pin '{p}': write REGEX=SPEC, e.g. 'lm_head\\.weight=int8'")
+            })?;
+        let spec = Spec::parse(spec).with_context(|| format!("--pin '{p}'"))?;
+        pins.push((full_match(re, "--pin")?, spec));
+    }
+    let excludes: Vec<regex::Regex> = a
+        .exclude
+        .iter()
+        .map(|r| full_match(r, "--exclude"))
+        .collect::<anyhow::Result<_>>()?;
+    if let Some(b) = a.budget_bits {
+        if !(b.is_finite() && b > 0.0) {
+            anyhow::bail!("--budget-bits must be a positive number of bits per weight");
+        }
+    }
+    let m = measure(&a.m, &pins)?;
+    let s = &m.sens;
+    let mut c = Constraints::default();
+    for (r, l) in s.layers.iter().enumerate() {
+        if excludes.iter().any(|re| re.is_match(&l.name)) {
+            c.excluded.insert(r);
+            continue;
+        }
+        // the last matching pin wins, as plan rules do
+        if let Some((_, spec)) = pins.iter().rev().find(|(re, _)| re.is_match(&l.name)) {
+            let cell = s
+                .find(r, &spec.to_string())
+                .expect("pinned specs were measured");
+            c.pinned.insert(r, cell);
+        }
+    }
+    for (re, _) in &pins {
+        if !s.layers.iter().any(|l| re.is_match(&l.name)) {
+            anyhow::bail!(
+                "--pin '{}' matches no searched layer",
+                re.as_str()
+                    .trim_start_matches("^(?:")
+                    .trim_end_matches(")$")
+            );
+        }
+    }
+    let measure = match &a.measure {
+        Some(t) => Measure::parse(t).map_err(anyhow::Error::msg)?,
+        None => s.best_measure(),
+    };
+    let mixed = Mixed::new(s, measure, &c)?;
+    let budget = match (a.budget_bits, a.budget_bytes) {
+        (Some(b), _) => Budget::BitsPerWeight(b),
+        (None, Some(n)) => Budget::Bytes(n),
+        _ => unreachable!("clap requires one"),
+    };
+    let bits = mixed.budget_bits(budget);
+    let (lo, hi) = mixed.bpw_range();
+    let Some(sol) = mixed.solve(budget) else {
+        anyhow::bail!(
+            "nothing fits the budget: the smallest plan needs {lo:.3} bits per weight ({} bytes) over the searched layers",
+            (lo * mixed.numel as f64 / 8.0).ceil() as u64
+        );
+    };
+    let greedy = mixed.greedy(budget);
+    let lower = mixed.dp.lower_bound(bits);
+    let choices = mixed.explain(s, &sol);
+    let (plan, summary) = mixed.plan(s, &sol, budget);
+    if let Some(out) = &a.out {
+        plan.save(out, &m.model, Some(summary.clone()))?;
+    }
+    let front = mixed.dp.front();
+    // how far greedy lands from the optimum along the whole curve
+    let gaps: Vec<(f64, f64, Option<f64>)> = front
+        .iter()
+        .map(|p| {
+            let g = quantscope::plan::search::greedy(&mixed.problem, p.bits).map(|g| g.cost);
+            (mixed.bits_per_weight(p), p.cost, g)
+        })
+        .collect();
+    let worse: Vec<f64> = gaps
+        .iter()
+        .filter_map(|(_, d, g)| {
+            g.map(|g| {
+                if *d > 0.0 {
+                    g / d - 1.0
+                } else if g > 0.0 {
+                    f64::INFINITY
+                } else {
+                    0.0
+                }
+            })
+        })
+        .collect();
+    let n_worse = worse.iter().filter(|&&r| r > 1e-9).count();
+    let max_gap = worse.iter().copied().fold(0f64, f64::max);
+    // judge on the held-out split when the model runs
+    let held = match (s.baseline.is_some(), EvalSet::held_out(&m.model)) {
+        (true, Ok(h)) => {
+            let run = |p: &Plan| h.run(&m.model, p);
+            let greedy_plan = greedy.as_ref().map(|g| mixed.plan(s, g, budget).0);
+            let uniform: Vec<(String, f64, EndToEnd)> = s
+                .candidates
+                .iter()
+                .enumerate()
+                .filter_map(|(i, spec)| {
+                    let mut p = Plan {
+                        default: Choice::Keep,
+                        ..Default::default()
+                    };
+                    let mut bits = 0u64;
+                    for (r, l) in s.layers.iter().enumerate() {
+                        if c.excluded.contains(&r) {
+                            continue;
+                        }
+                        let cell = match c.pinned.get(&r) {
+                            Some(&k) => &s.cells[r][k],
+                            None => &s.cells[r][i],
+                        };
+                        bits += cell.bits;
+                        p.overrides.insert(
+                            l.name.clone(),
+                            (Choice::parse(&cell.spec).ok()?, String::new()),
+                        );
+                    }
+                    Some((
+                        spec.clone(),
+                        bits as f64 / mixed.numel as f64,
+                        run(&p).ok()?,
+                    ))
+                })
+                .collect();
+            Some((
+                h.baseline,
+                run(&plan)?,
+                greedy_plan.map(|p| run(&p)).transpose()?,
+                uniform,
+                h.source.clone(),
+            ))
+        }
+        _ => None,
+    };
+    if a.json {
+        let layer_json = |l: &LayerChoice| {
+            json!({"name": l.name, "spec": l.spec, "bits": l.bits, "bits_per_weight": l.bits_per_weight,
+                   "cost": json_num(l.cost), "pinned": l.pinned, "excluded": l.excluded, "why": l.why})
+        };
+        let sol_json = |x: &Solution| {
+            json!({"bits": x.bits, "bits_per_weight": mixed.bits_per_weight(x), "cost": json_num(x.cost),
+                   "specs": x.choice.iter().enumerate().map(|(i, &j)| mixed.problem.items[i].options[j].label.clone()).collect::<Vec<_>>()})
+        };
+        return print_json(&json!({
+            "model": m.model.source,
+            "measure": measure.name(),
+            "budget": {"bits": bits, "bits_per_weight": bits as f64 / mixed.numel as f64, "searched_weights": mixed.numel,
+                       "feasible_bits_per_weight": [lo, hi]},
+            "solver": {"unit_bits": mixed.dp.unit, "exact": mixed.dp.exact, "lower_bound": lower.map(json_num)},
+            "plan": sol_json(&sol),
+            "greedy": greedy.as_ref().map(sol_json),
+            "greedy_gap": greedy.as_ref().map(|g| if sol.cost > 0.0 { json_num(g.cost / sol.cost - 1.0) } else { json!(0.0) }),
+            "layers": choices.iter().map(layer_json).collect::<Vec<_>>(),
+            "front": gaps.iter().map(|(b, d, g)| json!({"bits_per_weight": b, "cost": json_num(*d), "greedy_cost": g.map(json_num)})).collect::<Vec<_>>(),
+            "front_greedy_worse": n_worse,
+            "front_greedy_max_gap": json_num(max_gap),
+            "held_out": held.as_ref().map(|(b, p, g, u, src)| json!({
+                "data": src,
+                "float": {"accuracy": b.accuracy, "loss": b.loss},
+                "plan": eval_json(p),
+                "greedy": g.as_ref().map(eval_json),
+                "uniform": u.iter().map(|(spec, bpw, e)| json!({"spec": spec, "bits_per_weight": bpw, "result": eval_json(e)})).collect::<Vec<_>>(),
+            })),
+            "out": a.out,
+        }));
+    }
+    println!(
+        "{} searched layers, {} weights; measure: {}",
+        mixed.problem.items.len(),
+        mixed.numel,
+        measure.label()
+    );
+    println!(
+        "budget {bits} bits = {:.3} bits per weight (plans range from {lo:.3} to {hi:.3})",
+        bits as f64 / mixed.numel as f64
+    );
+    let w = choices.iter().map(|l| l.name.len()).max().unwrap_or(10);
+    for l in &choices {
+        println!(
+            "{:<w$}  {:<22} {:>6.3}  {}",
+            l.name,
+            short(&l.spec),
+            l.bits_per_weight,
+            l.why
+        );
+    }
+    println!(
+        "\nexact (DP): {:.3} bits per weight, total cost {:.6}{}",
+        mixed.bits_per_weight(&sol),
+        sol.cost,
+        if mixed.dp.exact {
+            format!(
+                " (optimal: sizes in units of {} bits, no rounding)",
+                mixed.dp.unit
+            )
+        } else {
+            match lower {
+                Some(lb) if lb >= sol.cost * (1.0 - 1e-12) => format!(
+                    " (sizes rounded up to units of {} bits; the rounded-down relaxation gives the same cost: optimal)",
+                    mixed.dp.unit
+                ),
+                Some(lb) => format!(
+                    " (sizes rounded up to units of {} bits; no plan within the budget can be below {lb:.6})",
+                    mixed.dp.unit
+                ),
+                None => String::new(),
+            }
+        }
+    );
+    match &greedy {
+        Some(g) => println!(
+            "greedy:     {:.3} bits per weight, total cost {:.6} ({})",
+            mixed.bits_per_weight(g),
+            g.cost,
+            if g.cost <= sol.cost * (1.0 + 1e-9) {
+                "the same optimum".to_string()
+            } else {
+                format!(
+                    "{:+.2} % above the optimum",
+                    100.0 * (g.cost / sol.cost - 1.0)
+                )
+            }
+        ),
+        None => println!("greedy:     found no plan within the budget"),
+    }
+    println!(
+        "trade-off curve: {} Pareto points; greedy misses the optimum at {n_worse} of them (worst {:+.2} %)",
+        front.len(),
+        100.0 * max_gap
+    );
+    if a.front {
+        println!(
+            "{:>10} {:>14} {:>14}",
+            "bits/w", "optimal cost", "greedy cost"
+        );
+        for (b, d, g) in &gaps {
+            println!(
+                "{b:>10.3} {d:>14.6} {:>14}",
+                g.map(|g| format!("{g:.6}")).unwrap_or_else(|| "-".into())
+            );
+        }
+    }
+    if let Some((b, p, g, u, src)) = &held {
+        println!("\non the {src}:");
+        println!(
+            "{:<28} {:>7} {:>9} {:>8} {:>9} {:>10}",
+            "", "bits/w", "accuracy", "loss", "KL", "agreement"
+        );
+        println!(
+            "{:<28} {:>7} {:>9.4} {:>8.4} {:>9} {:>10}",
+            "float", "", b.accuracy, b.loss, "", ""
+        );
+        let line = |name: &str, bpw: f64, e: &EndToEnd| {
+            println!(
+                "{name:<28} {bpw:>7.3} {:>9.4} {:>8.4} {:>9.5} {:>10.4}",
+                e.accuracy, e.loss, e.kl, e.agreement
+            )
+        };
+        line("searched plan (DP)", mixed.bits_per_weight(&sol), p);
+        if let (Some(ge), Some(gs)) = (g, &greedy) {
+            line("greedy plan", mixed.bits_per_weight(gs), ge);
+        }
+        for (spec, bpw, e) in u {
+            line(&format!("uniform {}", short(spec)), *bpw, e);
+        }
+    }
+    if let Some(out) = &a.out {
+        println!("\nwrote the plan to {}", out.display());
+    }
+    Ok(())
+}

@@ -1,0 +1,851 @@
+//! The mixed-precision view: each layer's sensitivity to each candidate spec as a heat map, the size/error
+//! trade-off curve with the current plan marked, a budget slider that re-solves the search as it moves,
+//! pinned and excluded layers, and Export/Apply with the same engine calls as the command line.
+//! Sensitivity runs in a background job (cancellable, cached per (tensor, spec)); the search itself is a
+//! table lookup once the DP table is built, so the slider answers at once.
+
+use crate::jobs::{Job, Worker};
+use crate::model::Model;
+use crate::plan::apply::{apply, ApplyOptions, ApplyReport};
+use crate::plan::choose::{Budget, Constraints, LayerChoice, Mixed};
+use crate::plan::export::{export, Entry, Target};
+use crate::plan::search::Solution;
+use crate::plan::sensitivity::{
+    compute, default_layers, Cache, Cell, EvalSet, Measure, Request, Sensitivity,
+};
+use crate::plan::{short_spec, Plan};
+use crate::quant::Spec;
+use egui::{Color32, RichText, Ui};
+use egui_plot::{Legend, Line, Plot, PlotPoints, Points};
+use std::sync::Arc;
+
+/// Candidates offered by default.
+pub const DEFAULT_MIXED_CANDIDATES: &str = "int8,int4:g128,int4,int3,nvfp4,mxfp4,kmeans2";
+
+enum Msg {
+    Row(usize, Vec<Cell>),
+    Done(Result<Sensitivity, String>),
+    Applied(Result<ApplyReport, String>),
+}
+
+/// A layer's setting in the search.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LayerSetting {
+    Auto,
+    /// Pinned to this candidate (column).
+    Pin(usize),
+    Exclude,
+}
+
+pub struct MixedView {
+    pub candidates_text: String,
+    pub candidates_error: Option<String>,
+    /// Measure the end-to-end effect when the model runs.
+    pub end_to_end: bool,
+    pub measure: Measure,
+    pub sens: Option<Arc<Sensitivity>>,
+    /// Rows arrived from the running job (for the heat map while it fills).
+    pub partial: Vec<Option<Vec<Cell>>>,
+    pub settings: Vec<LayerSetting>,
+    /// Average bits per weight over the searched layers.
+    pub budget: f64,
+    pub mixed: Option<Mixed>,
+    pub solution: Option<Solution>,
+    pub greedy: Option<Solution>,
+    pub choices: Vec<LayerChoice>,
+    pub front: Vec<(f64, f64)>,
+    pub error: Option<String>,
+    pub message: Option<String>,
+    pub export_target: Target,
+    pub export_path: String,
+    pub apply_dir: String,
+    pub apply_packed: bool,
+    /// A plan the user asked to open in the Quantize tab (taken by the app).
+    pub send_plan: Option<Plan>,
+    cache: Cache,
+    job: Option<Job<Msg>>,
+    apply_job: Option<Job<Msg>>,
+    /// What the search was built from: (sensitivity pointer, measure, settings).
+    built: Option<(usize, Measure, Vec<LayerSetting>)>,
+    solved_for: Option<f64>,
+    model_id: String,
+    model_ptr: usize,
+}
+
+impl Default for MixedView {
+    fn default() -> Self {
+        MixedView {
+            candidates_text: DEFAULT_MIXED_CANDIDATES.into(),
+            candidates_error: None,
+            end_to_end: true,
+            measure: Measure::WeightSqnr,
+            sens: None,
+            partial: Vec::new(),
+            settings: Vec::new(),
+            budget: 4.5,
+            mixed: None,
+            solution: None,
+            greedy: None,
+            choices: Vec::new(),
+            front: Vec::new(),
+            error: None,
+            message: None,
+            export_target: Target::CompressedTensors,
+            export_path: "quantization_config.json".into(),
+            apply_dir: "quantized_model".into(),
+            apply_packed: false,
+            send_plan: None,
+            cache: Cache::default(),
+            job: None,
+            apply_job: None,
+            built: None,
+            solved_for: None,
+            model_id: String::new(),
+            model_ptr: 0,
+        }
+    }
+}
+
+fn parse_candidates(text: &str) -> Result<Vec<Spec>, String> {
+    let mut out: Vec<Spec> = Vec::new();
+    for p in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let s = Spec::parse(p).map_err(|e| e.to_string())?;
+        if s.family.is_cast() {
+            return Err(format!("'{p}' is a plain cast, not a quantizer"));
+        }
+        if !out.contains(&s) {
+            out.push(s);
+        }
+    }
+    if out.is_empty() {
+        return Err("list at least one candidate spec".into());
+    }
+    Ok(out)
+}
+
+impl MixedView {
+    pub fn is_computing(&self) -> bool {
+        self.job.is_some()
+    }
+
+    pub fn is_applying(&self) -> bool {
+        self.apply_job.is_some()
+    }
+
+    /// Start measuring every layer × candidate (cells already measured come from the cache).
+    pub fn start(&mut self, model: &Arc<Model>, ctx: &egui::Context) {
+        let cands = match parse_candidates(&self.candidates_text) {
+            Ok(c) => c,
+            Err(e) => {
+                self.candidates_error = Some(e);
+                return;
+            }
+        };
+        self.candidates_error = None;
+        self.error = None;
+        let layers = default_layers(model);
+        self.partial = vec![None; layers.len()];
+        let (model, cache, e2e) = (model.clone(), self.cache.clone(), self.end_to_end);
+        let ctx = ctx.clone();
+        let wake: Arc<dyn Fn() + Send + Sync> = Arc::new(move || ctx.request_repaint());
+        self.job = Some(Job::spawn(wake, move |w: &Worker<Msg>| {
+            crate::jobs::background_pool().install(|| {
+                let run = || -> Result<Sensitivity, String> {
+                    let eval = if e2e {
+                        EvalSet::for_model(&model, None, 512).map_err(|e| e.to_string())?
+                    } else {
+                        None
+                    };
+                    let req = Request {
+                        layers,
+                        candidates: cands,
+                        extra: Vec::new(),
+                        eval: eval.as_ref(),
+                    };
+                    compute(&model, &req, &cache, &w.progress, &mut |r, cells| {
+                        w.send(Msg::Row(r, cells.to_vec()));
+                    })
+                    .map_err(|e| e.to_string())
+                };
+                w.send(Msg::Done(run()));
+            })
+        }));
+    }
+
+    pub fn cancel(&mut self) {
+        if let Some(j) = self.job.take() {
+            j.cancel();
+        }
+        self.message = Some("Sensitivity cancelled".into());
+    }
+
+    fn poll(&mut self, model: &Arc<Model>) {
+        let ptr = Arc::as_ptr(model) as usize;
+        if ptr != self.model_ptr {
+            self.model_ptr = ptr;
+            let id = model.header_fingerprint();
+            if id != self.model_id {
+                // another model: nothing measured applies
+                self.model_id = id;
+                *self = MixedView {
+                    candidates_text: std::mem::take(&mut self.candidates_text),
+                    end_to_end: self.end_to_end,
+                    export_path: std::mem::take(&mut self.export_path),
+                    apply_dir: std::mem::take(&mut self.apply_dir),
+                    model_id: std::mem::take(&mut self.model_id),
+                    model_ptr: ptr,
+                    ..Default::default()
+                };
+            }
+        }
+        if let Some(job) = &mut self.job {
+            let mut done = None;
+            for m in job.poll() {
+                match m {
+                    Msg::Row(r, cells) => {
+                        if let Some(slot) = self.partial.get_mut(r) {
+                            *slot = Some(cells);
+                        }
+                    }
+                    Msg::Done(res) => done = Some(res),
+                    Msg::Applied(_) => {}
+                }
+            }
+            if let Some(res) = done {
+                self.job = None;
+                match res {
+                    Ok(s) => {
+                        if self.cache.model != s.model
+                            || self.cache.data != s.data.clone().unwrap_or_default()
+                        {
+                            self.cache = Cache {
+                                model: s.model.clone(),
+                                data: s.data.clone().unwrap_or_default(),
+                                cells: Default::default(),
+                                baseline: s.baseline,
+                            };
+                        }
+                        self.cache.absorb(&s);
+                        if self.settings.len() != s.layers.len()
+                            || self
+                                .sens
+                                .as_ref()
+                                .is_none_or(|o| o.candidates != s.candidates)
+                        {
+                            self.settings = vec![LayerSetting::Auto; s.layers.len()];
+                        }
+                        self.measure = s.best_measure();
+                        self.sens = Some(Arc::new(s));
+                        self.built = None;
+                    }
+                    Err(e) => self.error = Some(e),
+                }
+            } else if job.is_finished() {
+                self.job = None;
+            }
+        }
+        if let Some(job) = &mut self.apply_job {
+            for m in job.poll() {
+                if let Msg::Applied(r) = m {
+                    self.message = Some(match r {
+                        Ok(rep) => format!(
+                            "Applied: wrote {} files into {} ({} tensors quantized, {:.3} bits per weight)",
+                            rep.files.len(),
+                            rep.out.display(),
+                            rep.layers.len(),
+                            rep.summary.bits_per_weight
+                        ),
+                        Err(e) => format!("Error: {e}"),
+                    });
+                }
+            }
+            if job.is_finished() {
+                self.apply_job = None;
+            }
+        }
+    }
+
+    /// The constraints the settings describe.
+    pub fn constraints(&self) -> Constraints {
+        let mut c = Constraints::default();
+        for (r, s) in self.settings.iter().enumerate() {
+            match s {
+                LayerSetting::Auto => {}
+                LayerSetting::Pin(k) => {
+                    c.pinned.insert(r, *k);
+                }
+                LayerSetting::Exclude => {
+                    c.excluded.insert(r);
+                }
+            }
+        }
+        c
+    }
+
+    /// Rebuild the search when its inputs changed, and re-solve when the budget moved.
+    pub fn refresh(&mut self) {
+        let Some(sens) = self.sens.clone() else {
+            return;
+        };
+        let key = (
+            Arc::as_ptr(&sens) as usize,
+            self.measure,
+            self.settings.clone(),
+        );
+        if self.built.as_ref() != Some(&key) {
+            self.built = Some(key);
+            self.solved_for = None;
+            match Mixed::new(&sens, self.measure, &self.constraints()) {
+                Ok(m) => {
+                    self.front =
+                        m.dp.front()
+                            .iter()
+                            .map(|s| (m.bits_per_weight(s), s.cost))
+                            .collect();
+                    let (lo, hi) = m.bpw_range();
+                    if !(lo..=hi).contains(&self.budget) {
+                        self.budget = self.budget.clamp(lo, hi);
+                    }
+                    self.mixed = Some(m);
+                    self.error = None;
+                }
+                Err(e) => {
+                    self.mixed = None;
+                    self.front.clear();
+                    self.error = Some(e.to_string());
+                }
+            }
+        }
+        let Some(m) = &self.mixed else {
+            self.solution = None;
+            self.choices.clear();
+            return;
+        };
+        if self.solved_for != Some(self.budget) {
+            self.solved_for = Some(self.budget);
+            let b = Budget::BitsPerWeight(self.budget);
+            self.solution = m.solve(b);
+            self.greedy = m.greedy(b);
+            self.choices = self
+                .solution
+                .as_ref()
+                .map(|s| m.explain(&sens, s))
+                .unwrap_or_default();
+        }
+    }
+
+    /// The plan of the current solution.
+    pub fn plan(&self) -> Option<(Plan, crate::plan::SummaryFile)> {
+        let (m, s, sens) = (
+            self.mixed.as_ref()?,
+            self.solution.as_ref()?,
+            self.sens.as_ref()?,
+        );
+        Some(m.plan(sens, s, Budget::BitsPerWeight(self.budget)))
+    }
+
+    /// Export the current plan to `export_path` (the same call as `quantscope export`).
+    pub fn export_now(&mut self, model: &Model) {
+        let Some((plan, _)) = self.plan() else {
+            self.message = Some("Error: no plan yet: compute the sensitivity first".into());
+            return;
+        };
+        let entries: Vec<Entry> = model
+            .tensors
+            .iter()
+            .filter_map(|t| {
+                let (choice, _) = plan.resolve(&t.name, t.quantizable());
+                (t.quantizable() || plan.overrides.contains_key(&t.name)).then(|| Entry {
+                    tensor: t.name.clone(),
+                    choice,
+                    dtype: Some(t.dtype),
+                })
+            })
+            .collect();
+        let path = std::path::PathBuf::from(&self.export_path);
+        self.message = Some(match export(&entries, self.export_target) {
+            Ok(ex) => {
+                let tmp = crate::plan::tmp_beside(&path);
+                match std::fs::write(&tmp, &ex.text).and_then(|_| std::fs::rename(&tmp, &path)) {
+                    Ok(()) => format!(
+                        "Exported to {} ({}); {} tensors not exact: {}",
+                        path.display(),
+                        self.export_target.name(),
+                        ex.notes().len(),
+                        ex.notes().first().cloned().unwrap_or_default()
+                    ),
+                    Err(e) => {
+                        let _ = std::fs::remove_file(&tmp);
+                        format!("Error: {}: {e}", path.display())
+                    }
+                }
+            }
+            Err(e) => format!("Error: {e}"),
+        });
+    }
+
+    /// Apply the current plan into `apply_dir` in the background (the same call as `quantscope apply`).
+    pub fn apply_now(&mut self, model: &Arc<Model>, ctx: &egui::Context) {
+        let Some((plan, _)) = self.plan() else {
+            self.message = Some("Error: no plan yet: compute the sensitivity first".into());
+            return;
+        };
+        let (model, dir, packed) = (
+            model.clone(),
+            std::path::PathBuf::from(&self.apply_dir),
+            self.apply_packed,
+        );
+        let ctx = ctx.clone();
+        let wake: Arc<dyn Fn() + Send + Sync> = Arc::new(move || ctx.request_repaint());
+        self.message = Some(format!("Applying into {}…", dir.display()));
+        self.apply_job = Some(Job::spawn(wake, move |w: &Worker<Msg>| {
+            let r = crate::jobs::background_pool().install(|| {
+                apply(
+                    &model,
+                    &plan,
+                    &dir,
+                    &ApplyOptions { packed },
+                    &w.progress,
+                    &mut |_| {},
+                )
+            });
+            w.send(Msg::Applied(r.map_err(|e| e.to_string())));
+        }));
+    }
+
+    pub fn ui(&mut self, ui: &mut Ui, model: Option<Arc<Model>>) {
+        let Some(model) = model else {
+            egui::CentralPanel::default().show(ui, |ui| {
+                ui.label("Open a model in the Model view first.");
+            });
+            return;
+        };
+        let ctx = ui.ctx().clone();
+        self.poll(&model);
+        self.refresh();
+        if self.job.is_some() || self.apply_job.is_some() {
+            ctx.request_repaint_after(std::time::Duration::from_millis(100));
+        }
+        egui::Panel::top("mixed_controls").show(ui, |ui| self.controls_ui(ui, &model));
+        egui::Panel::left("mixed_heat")
+            .resizable(true)
+            .default_size(520.0)
+            .show(ui, |ui| {
+                egui::ScrollArea::vertical().show(ui, |ui| self.heat_ui(ui));
+            });
+        egui::CentralPanel::default().show(ui, |ui| {
+            egui::ScrollArea::vertical().show(ui, |ui| {
+                self.curve_ui(ui);
+                ui.separator();
+                self.plan_ui(ui, &model);
+            });
+        });
+    }
+
+    fn controls_ui(&mut self, ui: &mut Ui, model: &Arc<Model>) {
+        ui.horizontal(|ui| {
+            let l = ui.label("Candidates");
+            ui.add(egui::TextEdit::singleline(&mut self.candidates_text).desired_width(360.0))
+                .labelled_by(l.id)
+                .on_hover_text("Comma-separated specs every layer may get, e.g. int8,int4:g128,nvfp4,mxfp4");
+            ui.checkbox(&mut self.end_to_end, "End to end")
+                .on_hover_text("For models that run: also measure the network's outputs on calibration rows (not the held-out split)");
+            if self.job.is_some() {
+                if ui.button("Cancel").clicked() {
+                    self.cancel();
+                }
+            } else if ui
+                .button("Compute sensitivity")
+                .on_hover_text("Quantize each layer alone with each candidate (cells already measured are reused)")
+                .clicked()
+            {
+                self.start(model, ui.ctx());
+            }
+            if let Some(j) = &self.job {
+                ui.add(egui::ProgressBar::new(j.progress.fraction()).desired_width(180.0).show_percentage());
+            }
+            if let Some(s) = &self.sens {
+                let avail = s.available();
+                let before = self.measure;
+                egui::ComboBox::new("mixed_measure", "Measure")
+                    .selected_text(self.measure.name())
+                    .show_ui(ui, |ui| {
+                        for m in avail {
+                            ui.selectable_value(&mut self.measure, m, m.name()).on_hover_text(m.label());
+                        }
+                    });
+                if before != self.measure {
+                    self.built = None;
+                }
+            }
+        });
+        if let Some(e) = &self.candidates_error {
+            ui.colored_label(ui.visuals().error_fg_color, e);
+        }
+        if let Some(m) = &self.mixed {
+            let (lo, hi) = m.bpw_range();
+            ui.horizontal(|ui| {
+                let l = ui.label("Budget (bits per weight)");
+                ui.add(egui::Slider::new(&mut self.budget, lo..=hi).step_by(0.01).fixed_decimals(2))
+                    .labelled_by(l.id)
+                    .on_hover_text("Average stored bits per weight over the searched layers; the exact search re-runs as it moves");
+                if let Some(s) = &self.solution {
+                    ui.label(RichText::new(format!(
+                        "plan: {:.3} bits per weight, cost {:.4e}",
+                        m.bits_per_weight(s),
+                        s.cost
+                    )).strong());
+                    if let Some(g) = &self.greedy {
+                        let gap = if s.cost > 0.0 { g.cost / s.cost - 1.0 } else { 0.0 };
+                        ui.label(if gap > 1e-9 {
+                            format!("greedy: {:+.1} % above the optimum", 100.0 * gap)
+                        } else {
+                            "greedy finds the same".into()
+                        });
+                    }
+                } else {
+                    ui.colored_label(ui.visuals().error_fg_color, "nothing fits this budget");
+                }
+            });
+        }
+        for (text, err) in [(&self.error, true), (&self.message, false)] {
+            if let Some(t) = text {
+                let c = if err || t.starts_with("Error") {
+                    ui.visuals().error_fg_color
+                } else {
+                    ui.visuals().text_color()
+                };
+                ui.colored_label(c, t);
+            }
+        }
+    }
+
+    /// The chosen cell of each row, if solved.
+    fn chosen(&self) -> Vec<Option<usize>> {
+        match (&self.mixed, &self.solution, &self.sens) {
+            (Some(m), Some(s), Some(sens)) => m.chosen_cells(sens, s),
+            _ => Vec::new(),
+        }
+    }
+
+    fn heat_ui(&mut self, ui: &mut Ui) {
+        let (names, cands, rows): (Vec<String>, Vec<String>, Vec<Option<Vec<Cell>>>) = match &self
+            .sens
+        {
+            Some(s) if self.job.is_none() => (
+                s.layers.iter().map(|l| l.name.clone()).collect(),
+                s.candidates.clone(),
+                s.cells.iter().cloned().map(Some).collect(),
+            ),
+            _ if !self.partial.is_empty() => {
+                let cands = parse_candidates(&self.candidates_text).unwrap_or_default();
+                (
+                    (0..self.partial.len())
+                        .map(|i| format!("layer {i}"))
+                        .collect(),
+                    cands.iter().map(|c| c.to_string()).collect(),
+                    self.partial.clone(),
+                )
+            }
+            _ => {
+                ui.label("Compute the sensitivity to see each layer's error under each candidate.");
+                return;
+            }
+        };
+        let m = self.measure;
+        ui.label(
+            RichText::new(format!(
+                "Sensitivity: {} when only that layer is quantized (green: small error)",
+                match m {
+                    Measure::EndToEnd => "KL of the outputs",
+                    Measure::OutputSqnr => "output SQNR",
+                    Measure::WeightSqnr => "weight SQNR",
+                }
+            ))
+            .strong(),
+        );
+        // quality in dB of the cost: higher is better, whatever the measure
+        let q = |c: &Cell| {
+            c.cost(m)
+                .map(|v| if v > 0.0 { -10.0 * v.log10() } else { 200.0 })
+        };
+        let vals: Vec<f64> = rows
+            .iter()
+            .flatten()
+            .flatten()
+            .filter_map(q)
+            .filter(|v| *v < 200.0)
+            .collect();
+        let (lo, hi) = vals
+            .iter()
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| {
+                (a.min(v), b.max(v))
+            });
+        let chosen = self.chosen();
+        let (name_w, cell_w, cell_h) = (230.0f32, 52.0f32, 16.0f32);
+        let size = egui::vec2(
+            name_w + cell_w * cands.len() as f32,
+            cell_h * (rows.len() + 1) as f32,
+        );
+        let (resp, painter) = ui.allocate_painter(size, egui::Sense::hover());
+        let o = resp.rect.min;
+        let font = egui::FontId::proportional(11.0);
+        let text_c = ui.visuals().text_color();
+        for (k, c) in cands.iter().enumerate() {
+            painter.text(
+                o + egui::vec2(name_w + cell_w * (k as f32 + 0.5), cell_h * 0.5),
+                egui::Align2::CENTER_CENTER,
+                short_spec(c),
+                font.clone(),
+                text_c,
+            );
+        }
+        let mut hovered = None;
+        for (r, row) in rows.iter().enumerate() {
+            let y = cell_h * (r + 1) as f32;
+            let name = names[r].strip_suffix(".weight").unwrap_or(&names[r]);
+            let shown = if name.len() > 34 {
+                format!("…{}", &name[name.len() - 33..])
+            } else {
+                name.to_string()
+            };
+            painter.text(
+                o + egui::vec2(0.0, y + cell_h * 0.5),
+                egui::Align2::LEFT_CENTER,
+                shown,
+                font.clone(),
+                text_c,
+            );
+            let Some(row) = row else { continue };
+            for (k, cell) in row.iter().take(cands.len()).enumerate() {
+                let rect = egui::Rect::from_min_size(
+                    o + egui::vec2(name_w + cell_w * k as f32, y),
+                    egui::vec2(cell_w - 1.0, cell_h - 1.0),
+                );
+                let color = match q(cell) {
+                    Some(v) => ramp(if hi > lo {
+                        ((v - lo) / (hi - lo)).clamp(0.0, 1.0)
+                    } else {
+                        1.0
+                    }),
+                    None => Color32::DARK_GRAY,
+                };
+                painter.rect_filled(rect, 1.0, color);
+                if chosen.get(r).copied().flatten() == Some(k) {
+                    painter.rect_stroke(
+                        rect,
+                        1.0,
+                        egui::Stroke::new(2.0, text_c),
+                        egui::StrokeKind::Inside,
+                    );
+                }
+                if resp.hover_pos().is_some_and(|p| rect.contains(p)) {
+                    hovered = Some((r, k));
+                }
+            }
+        }
+        if let (Some((r, k)), Some(s)) = (hovered, &self.sens) {
+            let c = &s.cells[r][k];
+            resp.on_hover_text(format!(
+                "{}\n{}: {:.3} bits/w, weight SQNR {:.2} dB{}",
+                s.layers[r].name,
+                short_spec(&c.spec),
+                c.bits_per_weight,
+                c.weight_sqnr_db(),
+                c.end_to_end
+                    .map(|e| format!(", KL {:.5}, accuracy {:.4}", e.kl, e.accuracy))
+                    .unwrap_or_default()
+            ));
+        }
+        if let Some(s) = self.sens.clone() {
+            if let (Some(rho), true) = (
+                s.agreement(Measure::WeightSqnr, Measure::EndToEnd),
+                s.available().contains(&Measure::EndToEnd),
+            ) {
+                ui.label(format!("Weight SQNR and end-to-end KL agree on the ranking of cells with Spearman {rho:.3}: where they differ, the end-to-end measure is what the model feels."));
+            }
+            ui.separator();
+            ui.label(RichText::new("Layers: search, pin or keep").strong());
+            let mut changed = false;
+            egui::Grid::new("mixed_layers")
+                .striped(true)
+                .show(ui, |ui| {
+                    for (r, l) in s.layers.iter().enumerate() {
+                        let cur = self.settings[r];
+                        let text = match cur {
+                            LayerSetting::Auto => "search".to_string(),
+                            LayerSetting::Pin(k) => format!("pin {}", short_spec(&s.candidates[k])),
+                            LayerSetting::Exclude => "keep".to_string(),
+                        };
+                        egui::ComboBox::new(("mixed_setting", r), &l.name)
+                            .selected_text(text)
+                            .show_ui(ui, |ui| {
+                                changed |= ui
+                                    .selectable_value(
+                                        &mut self.settings[r],
+                                        LayerSetting::Auto,
+                                        "search",
+                                    )
+                                    .changed();
+                                for (k, c) in s.candidates.iter().enumerate() {
+                                    changed |= ui
+                                        .selectable_value(
+                                            &mut self.settings[r],
+                                            LayerSetting::Pin(k),
+                                            format!("pin {}", short_spec(c)),
+                                        )
+                                        .changed();
+                                }
+                                changed |= ui
+                                    .selectable_value(
+                                        &mut self.settings[r],
+                                        LayerSetting::Exclude,
+                                        "keep",
+                                    )
+                                    .changed();
+                            });
+                        ui.end_row();
+                    }
+                });
+            if changed {
+                self.refresh();
+            }
+        }
+    }
+
+    fn curve_ui(&mut self, ui: &mut Ui) {
+        if self.front.is_empty() {
+            return;
+        }
+        let m = self.mixed.as_ref().expect("a front comes from a search");
+        let log = |c: f64| c.max(1e-30).log10();
+        let pts: Vec<[f64; 2]> = self.front.iter().map(|&(b, c)| [b, log(c)]).collect();
+        let current = self
+            .solution
+            .as_ref()
+            .map(|s| [m.bits_per_weight(s), log(s.cost)]);
+        let greedy = self
+            .greedy
+            .as_ref()
+            .map(|s| [m.bits_per_weight(s), log(s.cost)]);
+        ui.label(
+            RichText::new(
+                "Trade-off: every plan no other beats in both size and error (click to pick one)",
+            )
+            .strong(),
+        );
+        let budget = self.budget;
+        let resp = Plot::new("mixed_front")
+            .height(240.0)
+            .allow_scroll(false)
+            .x_axis_label("bits per weight")
+            .y_axis_label("log10 total cost")
+            .legend(Legend::default())
+            .show(ui, |p| {
+                p.line(
+                    Line::new("Pareto front", PlotPoints::from(pts.clone()))
+                        .color(Color32::from_rgb(97, 175, 239)),
+                );
+                p.vline(egui_plot::VLine::new("budget", budget).color(Color32::GRAY));
+                if let Some(g) = greedy {
+                    p.points(
+                        Points::new("greedy", vec![g])
+                            .radius(5.0)
+                            .color(Color32::from_rgb(229, 140, 60)),
+                    );
+                }
+                if let Some(c) = current {
+                    p.points(
+                        Points::new("this plan", vec![c])
+                            .radius(6.0)
+                            .color(Color32::from_rgb(152, 195, 121)),
+                    );
+                }
+                p.pointer_coordinate()
+            });
+        if resp.response.clicked() {
+            if let Some(pc) = resp.inner {
+                // the front point nearest the click (in bits)
+                if let Some(&(b, _)) = self
+                    .front
+                    .iter()
+                    .min_by(|a, b| (a.0 - pc.x).abs().total_cmp(&(b.0 - pc.x).abs()))
+                {
+                    self.budget = b;
+                    self.refresh();
+                }
+            }
+        }
+    }
+
+    fn plan_ui(&mut self, ui: &mut Ui, model: &Arc<Model>) {
+        if self.choices.is_empty() {
+            return;
+        }
+        ui.horizontal(|ui| {
+            egui::ComboBox::new("mixed_export_to", "Export to")
+                .selected_text(self.export_target.name())
+                .show_ui(ui, |ui| {
+                    ui.selectable_value(
+                        &mut self.export_target,
+                        Target::CompressedTensors,
+                        "compressed-tensors",
+                    );
+                    ui.selectable_value(&mut self.export_target, Target::LlamaCpp, "llama.cpp");
+                });
+            let l = ui.label("Export file");
+            ui.add(egui::TextEdit::singleline(&mut self.export_path).desired_width(220.0))
+                .labelled_by(l.id);
+            if ui
+                .button("Export")
+                .on_hover_text("Write the plan in that tool's format (as `quantscope export`)")
+                .clicked()
+            {
+                self.export_now(model);
+            }
+        });
+        ui.horizontal(|ui| {
+            let l = ui.label("Apply into folder");
+            ui.add(egui::TextEdit::singleline(&mut self.apply_dir).desired_width(220.0)).labelled_by(l.id);
+            ui.checkbox(&mut self.apply_packed, "packed form");
+            let busy = self.apply_job.is_some();
+            if ui
+                .add_enabled(!busy, egui::Button::new("Apply"))
+                .on_hover_text("Write the quantized model, its config and tokenizer, the plan and a report (as `quantscope apply`)")
+                .clicked()
+            {
+                self.apply_now(model, ui.ctx());
+            }
+            if let Some(j) = &self.apply_job {
+                ui.add(egui::ProgressBar::new(j.progress.fraction()).desired_width(140.0));
+            }
+            if ui.button("Open in Quantize tab").on_hover_text("Edit this plan layer by layer in the workbench").clicked() {
+                self.send_plan = self.plan().map(|p| p.0);
+            }
+        });
+        ui.separator();
+        ui.label(RichText::new("The plan, and why each layer got its spec").strong());
+        for c in &self.choices {
+            ui.horizontal(|ui| {
+                ui.label(RichText::new(&c.name).strong());
+                ui.label(format!(
+                    "{}  ({:.3} bits per weight)",
+                    short_spec(&c.spec),
+                    c.bits_per_weight
+                ));
+            });
+            ui.add(egui::Label::new(RichText::new(&c.why).weak()).wrap());
+        }
+    }
+}
+
+/// Red (worst) through yellow to green (best).
+fn ramp(t: f64) -> Color32 {
+    let t = t as f32;
+    let (r, g) = if t < 0.5 {
+        (1.0, t * 2.0)
+    } else {
+        (2.0 - t * 2.0, 1.0)
+    };
+    Color32::from_rgb((60.0 + 170.0 * r) as u8, (60.0 + 150.0 * g) as u8, 70)
+}

@@ -1,0 +1,748 @@
+//! Applying a plan: the model with its weights fake-quantized (quantized and dequantized, stored back in
+//! each tensor's own dtype under its own name), so it loads wherever the original did; the files a
+//! Hugging Face folder needs besides the weights (config, tokenizer, …) copied beside it; the plan and a
+//! report of per-layer errors. Every file is written to a temporary name and renamed when complete; the
+//! source is only read.
+//!
+//! The optional **packed form** (`quantscope_packed.safetensors`) holds what a deployment would store,
+//! per quantized tensor `NAME`:
+//!
+//! | tensor | dtype | holds |
+//! |---|---|---|
+//! | `NAME.codes` | U8, I8 or I16 (the narrowest that holds them), the tensor's shape | one code per weight (not bit-packed) |
+//! | `NAME.scales` | F32 `[groups]` | the stored scale of each group, groups numbered row by row |
+//! | `NAME.zero_points` | I32 `[groups]` | uint formats |
+//! | `NAME.outer_scales` | F32 | VS-Quant's per-row scale; NVFP4's tensor scale `[1]` |
+//! | `NAME.codebook` | F32 | k-means centroids; the NF4 table |
+//! | `NAME.values` | F16 / BF16 | plain casts (bf16, fp16) |
+//!
+//! and in the metadata, under `NAME`, `{"spec", "shape", "dtype"}`. [`read_packed`] decodes it back to the
+//! same values as the fake-quantized weights (bit for bit; a test checks every family). The
+//! shared-microexponent formats are not packable (their per-pair exponent bits are not kept).
+
+use super::{Choice, Plan, PlanError, SummaryFile};
+use crate::formats::lookup;
+use crate::jobs::Progress;
+use crate::model::{write_safetensors, ElementCodec, Model, SourceKind, TensorEntry};
+use crate::quant::spec::MxElem;
+use crate::quant::{quantize, Family, Layout, Quantized, Spec};
+use safetensors::Dtype;
+use serde::Serialize;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Default)]
+pub struct ApplyOptions {
+    /// Also write `quantscope_packed.safetensors`.
+    pub packed: bool,
+}
+
+/// Per quantized tensor: the errors of DESIGN.md §3, and the largest error after storing the values in
+/// the tensor's own dtype (what the written file holds).
+#[derive(Debug, Clone, Serialize)]
+pub struct TensorReport {
+    pub name: String,
+    pub spec: String,
+    pub shape: Vec<usize>,
+    pub dtype: String,
+    pub mse: f64,
+    /// None when exact (+inf).
+    pub sqnr_db: Option<f64>,
+    pub cosine: f64,
+    pub max_abs_err: f64,
+    pub bits_per_weight: f64,
+    pub bytes: u64,
+    pub stored_max_abs_err: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ApplyReport {
+    pub out: PathBuf,
+    /// Files written or copied, relative to `out`.
+    pub files: Vec<String>,
+    pub layers: Vec<TensorReport>,
+    pub summary: SummaryFile,
+    pub original_bytes: u64,
+}
+
+pub const PLAN_FILE: &str = "quantscope_plan.json";
+pub const REPORT_FILE: &str = "quantscope_report.json";
+pub const PACKED_FILE: &str = "quantscope_packed.safetensors";
+
+/// Extensions of weight files a folder copy leaves out (the weights are written, not copied).
+const WEIGHT_EXT: &[&str] = &[
+    "safetensors",
+    "bin",
+    "pt",
+    "pth",
+    "ckpt",
+    "h5",
+    "msgpack",
+    "onnx",
+    "gguf",
+    "tflite",
+    "ot",
+];
+
+fn io(path: &Path) -> impl Fn(std::io::Error) -> PlanError + '_ {
+    move |e| PlanError::File {
+        path: path.display().to_string(),
+        why: e.to_string(),
+    }
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), PlanError> {
+    let tmp = super::tmp_beside(path);
+    let r = std::fs::write(&tmp, bytes).and_then(|_| std::fs::rename(&tmp, path));
+    if r.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    r.map_err(io(path))
+}
+
+/// The folder whose side files (config, tokenizer) belong to the model, if it has one.
+fn side_folder(model: &Model) -> Option<PathBuf> {
+    match model.kind {
+        SourceKind::Folder => Some(model.source.clone()),
+        SourceKind::Sharded | SourceKind::File => {
+            let dir = if model.source.is_dir() {
+                model.source.clone()
+            } else {
+                model.source.parent()?.to_path_buf()
+            };
+            dir.join("config.json").is_file().then_some(dir)
+        }
+        SourceKind::Memory => None,
+    }
+}
+
+fn check_out(model: &Model, out: &Path) -> Result<(), PlanError> {
+    let canon = |p: &Path| std::fs::canonicalize(p).ok();
+    if out.is_file() {
+        return Err(PlanError::Invalid(format!(
+            "{} is a file: --out names a folder to create",
+            out.display()
+        )));
+    }
+    if out.is_dir() {
+        let co = canon(out);
+        let mut sources: Vec<PathBuf> = model.shards.iter().map(|s| s.path.clone()).collect();
+        if let Some(d) = side_folder(model) {
+            sources.push(d);
+        }
+        if sources.iter().any(|s| {
+            canon(s).is_some_and(|c| {
+                Some(&c) == co.as_ref() || c.starts_with(co.as_ref().expect("exists"))
+            })
+        }) {
+            return Err(PlanError::Invalid(format!(
+                "{} holds the model itself: choose another folder (the source is never written)",
+                out.display()
+            )));
+        }
+        let mut entries = std::fs::read_dir(out).map_err(io(out))?;
+        let empty = entries.next().is_none();
+        if !empty && !out.join(PLAN_FILE).is_file() {
+            return Err(PlanError::Invalid(format!(
+                "{} is not empty and not an earlier quantscope output: choose a new folder",
+                out.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Copy everything in `from` except weight files and hidden files, keeping sub-folders (a sentence
+/// encoder's `1_Pooling/config.json`).
+fn copy_side_files(
+    from: &Path,
+    to: &Path,
+    rel: &Path,
+    files: &mut Vec<String>,
+) -> Result<(), PlanError> {
+    for e in std::fs::read_dir(from).map_err(io(from))? {
+        let e = e.map_err(io(from))?;
+        let p = e.path();
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') {
+            continue;
+        }
+        let lower = name.to_ascii_lowercase();
+        if p.is_dir() {
+            let sub = to.join(&name);
+            std::fs::create_dir_all(&sub).map_err(io(&sub))?;
+            copy_side_files(&p, &sub, &rel.join(&name), files)?;
+        } else if !WEIGHT_EXT.iter().any(|x| lower.ends_with(&format!(".{x}")))
+            && !lower.ends_with(".safetensors.index.json")
+        {
+            let dest = to.join(&name);
+            let bytes = std::fs::read(&p).map_err(io(&p))?;
+            write_atomic(&dest, &bytes)?;
+            files.push(rel.join(&name).display().to_string());
+        }
+    }
+    Ok(())
+}
+
+/// Write the model with `plan` applied into the folder `out` (created if needed).
+pub fn apply(
+    model: &Model,
+    plan: &Plan,
+    out: &Path,
+    opts: &ApplyOptions,
+    progress: &Progress,
+    on_tensor: &mut dyn FnMut(&str),
+) -> Result<ApplyReport, PlanError> {
+    check_out(model, out)?;
+    std::fs::create_dir_all(out).map_err(io(out))?;
+    let resolved: Vec<Option<Spec>> = model
+        .tensors
+        .iter()
+        .map(|t| match plan.resolve(&t.name, t.quantizable()).0 {
+            Choice::Quantize(s) if t.is_float() && t.numel() > 0 && s.family != Family::None => {
+                Some(s)
+            }
+            _ => None,
+        })
+        .collect();
+    progress.set_total(
+        model
+            .tensors
+            .iter()
+            .zip(&resolved)
+            .map(|(t, s)| if s.is_some() { t.nbytes() as u64 } else { 0 })
+            .sum::<u64>()
+            .max(1),
+    );
+    let mut files = Vec::new();
+    let mut layers = Vec::new();
+    let mut packed: Vec<(String, Quantized, Vec<usize>, Dtype)> = Vec::new();
+    for (si, shard) in model.shards.iter().enumerate() {
+        let file_name = match model.kind {
+            SourceKind::Memory => model
+                .source
+                .file_name()
+                .and_then(|n| {
+                    // "digits_mlp.safetensors (bundled sample)" -> digits_mlp.safetensors
+                    let n = n.to_string_lossy();
+                    let first = n.split_whitespace().next()?;
+                    first.ends_with(".safetensors").then(|| first.to_string())
+                })
+                .unwrap_or_else(|| "model.safetensors".into()),
+            _ => shard
+                .path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| format!("model-{si}.safetensors")),
+        };
+        let mut order: Vec<usize> = (0..model.tensors.len())
+            .filter(|&i| model.tensors[i].shard == si)
+            .collect();
+        order.sort_by_key(|&i| model.tensors[i].start);
+        let entries: Vec<TensorEntry> = order
+            .iter()
+            .map(|&i| {
+                let t = &model.tensors[i];
+                TensorEntry {
+                    name: t.name.clone(),
+                    dtype: t.dtype,
+                    shape: t.shape.clone(),
+                }
+            })
+            .collect();
+        let mut meta = shard.metadata.clone().unwrap_or_default();
+        meta.insert(
+            "quantscope_applied".into(),
+            "fake-quantized weights (quantized then stored back in their dtype); see quantscope_plan.json".into(),
+        );
+        let mut failure: Option<PlanError> = None;
+        let dest = out.join(&file_name);
+        let written = write_safetensors(&dest, Some(&meta), &entries, |k| {
+            let i = order[k];
+            let t = &model.tensors[i];
+            if progress.is_cancelled() {
+                failure = Some(PlanError::Cancelled);
+                return Err(crate::model::ModelError::Other("cancelled".into()));
+            }
+            let Some(spec) = resolved[i] else {
+                return Ok(model.bytes(t).to_vec());
+            };
+            on_tensor(&t.name);
+            let x = model.read_f32(t)?;
+            model.release(t);
+            let q = match quantize(&x, &t.shape, &spec) {
+                Ok(q) => q,
+                Err(e) => {
+                    let msg = format!("tensor '{}': {e}", t.name);
+                    failure = Some(PlanError::Invalid(msg.clone()));
+                    return Err(crate::model::ModelError::Other(msg));
+                }
+            };
+            let codec = ElementCodec::new(t.dtype).expect("float tensors have a codec");
+            let w = codec.width();
+            let mut bytes = vec![0u8; t.nbytes()];
+            let mut stored = 0f64;
+            for ((chunk, &v), &orig) in bytes.chunks_exact_mut(w).zip(&q.dequant).zip(&x) {
+                codec.write(v as f64, chunk);
+                stored = stored.max((codec.read(chunk) - orig as f64).abs());
+            }
+            let m = q.metrics;
+            layers.push(TensorReport {
+                name: t.name.clone(),
+                spec: spec.to_string(),
+                shape: t.shape.clone(),
+                dtype: format!("{:?}", t.dtype),
+                mse: m.mse,
+                sqnr_db: m.sqnr_db.is_finite().then_some(m.sqnr_db),
+                cosine: m.cosine,
+                max_abs_err: m.max_abs_err,
+                bits_per_weight: m.bits_per_weight,
+                bytes: m.bytes,
+                stored_max_abs_err: stored,
+            });
+            if opts.packed {
+                packed.push((t.name.clone(), q, t.shape.clone(), t.dtype));
+            }
+            progress.add(t.nbytes() as u64);
+            Ok(bytes)
+        });
+        if let Err(e) = written {
+            return Err(failure.take().unwrap_or(PlanError::Model(e)));
+        }
+        files.push(file_name);
+    }
+    if model.kind == SourceKind::Sharded {
+        // the index maps names to the same file names: copy it as it is
+        let index = if model.source.is_dir() {
+            std::fs::read_dir(&model.source)
+                .map_err(io(&model.source))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .find(|p| p.to_string_lossy().ends_with(".safetensors.index.json"))
+        } else {
+            Some(model.source.clone())
+        };
+        if let Some(ix) = index {
+            let name = ix
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let bytes = std::fs::read(&ix).map_err(io(&ix))?;
+            write_atomic(&out.join(&name), &bytes)?;
+            files.push(name);
+        }
+    }
+    if let Some(dir) = side_folder(model) {
+        copy_side_files(&dir, out, Path::new(""), &mut files)?;
+    }
+    let quantized_numel: u64 = layers
+        .iter()
+        .map(|l| l.shape.iter().product::<usize>() as u64)
+        .sum();
+    let bits: f64 = layers
+        .iter()
+        .map(|l| l.bits_per_weight * l.shape.iter().product::<usize>() as f64)
+        .sum();
+    let summary = SummaryFile {
+        bits_per_weight: if quantized_numel > 0 {
+            bits / quantized_numel as f64
+        } else {
+            0.0
+        },
+        bytes: layers.iter().map(|l| l.bytes).sum(),
+    };
+    let original_bytes = layers
+        .iter()
+        .map(|l| {
+            model
+                .find(&l.name)
+                .map(|i| model.tensors[i].nbytes() as u64)
+                .unwrap_or(0)
+        })
+        .sum();
+    write_atomic(
+        &out.join(PLAN_FILE),
+        plan.to_json(model, Some(summary.clone())).as_bytes(),
+    )?;
+    files.push(PLAN_FILE.into());
+    if opts.packed {
+        write_packed(&out.join(PACKED_FILE), &packed)?;
+        files.push(PACKED_FILE.into());
+    }
+    let report = ApplyReport {
+        out: out.to_path_buf(),
+        files: files.clone(),
+        layers,
+        summary,
+        original_bytes,
+    };
+    let mut report_json = serde_json::to_value(&report).expect("serializes");
+    report_json["files"]
+        .as_array_mut()
+        .expect("array")
+        .push(REPORT_FILE.into());
+    write_atomic(
+        &out.join(REPORT_FILE),
+        serde_json::to_string_pretty(&report_json)
+            .expect("serializes")
+            .as_bytes(),
+    )?;
+    let mut report = report;
+    report.files.push(REPORT_FILE.into());
+    Ok(report)
+}
+
+// ------------------------------------------------------------------------------------------------
+// the packed form
+
+fn code_dtype(codes: &[i16]) -> Dtype {
+    let (lo, hi) = codes
+        .iter()
+        .fold((i16::MAX, i16::MIN), |(a, b), &c| (a.min(c), b.max(c)));
+    if lo >= 0 && hi <= 255 {
+        Dtype::U8
+    } else if lo >= -128 && hi <= 127 {
+        Dtype::I8
+    } else {
+        Dtype::I16
+    }
+}
+
+fn packable(spec: &Spec) -> Result<(), String> {
+    if let Family::MicroExp(m) = spec.family {
+        return Err(format!(
+            "{}: the packed form cannot hold its per-pair micro-exponents",
+            m.name()
+        ));
+    }
+    Ok(())
+}
+
+fn write_packed(
+    path: &Path,
+    items: &[(String, Quantized, Vec<usize>, Dtype)],
+) -> Result<(), PlanError> {
+    let mut entries = Vec::new();
+    let mut blobs: Vec<Vec<u8>> = Vec::new();
+    let mut meta = HashMap::new();
+    meta.insert("quantscope_packed".to_string(), "1".to_string());
+    let f32s = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+    for (name, q, shape, dtype) in items {
+        packable(&q.spec).map_err(|e| PlanError::Invalid(format!("{name}: {e}")))?;
+        meta.insert(
+            name.clone(),
+            serde_json::json!({"spec": q.spec.to_string(), "shape": shape, "dtype": format!("{dtype:?}")}).to_string(),
+        );
+        let mut push = |suffix: &str, dtype: Dtype, shape: Vec<usize>, bytes: Vec<u8>| {
+            entries.push(TensorEntry {
+                name: format!("{name}.{suffix}"),
+                dtype,
+                shape,
+            });
+            blobs.push(bytes);
+        };
+        match q.spec.family {
+            Family::Bf16 => push(
+                "values",
+                Dtype::BF16,
+                shape.clone(),
+                q.dequant
+                    .iter()
+                    .flat_map(|&v| half::bf16::from_f32(v).to_le_bytes())
+                    .collect(),
+            ),
+            Family::Fp16 => push(
+                "values",
+                Dtype::F16,
+                shape.clone(),
+                q.dequant
+                    .iter()
+                    .flat_map(|&v| half::f16::from_f32(v).to_le_bytes())
+                    .collect(),
+            ),
+            _ => {
+                let cd = code_dtype(&q.codes);
+                let bytes: Vec<u8> = match cd {
+                    Dtype::U8 => q.codes.iter().map(|&c| c as u8).collect(),
+                    Dtype::I8 => q.codes.iter().map(|&c| c as i8 as u8).collect(),
+                    _ => q.codes.iter().flat_map(|c| c.to_le_bytes()).collect(),
+                };
+                push("codes", cd, shape.clone(), bytes);
+                push("scales", Dtype::F32, vec![q.scales.len()], f32s(&q.scales));
+                if !q.zero_points.is_empty() {
+                    push(
+                        "zero_points",
+                        Dtype::I32,
+                        vec![q.zero_points.len()],
+                        q.zero_points.iter().flat_map(|z| z.to_le_bytes()).collect(),
+                    );
+                }
+                if !q.outer_scales.is_empty() {
+                    push(
+                        "outer_scales",
+                        Dtype::F32,
+                        vec![q.outer_scales.len()],
+                        f32s(&q.outer_scales),
+                    );
+                }
+                if !q.codebook.is_empty() {
+                    push(
+                        "codebook",
+                        Dtype::F32,
+                        vec![q.codebook.len()],
+                        f32s(&q.codebook),
+                    );
+                }
+            }
+        }
+    }
+    write_safetensors(path, Some(&meta), &entries, |k| {
+        Ok(std::mem::take(&mut blobs[k]))
+    })?;
+    Ok(())
+}
+
+/// The parts of one packed tensor.
+pub struct Packed<'a> {
+    pub spec: Spec,
+    pub shape: Vec<usize>,
+    pub codes: Vec<i16>,
+    pub scales: &'a [f32],
+    pub zero_points: &'a [i32],
+    pub outer_scales: &'a [f32],
+    pub codebook: &'a [f32],
+}
+
+/// Decode codes and scales to values, as the quantizers computed them.
+pub fn dequantize_packed(p: &Packed) -> Result<Vec<f32>, String> {
+    packable(&p.spec)?;
+    let layout = Layout::new(&p.shape, p.spec.granularity);
+    let n = layout.rows * layout.cols;
+    if p.codes.len() != n {
+        return Err(format!("{} codes for {n} weights", p.codes.len()));
+    }
+    if p.scales.len() != layout.groups() && !matches!(p.spec.family, Family::Kmeans(_)) {
+        return Err(format!(
+            "{} scales for {} groups",
+            p.scales.len(),
+            layout.groups()
+        ));
+    }
+    let gpr = layout.groups_per_row();
+    let group_of = |i: usize| (i / layout.cols) * gpr + (i % layout.cols) / layout.group;
+    let elem = |name: &str| lookup(name).map(|f| f.format).map_err(|e| e.to_string());
+    let at = |v: &[f32], i: usize, what: &str| -> Result<f32, String> {
+        v.get(i)
+            .copied()
+            .ok_or_else(|| format!("{what} index {i} is out of range"))
+    };
+    let mut out = vec![0f32; n];
+    match p.spec.family {
+        Family::Int(_) => {
+            for (i, o) in out.iter_mut().enumerate() {
+                let g = group_of(i);
+                let s = if p.spec.vsq {
+                    at(p.scales, g, "scale")? * at(p.outer_scales, i / layout.cols, "outer scale")?
+                } else {
+                    at(p.scales, g, "scale")?
+                };
+                *o = p.codes[i] as f32 * s;
+            }
+        }
+        Family::Uint(_) => {
+            for (i, o) in out.iter_mut().enumerate() {
+                let g = group_of(i);
+                let s = if p.spec.vsq {
+                    at(p.scales, g, "scale")? * at(p.outer_scales, i / layout.cols, "outer scale")?
+                } else {
+                    at(p.scales, g, "scale")?
+                };
+                let z = *p.zero_points.get(g).ok_or("missing zero points")? as f32;
+                *o = (p.codes[i] as f32 - z) * s;
+            }
+        }
+        Family::Float(f) => {
+            let fmt = elem(f.name())?;
+            for (i, o) in out.iter_mut().enumerate() {
+                *o = fmt.decode(p.codes[i] as u16 as u64) as f32
+                    * at(p.scales, group_of(i), "scale")?;
+            }
+        }
+        Family::Nf4 => {
+            for (i, o) in out.iter_mut().enumerate() {
+                *o = at(p.codebook, p.codes[i] as usize, "codebook")?
+                    * at(p.scales, group_of(i), "scale")?;
+            }
+        }
+        Family::Mx(e) => {
+            let fmt = match e {
+                MxElem::Float(f) => Some(elem(f.name())?),
+                MxElem::Int8 => None,
+            };
+            for (i, o) in out.iter_mut().enumerate() {
+                let val = match &fmt {
+                    Some(f) => f.decode(p.codes[i] as u16 as u64) as f32,
+                    None => p.codes[i] as f32 / 64.0,
+                };
+                *o = (val as f64 * at(p.scales, group_of(i), "scale")? as f64) as f32;
+            }
+        }
+        Family::Nvfp4 => {
+            let fmt = elem("fp4_e2m1")?;
+            let t = at(p.outer_scales, 0, "tensor scale")?;
+            for (i, o) in out.iter_mut().enumerate() {
+                let s = at(p.scales, group_of(i), "scale")?;
+                *o = if s == 0.0 {
+                    0.0
+                } else {
+                    (t * s) * fmt.decode(p.codes[i] as u16 as u64) as f32
+                };
+            }
+        }
+        Family::Kmeans(_) => {
+            for (i, o) in out.iter_mut().enumerate() {
+                *o = at(p.codebook, p.codes[i] as usize, "codebook")?;
+            }
+        }
+        Family::Binary => {
+            for (i, o) in out.iter_mut().enumerate() {
+                let a = at(p.scales, group_of(i), "scale")?;
+                *o = if p.codes[i] != 0 { a } else { -a };
+            }
+        }
+        Family::Ternary => {
+            for (i, o) in out.iter_mut().enumerate() {
+                *o = p.codes[i] as f32 * at(p.scales, group_of(i), "scale")?;
+            }
+        }
+        Family::MicroExp(_) | Family::Bf16 | Family::Fp16 | Family::None => {
+            return Err(format!("{}: not decoded from codes", p.spec))
+        }
+    }
+    Ok(out)
+}
+
+/// Read a packed file back: every tensor's values, decoded.
+pub fn read_packed(path: &Path) -> Result<Vec<(String, Vec<f32>)>, PlanError> {
+    let model = Model::open(path)?;
+    let meta = model
+        .metadata()
+        .filter(|m| m.get("quantscope_packed").map(String::as_str) == Some("1"))
+        .ok_or_else(|| {
+            PlanError::Invalid(format!("{}: not a quantscope packed file", path.display()))
+        })?
+        .clone();
+    let f32s = |name: &str| -> Result<Vec<f32>, PlanError> {
+        match model.find(name) {
+            Some(i) => Ok(model.read_f32(&model.tensors[i])?),
+            None => Ok(Vec::new()),
+        }
+    };
+    let mut names: Vec<&String> = meta.keys().filter(|k| *k != "quantscope_packed").collect();
+    names.sort();
+    let mut out = Vec::new();
+    for name in names {
+        let bad = |why: String| PlanError::Invalid(format!("{}: {name}: {why}", path.display()));
+        let info: serde_json::Value =
+            serde_json::from_str(&meta[name]).map_err(|e| bad(e.to_string()))?;
+        let spec = Spec::parse(info["spec"].as_str().unwrap_or_default())
+            .map_err(|e| bad(e.to_string()))?;
+        let shape: Vec<usize> =
+            serde_json::from_value(info["shape"].clone()).map_err(|e| bad(e.to_string()))?;
+        if matches!(spec.family, Family::Bf16 | Family::Fp16) {
+            out.push((name.clone(), f32s(&format!("{name}.values"))?));
+            continue;
+        }
+        let codes: Vec<i16> = f32s(&format!("{name}.codes"))?
+            .iter()
+            .map(|&c| c as i16)
+            .collect();
+        let zp: Vec<i32> = f32s(&format!("{name}.zero_points"))?
+            .iter()
+            .map(|&z| z as i32)
+            .collect();
+        let (scales, outer, book) = (
+            f32s(&format!("{name}.scales"))?,
+            f32s(&format!("{name}.outer_scales"))?,
+            f32s(&format!("{name}.codebook"))?,
+        );
+        let values = dequantize_packed(&Packed {
+            spec,
+            shape,
+            codes,
+            scales: &scales,
+            zero_points: &zp,
+            outer_scales: &outer,
+            codebook: &book,
+        })
+        .map_err(bad)?;
+        out.push((name.clone(), values));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn weights(rows: usize, cols: usize) -> Vec<f32> {
+        // a reproducible mix of scales and signs, some exact zeros
+        (0..rows * cols)
+            .map(|i| {
+                let r = crate::quant::uniform(5, i as u64) - 0.5;
+                let row = (i / cols) as f32;
+                if i % 37 == 0 {
+                    0.0
+                } else {
+                    r * (0.1 + row * 0.3)
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_packable_family_decodes_to_the_fake_quantized_values() {
+        let x = weights(6, 96);
+        for s in [
+            "int8",
+            "int4:g32",
+            "int3:tensor",
+            "uint4:g16",
+            "uint8",
+            "int4:g16:vsq",
+            "fp8_e4m3",
+            "fp8_e5m2:g32",
+            "fp6_e2m3",
+            "fp4_e2m1:g16",
+            "nf4",
+            "mxfp4",
+            "mxfp8_e4m3",
+            "mxfp6_e3m2",
+            "mxint8",
+            "nvfp4",
+            "kmeans3",
+            "kmeans1",
+            "binary",
+            "ternary:g32",
+            "int8:clip=mse",
+            "int4:round=stochastic:seed=3",
+        ] {
+            let spec = Spec::parse(s).unwrap();
+            let q = quantize(&x, &[6, 96], &spec).unwrap();
+            let back = dequantize_packed(&Packed {
+                spec,
+                shape: vec![6, 96],
+                codes: q.codes.clone(),
+                scales: &q.scales,
+                zero_points: &q.zero_points,
+                outer_scales: &q.outer_scales,
+                codebook: &q.codebook,
+            })
+            .unwrap_or_else(|e| panic!("{s}: {e}"));
+            for (i, (a, b)) in back.iter().zip(&q.dequant).enumerate() {
+                assert_eq!(a.to_bits(), b.to_bits(), "{s} at {i}: {a} vs {b}");
+            }
+        }
+        let spec = Spec::parse("smx4").unwrap();
+        assert!(packable(&spec).is_err());
+    }
+}

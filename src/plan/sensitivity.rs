@@ -1,0 +1,849 @@
+//! Layer sensitivity: for every layer and every candidate spec, the error when only that layer is
+//! quantized. Three measures, each where it can be had:
+//!
+//! - **weight SQNR**: the layer's own weights against their quantized copy (every model);
+//! - **output SQNR** on calibration activations, `X·Wᵀ` against `X·Ŵᵀ` (DESIGN.md §3): a slot in
+//!   [`Cell::output_nsr`] that stays `None` until activations are captured for the model (the calibration
+//!   engine fills it; see [`Cell::output_nsr`]);
+//! - **end to end**: for models that run ([`crate::nn`]), the network on calibration data with only this
+//!   layer quantized — accuracy, loss, agreement with the float predictions, and the KL divergence of the
+//!   output distribution from the float one.
+//!
+//! The measures can disagree: a layer whose weights quantize with a high SQNR may still move the outputs
+//! most (the last layer of a classifier, whose errors reach the logits undamped), and the search should
+//! follow the measure closest to what the user cares about. Cells are cached per (tensor, spec), so adding a
+//! candidate computes only the new column.
+
+use super::{Choice, Plan, PlanError};
+use crate::jobs::Progress;
+use crate::model::Model;
+use crate::nn::{Dataset, Network};
+use crate::quant::{quantize, Spec};
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashSet};
+use std::io::Read;
+use std::path::Path;
+
+/// What "the error of a layer" means for the search.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Measure {
+    /// Noise-to-signal ratio of the weights, Σ(w − ŵ)² / Σw² (SQNR = −10·log10 of it).
+    WeightSqnr,
+    /// The same on the layer's outputs for calibration activations X: Σ(XWᵀ − XŴᵀ)² / Σ(XWᵀ)².
+    OutputSqnr,
+    /// KL divergence of the network's output distribution from the float one, on calibration data.
+    EndToEnd,
+}
+
+impl Measure {
+    pub const ALL: [Measure; 3] = [Measure::WeightSqnr, Measure::OutputSqnr, Measure::EndToEnd];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Measure::WeightSqnr => "weight_sqnr",
+            Measure::OutputSqnr => "output_sqnr",
+            Measure::EndToEnd => "end_to_end",
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Measure::WeightSqnr => "weight SQNR",
+            Measure::OutputSqnr => "output SQNR on calibration activations",
+            Measure::EndToEnd => "end to end (KL of the outputs on calibration data)",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Measure, String> {
+        match s.trim() {
+            "weight_sqnr" | "weight" | "sqnr" => Ok(Measure::WeightSqnr),
+            "output_sqnr" | "output" => Ok(Measure::OutputSqnr),
+            "end_to_end" | "e2e" | "kl" => Ok(Measure::EndToEnd),
+            other => Err(format!(
+                "unknown measure '{other}': use weight_sqnr, output_sqnr or end_to_end"
+            )),
+        }
+    }
+}
+
+/// The network on calibration data with only one layer quantized.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct EndToEnd {
+    pub accuracy: f64,
+    /// Mean cross-entropy.
+    pub loss: f64,
+    /// Mean KL(p_float ‖ p_quantized) of the softmax outputs, in nats.
+    pub kl: f64,
+    /// Share of examples whose predicted class is the float model's.
+    pub agreement: f64,
+}
+
+/// One layer under one spec.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Cell {
+    /// The resolved spec.
+    pub spec: String,
+    /// Every stored bit of the tensor under this spec (elements, scales, zero points, codebooks).
+    pub bits: u64,
+    pub bits_per_weight: f64,
+    /// Σ(w − ŵ)² / Σw² (0 when exact). Kept as a ratio, not dB, so an exact cast stays finite.
+    pub weight_nsr: f64,
+    pub weight_mse: f64,
+    /// Output noise-to-signal ratio on calibration activations: `None` until the calibration engine
+    /// provides activations for this layer. When it does, fill it here and [`Measure::OutputSqnr`]
+    /// becomes available to the search with no other change.
+    #[serde(default)]
+    pub output_nsr: Option<f64>,
+    #[serde(default)]
+    pub end_to_end: Option<EndToEnd>,
+    /// The quantizer failed on this tensor: the search never picks this cell.
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+/// SQNR in dB from a noise-to-signal ratio (+inf when exact).
+pub fn db(nsr: f64) -> f64 {
+    if nsr <= 0.0 {
+        f64::INFINITY
+    } else {
+        -10.0 * nsr.log10()
+    }
+}
+
+impl Cell {
+    /// The cost the search minimises, in the measure's units; `None` when the measure is not available.
+    pub fn cost(&self, m: Measure) -> Option<f64> {
+        if self.error.is_some() {
+            return None;
+        }
+        match m {
+            Measure::WeightSqnr => Some(self.weight_nsr),
+            Measure::OutputSqnr => self.output_nsr,
+            Measure::EndToEnd => self.end_to_end.map(|e| e.kl.max(0.0)),
+        }
+        .filter(|c| c.is_finite())
+    }
+
+    pub fn weight_sqnr_db(&self) -> f64 {
+        db(self.weight_nsr)
+    }
+
+    /// The measure's value as people read it: SQNR in dB, or KL.
+    pub fn shown(&self, m: Measure) -> Option<f64> {
+        match m {
+            Measure::WeightSqnr => Some(db(self.weight_nsr)),
+            Measure::OutputSqnr => self.output_nsr.map(db),
+            Measure::EndToEnd => self.end_to_end.map(|e| e.kl),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LayerRow {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub numel: u64,
+    /// Bits as stored in the model (dtype width × elements).
+    pub original_bits: u64,
+}
+
+/// The float network on the calibration data.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Baseline {
+    pub accuracy: f64,
+    pub loss: f64,
+    pub examples: usize,
+}
+
+/// Layers × candidates.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Sensitivity {
+    /// The model's header fingerprint.
+    pub model: String,
+    pub layers: Vec<LayerRow>,
+    /// The candidate specs (resolved), the first columns of every row.
+    pub candidates: Vec<String>,
+    /// Per layer: one cell per candidate, in order, then any extra specs asked for that layer (pins).
+    pub cells: Vec<Vec<Cell>>,
+    pub baseline: Option<Baseline>,
+    /// Where the calibration data came from (end-to-end measure).
+    pub data: Option<String>,
+}
+
+impl Sensitivity {
+    pub fn find(&self, layer: usize, spec: &str) -> Option<usize> {
+        self.cells[layer].iter().position(|c| c.spec == spec)
+    }
+
+    /// The measures every cell has.
+    pub fn available(&self) -> Vec<Measure> {
+        Measure::ALL
+            .into_iter()
+            .filter(|&m| {
+                self.cells
+                    .iter()
+                    .flatten()
+                    .filter(|c| c.error.is_none())
+                    .all(|c| c.cost(m).is_some())
+                    && self.cells.iter().flatten().any(|c| c.error.is_none())
+            })
+            .collect()
+    }
+
+    /// The measure closest to what a user cares about among those available: end to end, then output,
+    /// then weight SQNR.
+    pub fn best_measure(&self) -> Measure {
+        let a = self.available();
+        [Measure::EndToEnd, Measure::OutputSqnr]
+            .into_iter()
+            .find(|m| a.contains(m))
+            .unwrap_or(Measure::WeightSqnr)
+    }
+
+    /// Rank correlation (Spearman) between two measures' costs over every cell both have: how far the
+    /// measures agree on which (layer, spec) hurts most.
+    pub fn agreement(&self, a: Measure, b: Measure) -> Option<f64> {
+        let pairs: Vec<(f64, f64)> = self
+            .cells
+            .iter()
+            .flatten()
+            .filter_map(|c| Some((c.cost(a)?, c.cost(b)?)))
+            .collect();
+        if pairs.len() < 3 {
+            return None;
+        }
+        let rank = |v: Vec<f64>| -> Vec<f64> {
+            let mut idx: Vec<usize> = (0..v.len()).collect();
+            idx.sort_by(|&i, &j| v[i].total_cmp(&v[j]));
+            let mut r = vec![0.0; v.len()];
+            let mut i = 0;
+            while i < idx.len() {
+                let mut j = i;
+                while j + 1 < idx.len() && v[idx[j + 1]] == v[idx[i]] {
+                    j += 1;
+                }
+                for k in i..=j {
+                    r[idx[k]] = (i + j) as f64 / 2.0;
+                }
+                i = j + 1;
+            }
+            r
+        };
+        let ra = rank(pairs.iter().map(|p| p.0).collect());
+        let rb = rank(pairs.iter().map(|p| p.1).collect());
+        let n = ra.len() as f64;
+        let (ma, mb) = (ra.iter().sum::<f64>() / n, rb.iter().sum::<f64>() / n);
+        let (mut sab, mut saa, mut sbb) = (0.0, 0.0, 0.0);
+        for (x, y) in ra.iter().zip(&rb) {
+            sab += (x - ma) * (y - mb);
+            saa += (x - ma) * (x - ma);
+            sbb += (y - mb) * (y - mb);
+        }
+        (saa > 0.0 && sbb > 0.0).then(|| sab / (saa * sbb).sqrt())
+    }
+}
+
+/// Calibration data and the float network's outputs on it.
+pub struct EvalSet {
+    pub data: Dataset,
+    pub float_logits: Vec<f32>,
+    pub classes: usize,
+    pub baseline: Baseline,
+    /// Where the data came from, for reports.
+    pub source: String,
+}
+
+/// Softmax of one row, in f64.
+fn softmax(row: &[f32]) -> Vec<f64> {
+    let m = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) as f64;
+    let e: Vec<f64> = row.iter().map(|&v| (v as f64 - m).exp()).collect();
+    let s: f64 = e.iter().sum();
+    e.into_iter().map(|v| v / s).collect()
+}
+
+fn argmax(row: &[f32]) -> usize {
+    row.iter()
+        .enumerate()
+        .fold(
+            (0, f32::NEG_INFINITY),
+            |b, (i, &v)| if v > b.1 { (i, v) } else { b },
+        )
+        .0
+}
+
+/// Accuracy, mean cross-entropy (the formulas of [`crate::nn::evaluate`]) and, against reference logits,
+/// mean KL(p_ref ‖ p) and the share of matching predictions.
+pub fn compare_logits(
+    logits: &[f32],
+    reference: &[f32],
+    labels: &[usize],
+    classes: usize,
+) -> EndToEnd {
+    let n = labels.len().max(1);
+    let (mut correct, mut loss, mut kl, mut agree) = (0usize, 0f64, 0f64, 0usize);
+    for ((row, r), &label) in logits
+        .chunks(classes)
+        .zip(reference.chunks(classes))
+        .zip(labels)
+    {
+        let a = argmax(row);
+        correct += (a == label) as usize;
+        agree += (a == argmax(r)) as usize;
+        let q = softmax(row);
+        let p = softmax(r);
+        loss -= q[label].max(f64::MIN_POSITIVE).ln();
+        kl += p
+            .iter()
+            .zip(&q)
+            .filter(|(pi, _)| **pi > 0.0)
+            .map(|(pi, qi)| pi * (pi / qi.max(f64::MIN_POSITIVE)).ln())
+            .sum::<f64>();
+    }
+    EndToEnd {
+        accuracy: correct as f64 / n as f64,
+        loss: loss / n as f64,
+        kl: kl / n as f64,
+        agreement: agree as f64 / n as f64,
+    }
+}
+
+/// Rows of a digits-style CSV (pixels…, label), gzip or plain, preprocessed as the model's metadata says.
+fn parse_rows(
+    model: &Model,
+    bytes: &[u8],
+    keep: impl Fn(usize) -> bool,
+) -> Result<Dataset, PlanError> {
+    let meta = model.metadata().cloned().unwrap_or_default();
+    let pre = meta.get("input_preprocessing").map(String::as_str);
+    let div = match pre {
+        Some(p) if p.trim_start().starts_with("pixel / 16") => 16.0f32,
+        Some(p) if p.trim_start().starts_with("pixel / 255") => 255.0,
+        Some(p) => {
+            return Err(PlanError::Invalid(format!(
+                "the model's input preprocessing '{p}' is not one this build knows"
+            )))
+        }
+        None => 16.0,
+    };
+    let mut text = String::new();
+    if bytes.starts_with(&[0x1f, 0x8b]) {
+        flate2::read::GzDecoder::new(bytes)
+            .read_to_string(&mut text)
+            .map_err(|e| PlanError::Invalid(format!("data: {e}")))?;
+    } else {
+        text = String::from_utf8(bytes.to_vec())
+            .map_err(|_| PlanError::Invalid("data: not UTF-8 text".into()))?;
+    }
+    let (mut x, mut y, mut features) = (Vec::new(), Vec::new(), 0usize);
+    for (i, row) in text.lines().filter(|l| !l.trim().is_empty()).enumerate() {
+        if !keep(i) {
+            continue;
+        }
+        let v: Vec<f32> = row
+            .split(',')
+            .map(|s| {
+                s.trim()
+                    .parse::<f32>()
+                    .map_err(|_| PlanError::Invalid(format!("data row {i}: '{s}' is not a number")))
+            })
+            .collect::<Result<_, _>>()?;
+        let Some((label, pixels)) = v.split_last() else {
+            continue;
+        };
+        if features != 0 && pixels.len() != features {
+            return Err(PlanError::Invalid(format!(
+                "data row {i} has {} values, earlier rows {features}",
+                pixels.len()
+            )));
+        }
+        features = pixels.len();
+        if *label < 0.0 || label.fract() != 0.0 {
+            return Err(PlanError::Invalid(format!(
+                "data row {i}: the label {label} is not a class number"
+            )));
+        }
+        x.extend(pixels.iter().map(|p| p / div));
+        y.push(*label as usize);
+    }
+    if y.is_empty() {
+        return Err(PlanError::Invalid(
+            "the calibration data has no rows".into(),
+        ));
+    }
+    Ok(Dataset { x, y, features })
+}
+
+/// Keep at most `limit` rows, evenly spaced (data files may be sorted by label).
+fn thin(d: Dataset, limit: usize) -> Dataset {
+    let n = d.y.len();
+    if n <= limit || limit == 0 {
+        return d;
+    }
+    let mut out = Dataset {
+        x: Vec::with_capacity(limit * d.features),
+        y: Vec::with_capacity(limit),
+        features: d.features,
+    };
+    for k in 0..limit {
+        let i = k * n / limit;
+        out.x
+            .extend_from_slice(&d.x[i * d.features..(i + 1) * d.features]);
+        out.y.push(d.y[i]);
+    }
+    out
+}
+
+impl EvalSet {
+    /// Calibration data for a runnable model: the rows of `data` (a CSV, optionally gzipped, with the
+    /// model's layout: features then label), or else the model's own data file minus its held-out rows
+    /// (so the held-out split stays untouched for judging the plan). At most `limit` rows, evenly spaced.
+    /// `Ok(None)` when the model does not run.
+    pub fn for_model(
+        model: &Model,
+        data: Option<&Path>,
+        limit: usize,
+    ) -> Result<Option<EvalSet>, PlanError> {
+        let runnable = model
+            .metadata()
+            .is_some_and(|m| m.contains_key("architecture"));
+        if !runnable {
+            if data.is_some() {
+                return Err(PlanError::Invalid(
+                    "--data needs a model that runs (a sample model describing its network); this one has no 'architecture' in its metadata".into(),
+                ));
+            }
+            return Ok(None);
+        }
+        let float =
+            Network::from_model(model, None).map_err(|e| PlanError::Invalid(e.to_string()))?;
+        let (set, source) = match data {
+            Some(p) => {
+                let bytes = std::fs::read(p).map_err(|e| PlanError::File {
+                    path: p.display().to_string(),
+                    why: e.to_string(),
+                })?;
+                (
+                    parse_rows(model, &bytes, |_| true)?,
+                    p.display().to_string(),
+                )
+            }
+            None => {
+                let bytes = crate::nn::dataset_bytes(model)
+                    .map_err(|e| PlanError::Invalid(e.to_string()))?;
+                let held: HashSet<usize> = model
+                    .metadata()
+                    .and_then(|m| m.get("test_indices"))
+                    .map(|s| s.split(',').filter_map(|v| v.trim().parse().ok()).collect())
+                    .unwrap_or_default();
+                let name = model
+                    .metadata()
+                    .and_then(|m| m.get("dataset_file"))
+                    .cloned()
+                    .unwrap_or_else(|| "the model's data".into());
+                (
+                    parse_rows(model, &bytes, |i| !held.contains(&i))?,
+                    format!("{name}, rows outside the held-out split"),
+                )
+            }
+        };
+        let set = thin(set, limit);
+        if set.features != float.input {
+            return Err(PlanError::Invalid(format!(
+                "the calibration data has {} features, the network takes {}",
+                set.features, float.input
+            )));
+        }
+        let n = set.y.len();
+        let float_logits = float.forward(&set.x, n);
+        let classes = float_logits.len() / n;
+        if let Some(&bad) = set.y.iter().find(|&&l| l >= classes) {
+            return Err(PlanError::Invalid(format!(
+                "a label {bad} is beyond the network's {classes} outputs"
+            )));
+        }
+        let e = compare_logits(&float_logits, &float_logits, &set.y, classes);
+        Ok(Some(EvalSet {
+            baseline: Baseline {
+                accuracy: e.accuracy,
+                loss: e.loss,
+                examples: n,
+            },
+            data: set,
+            float_logits,
+            classes,
+            source: format!("{source} ({n} examples)"),
+        }))
+    }
+
+    /// The held-out split of a runnable sample model ([`crate::nn::held_out`]): for judging a plan, never
+    /// for choosing it.
+    pub fn held_out(model: &Model) -> Result<EvalSet, PlanError> {
+        let nn = |e: crate::nn::NnError| PlanError::Invalid(e.to_string());
+        let data = crate::nn::held_out(model, &crate::nn::dataset_bytes(model).map_err(nn)?)
+            .map_err(nn)?;
+        let float = Network::from_model(model, None).map_err(nn)?;
+        let n = data.y.len();
+        let float_logits = float.forward(&data.x, n);
+        let classes = float_logits.len() / n.max(1);
+        let e = compare_logits(&float_logits, &float_logits, &data.y, classes);
+        Ok(EvalSet {
+            baseline: Baseline {
+                accuracy: e.accuracy,
+                loss: e.loss,
+                examples: n,
+            },
+            data,
+            float_logits,
+            classes,
+            source: format!("held-out split ({n} examples)"),
+        })
+    }
+
+    /// The network with `plan` on this data, against the float outputs.
+    pub fn run(&self, model: &Model, plan: &Plan) -> Result<EndToEnd, PlanError> {
+        let net = Network::from_model(model, Some(plan))
+            .map_err(|e| PlanError::Invalid(e.to_string()))?;
+        let logits = net.forward(&self.data.x, self.data.y.len());
+        Ok(compare_logits(
+            &logits,
+            &self.float_logits,
+            &self.data.y,
+            self.classes,
+        ))
+    }
+}
+
+/// Cells already computed, per (tensor, spec), for one model and one calibration set; kept between runs
+/// (in the window's memory, or in a file with `--cache`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Cache {
+    pub model: String,
+    /// The calibration data the end-to-end cells were measured on ("" for none).
+    pub data: String,
+    pub cells: BTreeMap<String, Cell>,
+    pub baseline: Option<Baseline>,
+}
+
+fn key(tensor: &str, spec: &str) -> String {
+    format!("{tensor}\t{spec}")
+}
+
+impl Cache {
+    pub fn for_run(model: &Model, eval: Option<&EvalSet>) -> Cache {
+        Cache {
+            model: model.header_fingerprint(),
+            data: eval.map(|e| e.source.clone()).unwrap_or_default(),
+            cells: BTreeMap::new(),
+            baseline: eval.map(|e| e.baseline),
+        }
+    }
+
+    /// Read a cache file; one for another model or other data (or a missing file) gives an empty cache.
+    pub fn load_or_new(path: &Path, model: &Model, eval: Option<&EvalSet>) -> Cache {
+        let fresh = Cache::for_run(model, eval);
+        std::fs::read_to_string(path)
+            .ok()
+            .and_then(|t| serde_json::from_str::<Cache>(&t).ok())
+            .filter(|c| c.model == fresh.model && c.data == fresh.data)
+            .unwrap_or(fresh)
+    }
+
+    pub fn save(&self, path: &Path) -> Result<(), PlanError> {
+        let err = |e: std::io::Error| PlanError::File {
+            path: path.display().to_string(),
+            why: e.to_string(),
+        };
+        let tmp = super::tmp_beside(path);
+        std::fs::write(&tmp, serde_json::to_string(self).expect("serializes")).map_err(err)?;
+        std::fs::rename(&tmp, path).map_err(err)
+    }
+
+    pub fn get(&self, tensor: &str, spec: &str) -> Option<&Cell> {
+        self.cells.get(&key(tensor, spec))
+    }
+
+    pub fn absorb(&mut self, s: &Sensitivity) {
+        for (l, row) in s.layers.iter().zip(&s.cells) {
+            for c in row {
+                self.cells.insert(key(&l.name, &c.spec), c.clone());
+            }
+        }
+    }
+}
+
+/// What to measure.
+pub struct Request<'a> {
+    /// Tensor indices, in the order the rows should have.
+    pub layers: Vec<usize>,
+    pub candidates: Vec<Spec>,
+    /// Extra (row, spec) cells, e.g. a pinned spec that is not a candidate.
+    pub extra: Vec<(usize, Spec)>,
+    pub eval: Option<&'a EvalSet>,
+}
+
+/// Measure every (layer, candidate) cell not in `cache`. Layers run one after another (memory stays
+/// bounded by one layer); a layer's candidates run in parallel. `progress` counts cells and is checked
+/// for cancellation between cells; `on_row(i, cells)` is called as each row is complete.
+pub fn compute(
+    model: &Model,
+    req: &Request,
+    cache: &Cache,
+    progress: &Progress,
+    on_row: &mut dyn FnMut(usize, &[Cell]),
+) -> Result<Sensitivity, PlanError> {
+    let per_row: Vec<Vec<Spec>> = (0..req.layers.len())
+        .map(|r| {
+            let mut specs = req.candidates.clone();
+            for (row, s) in &req.extra {
+                if *row == r && !specs.contains(s) {
+                    specs.push(*s);
+                }
+            }
+            specs
+        })
+        .collect();
+    progress.set_total(per_row.iter().map(|s| s.len() as u64).sum());
+    let fresh_cache = cache.model == model.header_fingerprint()
+        && cache.data == req.eval.map(|e| e.source.clone()).unwrap_or_default();
+    let mut layers = Vec::new();
+    let mut cells = Vec::new();
+    for (r, &ti) in req.layers.iter().enumerate() {
+        let t = model
+            .tensors
+            .get(ti)
+            .ok_or_else(|| PlanError::Invalid(format!("no tensor #{ti}")))?;
+        if progress.is_cancelled() {
+            return Err(PlanError::Cancelled);
+        }
+        let specs = &per_row[r];
+        let cached: Vec<Option<Cell>> = specs
+            .iter()
+            .map(|s| {
+                fresh_cache
+                    .then(|| cache.get(&t.name, &s.to_string()).cloned())
+                    .flatten()
+                    .filter(|c| req.eval.is_none() || c.end_to_end.is_some() || c.error.is_some())
+            })
+            .collect();
+        let x = if cached.iter().any(Option::is_none) {
+            let x = model.read_f32(t)?;
+            model.release(t);
+            Some(x)
+        } else {
+            None
+        };
+        let row: Vec<Cell> = specs
+            .par_iter()
+            .zip(cached)
+            .map(|(spec, hit)| {
+                let cell = match hit {
+                    Some(c) => c,
+                    None if progress.is_cancelled() => Cell {
+                        spec: spec.to_string(),
+                        bits: 0,
+                        bits_per_weight: 0.0,
+                        weight_nsr: f64::NAN,
+                        weight_mse: f64::NAN,
+                        output_nsr: None,
+                        end_to_end: None,
+                        error: Some("cancelled".into()),
+                    },
+                    None => measure(
+                        model,
+                        &t.name,
+                        &t.shape,
+                        x.as_deref().expect("read"),
+                        spec,
+                        req.eval,
+                    ),
+                };
+                progress.add(1);
+                cell
+            })
+            .collect();
+        if progress.is_cancelled() {
+            return Err(PlanError::Cancelled);
+        }
+        on_row(r, &row);
+        layers.push(LayerRow {
+            name: t.name.clone(),
+            shape: t.shape.clone(),
+            numel: t.numel() as u64,
+            original_bits: t.nbytes() as u64 * 8,
+        });
+        cells.push(row);
+    }
+    Ok(Sensitivity {
+        model: model.header_fingerprint(),
+        layers,
+        candidates: req.candidates.iter().map(|s| s.to_string()).collect(),
+        cells,
+        baseline: req.eval.map(|e| e.baseline),
+        data: req.eval.map(|e| e.source.clone()),
+    })
+}
+
+fn measure(
+    model: &Model,
+    name: &str,
+    shape: &[usize],
+    x: &[f32],
+    spec: &Spec,
+    eval: Option<&EvalSet>,
+) -> Cell {
+    let mut cell = Cell {
+        spec: spec.to_string(),
+        bits: 0,
+        bits_per_weight: 0.0,
+        weight_nsr: f64::NAN,
+        weight_mse: f64::NAN,
+        output_nsr: None,
+        end_to_end: None,
+        error: None,
+    };
+    let q = match quantize(x, shape, spec) {
+        Ok(q) => q,
+        Err(e) => {
+            cell.error = Some(e.to_string());
+            return cell;
+        }
+    };
+    let m = q.metrics;
+    cell.bits = (m.bits_per_weight * x.len() as f64).round() as u64;
+    cell.bits_per_weight = m.bits_per_weight;
+    cell.weight_mse = m.mse;
+    let signal: f64 = x.iter().map(|&v| v as f64 * v as f64).sum();
+    cell.weight_nsr = if signal > 0.0 {
+        m.mse * x.len() as f64 / signal
+    } else if m.mse > 0.0 {
+        f64::INFINITY
+    } else {
+        0.0
+    };
+    if let Some(ev) = eval {
+        let mut plan = Plan {
+            default: Choice::Keep,
+            ..Default::default()
+        };
+        plan.overrides
+            .insert(name.to_string(), (Choice::Quantize(*spec), String::new()));
+        match ev.run(model, &plan) {
+            Ok(e) => cell.end_to_end = Some(e),
+            Err(e) => cell.error = Some(e.to_string()),
+        }
+    }
+    cell
+}
+
+/// The layers a search considers by default: every quantizable weight, in file order.
+pub fn default_layers(model: &Model) -> Vec<usize> {
+    (0..model.tensors.len())
+        .filter(|&i| model.tensors[i].quantizable())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    fn sample() -> Model {
+        Model::from_bytes(
+            "digits_mlp.safetensors",
+            Arc::from(&include_bytes!("../../sample_models/digits_mlp.safetensors")[..]),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn compare_logits_matches_nn_evaluate() {
+        let m = sample();
+        let net = Network::from_model(&m, None).unwrap();
+        let data = crate::nn::held_out(&m, &crate::nn::dataset_bytes(&m).unwrap()).unwrap();
+        let (acc, loss) = crate::nn::evaluate(&net, &data).unwrap();
+        let logits = net.forward(&data.x, data.y.len());
+        let e = compare_logits(&logits, &logits, &data.y, 10);
+        assert_eq!(e.accuracy, acc);
+        assert!((e.loss - loss).abs() < 1e-9, "{} vs {loss}", e.loss);
+        assert!(e.kl.abs() < 1e-12);
+        assert_eq!(e.agreement, 1.0);
+    }
+
+    #[test]
+    fn calibration_rows_leave_the_held_out_split_alone() {
+        let m = sample();
+        let ev = EvalSet::for_model(&m, None, 100_000).unwrap().unwrap();
+        // 1,797 rows, 359 held out
+        assert_eq!(ev.data.y.len(), 1797 - 359);
+        let thinned = EvalSet::for_model(&m, None, 500).unwrap().unwrap();
+        assert_eq!(thinned.data.y.len(), 500);
+        // the model was trained on these rows: it fits them (numpy recorded 1.0000 train accuracy)
+        assert_eq!(
+            format!("{:.4}", ev.baseline.accuracy),
+            m.metadata().unwrap()["train_accuracy"]
+        );
+    }
+
+    #[test]
+    fn cells_measure_what_they_say_and_the_cache_is_used() {
+        let m = sample();
+        let ev = EvalSet::for_model(&m, None, 300).unwrap().unwrap();
+        let cands: Vec<Spec> = ["int8", "int2"]
+            .iter()
+            .map(|s| Spec::parse(s).unwrap())
+            .collect();
+        let req = Request {
+            layers: default_layers(&m),
+            candidates: cands.clone(),
+            extra: vec![(0, Spec::parse("int4").unwrap())],
+            eval: Some(&ev),
+        };
+        let mut rows = 0;
+        let s = compute(
+            &m,
+            &req,
+            &Cache::for_run(&m, Some(&ev)),
+            &Progress::default(),
+            &mut |_, _| rows += 1,
+        )
+        .unwrap();
+        assert_eq!(rows, 3);
+        assert_eq!(s.cells[0].len(), 3, "the extra spec is appended to its row");
+        assert_eq!(s.cells[1].len(), 2);
+        // weight error against a direct quantization
+        let t = &m.tensors[m.find("fc2.weight").unwrap()];
+        let x = m.read_f32(t).unwrap();
+        let q = quantize(&x, &t.shape, &cands[1]).unwrap();
+        let c = &s.cells[1][1];
+        assert!((c.weight_sqnr_db() - q.metrics.sqnr_db).abs() < 1e-9);
+        assert_eq!(c.bits as f64, q.metrics.bits_per_weight * 8192.0);
+        // int2 hurts more than int8, in every measure
+        for l in 0..3 {
+            let (a, b) = (&s.cells[l][0], &s.cells[l][1]);
+            assert!(a.weight_nsr < b.weight_nsr);
+            assert!(
+                a.end_to_end.unwrap().kl < b.end_to_end.unwrap().kl,
+                "layer {l}"
+            );
+        }
+        assert_eq!(s.best_measure(), Measure::EndToEnd);
+        assert!(s.available().contains(&Measure::WeightSqnr));
+        assert!(!s.available().contains(&Measure::OutputSqnr));
+        // a second run takes every cell from the cache: poison one cached value and see it come back
+        let mut cache = Cache::for_run(&m, Some(&ev));
+        cache.absorb(&s);
+        let k = key("fc1.weight", &cands[0].to_string());
+        cache.cells.get_mut(&k).unwrap().weight_mse = 12345.0;
+        let again = compute(&m, &req, &cache, &Progress::default(), &mut |_, _| {}).unwrap();
+        assert_eq!(again.cells[0][0].weight_mse, 12345.0);
+        // cancelled: an error, not a partial result
+        let p = Progress::default();
+        p.cancel();
+        assert!(matches!(
+            compute(&m, &req, &Cache::default(), &p, &mut |_, _| {}),
+            Err(PlanError::Cancelled)
+        ));
+    }
+}

@@ -1,0 +1,206 @@
+//! The Mixed-precision view, driven through egui_kittest as a person would: compute the sensitivity,
+//! move the budget, pin a layer, export and apply.
+#![cfg(feature = "gui")]
+
+use egui::accesskit::Role;
+use egui_kittest::kittest::Queryable as _;
+use egui_kittest::Harness;
+use quantscope::gui::{App, FilePicker, LayerSetting, Source, View};
+use quantscope::plan::choose::Budget;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+struct NoPicks;
+
+impl FilePicker for NoPicks {
+    fn pick(&self, _folder: bool) -> Option<PathBuf> {
+        None
+    }
+}
+
+/// The sample model open on the Mixed-precision tab, sensitivity computed for a few candidates.
+fn computed(candidates: &str) -> Harness<'static, App> {
+    let mut h = Harness::builder()
+        .with_size(egui::vec2(1280.0, 900.0))
+        .build_ui_state(
+            |ui, app: &mut App| app.show(ui),
+            App::new(Some(Source::Sample), Arc::new(NoPicks), None),
+        );
+    for _ in 0..2000 {
+        h.step();
+        if h.state().browser.model.is_some() && !h.state().browser.is_loading() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    h.get_by_role_and_label(Role::Button, "Mixed precision")
+        .click();
+    h.run();
+    assert_eq!(h.state().view, View::Mixed);
+    h.get_by_label_contains("Compute the sensitivity");
+    let field = h.get_by_role_and_label(Role::TextInput, "Candidates");
+    field.focus();
+    h.run();
+    h.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::A);
+    h.run();
+    h.get_by_role_and_label(Role::TextInput, "Candidates")
+        .type_text(candidates);
+    h.run();
+    h.get_by_role_and_label(Role::Button, "Compute sensitivity")
+        .click();
+    h.step();
+    for _ in 0..4000 {
+        h.step();
+        if !h.state().mixed.is_computing() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    h.run();
+    assert!(
+        h.state().mixed.sens.is_some(),
+        "{:?}",
+        h.state().mixed.error
+    );
+    h
+}
+
+#[test]
+fn sensitivity_fills_the_heat_map_and_the_slider_re_solves() {
+    let mut h = computed("int8,int4,int2:g16");
+    {
+        let m = &h.state().mixed;
+        let s = m.sens.as_ref().unwrap();
+        assert_eq!(s.layers.len(), 3);
+        assert_eq!(s.candidates.len(), 3);
+        assert_eq!(m.measure.name(), "end_to_end", "the sample model runs");
+        assert!(m.front.len() >= 3);
+    }
+    h.get_by_label_contains("Sensitivity: KL of the outputs");
+    h.get_by_label_contains("Trade-off");
+    // every layer has a reason on screen
+    for name in ["fc1.weight", "fc2.weight", "fc3.weight"] {
+        h.get_by_role_and_label(Role::ComboBox, name);
+    }
+    h.get_by_label_contains("the most sensitive of 3 layers");
+    // the slider's budget re-runs the search: a small budget, then a large one
+    let (lo, hi) = h.state().mixed.mixed.as_ref().unwrap().bpw_range();
+    h.state_mut().mixed.budget = lo + 0.01;
+    h.run();
+    let small = h.state().mixed.solution.clone().unwrap();
+    h.state_mut().mixed.budget = hi;
+    h.run();
+    let large = h.state().mixed.solution.clone().unwrap();
+    let m = h.state().mixed.mixed.as_ref().unwrap();
+    assert!(m.bits_per_weight(&small) <= lo + 0.01);
+    assert!(large.bits > small.bits && large.cost < small.cost);
+    // the view's plan is the engine's optimum for that budget
+    let want = m.solve(Budget::BitsPerWeight(hi)).unwrap();
+    assert_eq!(want.choice, large.choice);
+    h.get_by_label_contains("plan: 8.3");
+    // the slider itself is there, with its label
+    h.get_by_role_and_label(Role::Slider, "Budget (bits per weight)");
+}
+
+#[test]
+fn pinning_a_layer_holds_it_and_excluding_keeps_it() {
+    let mut h = computed("int8,int4,int2:g16");
+    h.state_mut().mixed.budget = 3.5;
+    h.run();
+    // pin fc2 to int8 through its combo box
+    h.get_by_role_and_label(Role::ComboBox, "fc2.weight")
+        .click();
+    h.run();
+    h.get_by_label("pin int8").click();
+    h.run();
+    assert_eq!(h.state().mixed.settings[1], LayerSetting::Pin(0));
+    let c = &h.state().mixed.choices[1];
+    assert!(c.pinned && c.spec.starts_with("int8"), "{c:?}");
+    h.get_by_label_contains("pinned by the user");
+    // keep fc1 as it is
+    h.get_by_role_and_label(Role::ComboBox, "fc1.weight")
+        .click();
+    h.run();
+    h.get_by_label("keep").click();
+    h.run();
+    let c = &h.state().mixed.choices[0];
+    assert!(c.excluded && c.spec == "none", "{c:?}");
+    let (plan, _) = h.state().mixed.plan().unwrap();
+    assert_eq!(
+        plan.overrides["fc1.weight"].0,
+        quantscope::plan::Choice::Keep
+    );
+}
+
+#[test]
+fn export_and_apply_write_what_the_cli_writes() {
+    let mut h = computed("int8,int4");
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("qc.json");
+    h.state_mut().mixed.export_path = cfg.display().to_string();
+    h.run();
+    h.get_by_role_and_label(Role::Button, "Export").click();
+    h.run();
+    let text = std::fs::read_to_string(&cfg).expect("exported");
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["quant_method"], "compressed-tensors");
+    assert!(h
+        .state()
+        .mixed
+        .message
+        .as_deref()
+        .unwrap()
+        .starts_with("Exported"));
+    // llama.cpp has no names for this MLP: a clear message, no file
+    h.state_mut().mixed.export_target = quantscope::plan::export::Target::LlamaCpp;
+    h.state_mut().mixed.export_path = dir.path().join("t.txt").display().to_string();
+    h.run();
+    h.get_by_role_and_label(Role::Button, "Export").click();
+    h.run();
+    assert!(h
+        .state()
+        .mixed
+        .message
+        .as_deref()
+        .unwrap()
+        .contains("no GGUF name"));
+    h.get_by_label_contains("no GGUF name");
+
+    let out = dir.path().join("applied");
+    h.state_mut().mixed.apply_dir = out.display().to_string();
+    h.state_mut().mixed.apply_packed = true;
+    h.run();
+    h.get_by_role_and_label(Role::Button, "Apply").click();
+    h.step();
+    for _ in 0..4000 {
+        h.step();
+        if !h.state().mixed.is_applying() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    h.run();
+    let msg = h.state().mixed.message.clone().unwrap();
+    assert!(msg.starts_with("Applied"), "{msg}");
+    for f in [
+        "digits_mlp.safetensors",
+        "quantscope_plan.json",
+        "quantscope_report.json",
+        "quantscope_packed.safetensors",
+    ] {
+        assert!(out.join(f).is_file(), "{f}");
+    }
+    // the plan goes to the Quantize tab on request
+    h.get_by_role_and_label(Role::Button, "Open in Quantize tab")
+        .click();
+    // the workbench starts its own background jobs on the new plan: step, do not wait for it to settle
+    for _ in 0..4 {
+        h.step();
+    }
+    assert_eq!(h.state().view, View::Workbench);
+    assert_eq!(
+        h.state().workbench.plan.default,
+        quantscope::plan::Choice::Keep
+    );
+    assert_eq!(h.state().workbench.plan.overrides.len(), 3);
+}
