@@ -30,6 +30,10 @@ pub struct MeasureArgs {
     /// data: features then label). Default: the model's own data file without its held-out rows.
     #[arg(long)]
     pub data: Option<PathBuf>,
+    /// A calibration pack (tools/capture_activations.py) for the output-space measure (X·Wᵀ vs X·Ŵᵀ).
+    /// Models that run use their own calibration rows without it.
+    #[arg(long)]
+    pub pack: Option<PathBuf>,
     /// At most this many calibration rows (evenly spaced).
     #[arg(long, default_value_t = 512)]
     pub calib_rows: usize,
@@ -155,11 +159,17 @@ fn measure(a: &MeasureArgs, extra: &[(regex::Regex, Spec)]) -> anyhow::Result<Me
         Some(p) => Cache::load_or_new(p, &model, eval.as_ref()),
         None => Cache::for_run(&model, eval.as_ref()),
     };
+    let acts = match &a.pack {
+        Some(p) => Some(quantscope::activations::pack::read(p)?),
+        None if eval.is_some() => Some(quantscope::activations::capture(&model, a.calib_rows, 32)?),
+        None => None,
+    };
     let req = Request {
         layers: layers.clone(),
         candidates: cands,
         extra: extra_cells,
         eval: eval.as_ref(),
+        activations: acts.as_ref(),
     };
     let total: u64 = layers.len() as u64 * req.candidates.len() as u64;
     let bar = super::progress_bar(total, "sensitivity");

@@ -156,11 +156,18 @@ impl MixedView {
                     } else {
                         None
                     };
+                    // models that run: their own calibration activations give the output-space measure
+                    let acts = if e2e {
+                        crate::activations::capture(&model, 512, 32).ok()
+                    } else {
+                        None
+                    };
                     let req = Request {
                         layers,
                         candidates: cands,
                         extra: Vec::new(),
                         eval: eval.as_ref(),
+                        activations: acts.as_ref(),
                     };
                     compute(&model, &req, &cache, &w.progress, &mut |r, cells| {
                         w.send(Msg::Row(r, cells.to_vec()));

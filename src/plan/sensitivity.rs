@@ -581,6 +581,8 @@ pub struct Request<'a> {
     /// Extra (row, spec) cells, e.g. a pinned spec that is not a candidate.
     pub extra: Vec<(usize, Spec)>,
     pub eval: Option<&'a EvalSet>,
+    /// Calibration activations: each layer they cover gets its output-space error (X·Wᵀ vs X·Ŵᵀ).
+    pub activations: Option<&'a crate::activations::Calibration>,
 }
 
 /// Measure every (layer, candidate) cell not in `cache`. Layers run one after another (memory stays
@@ -625,6 +627,11 @@ pub fn compute(
                     .then(|| cache.get(&t.name, &s.to_string()).cloned())
                     .flatten()
                     .filter(|c| req.eval.is_none() || c.end_to_end.is_some() || c.error.is_some())
+                    .filter(|c| {
+                        req.activations.and_then(|a| a.layer(&t.name)).is_none()
+                            || c.output_nsr.is_some()
+                            || c.error.is_some()
+                    })
             })
             .collect();
         let x = if cached.iter().any(Option::is_none) {
@@ -657,6 +664,7 @@ pub fn compute(
                         x.as_deref().expect("read"),
                         spec,
                         req.eval,
+                        req.activations.and_then(|a| a.layer(&t.name)),
                     ),
                 };
                 progress.add(1);
@@ -692,6 +700,7 @@ fn measure(
     x: &[f32],
     spec: &Spec,
     eval: Option<&EvalSet>,
+    acts: Option<&crate::activations::LayerActivations>,
 ) -> Cell {
     let mut cell = Cell {
         spec: spec.to_string(),
@@ -711,6 +720,16 @@ fn measure(
         }
     };
     let m = q.metrics;
+    if let Some(l) = acts {
+        // noise-to-signal of the layer's output on calibration inputs (10^(−SQNR/10))
+        if let Ok(o) = crate::activations::output::output_metrics(l, x, &q.dequant, None) {
+            cell.output_nsr = Some(if o.sqnr_db.is_finite() {
+                10f64.powf(-o.sqnr_db / 10.0)
+            } else {
+                0.0
+            });
+        }
+    }
     cell.bits = (m.bits_per_weight * x.len() as f64).round() as u64;
     cell.bits_per_weight = m.bits_per_weight;
     cell.weight_mse = m.mse;
@@ -799,6 +818,7 @@ mod tests {
             candidates: cands.clone(),
             extra: vec![(0, Spec::parse("int4").unwrap())],
             eval: Some(&ev),
+            activations: None,
         };
         let mut rows = 0;
         let s = compute(
