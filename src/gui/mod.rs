@@ -1,11 +1,13 @@
 //! The window. Panels draw what the engine computed; they hold no numerics of their own.
 
+mod activations;
 pub(crate) mod browser;
 mod formats_lab;
 mod mixed;
 mod spec_editor;
 mod workbench;
 
+pub use activations::ActivationsView;
 pub use browser::{
     default_recent_file, Browser, FilePicker, NativePicker, SortBy, Source, SAMPLE_NAME,
 };
@@ -23,6 +25,7 @@ pub enum View {
     Workbench,
     FormatsLab,
     Mixed,
+    Activations,
 }
 
 /// The whole application state, kept in the library so tests can drive it without a window.
@@ -32,6 +35,7 @@ pub struct App {
     pub workbench: Workbench,
     pub formats_lab: FormatsLab,
     pub mixed: MixedView,
+    pub activations: ActivationsView,
     /// Opened on the first frame (opening needs the egui context for repaint requests).
     pending_open: Option<Source>,
 }
@@ -49,6 +53,7 @@ impl App {
             workbench: Workbench::default(),
             formats_lab: FormatsLab::default(),
             mixed: MixedView::default(),
+            activations: ActivationsView::default(),
             pending_open: open,
         }
     }
@@ -77,6 +82,10 @@ impl App {
                 ui.selectable_value(&mut self.view, View::Mixed, "Mixed precision")
                     .on_hover_text(
                         "Layer sensitivity, the best plan under a size budget, export and apply",
+                    );
+                ui.selectable_value(&mut self.view, View::Activations, "Activations")
+                    .on_hover_text(
+                        "Calibration: activation histograms and ranges, outlier channels, output-space error",
                     );
                 ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
                     let dark = ui.visuals().dark_mode;
@@ -107,6 +116,10 @@ impl App {
             View::FormatsLab => {
                 self.browser.poll(&ui.ctx().clone());
                 self.formats_lab.ui(ui)
+            }
+            View::Activations => {
+                self.browser.poll(&ui.ctx().clone());
+                self.activations.ui(ui, self.browser.model.clone())
             }
             View::Mixed => {
                 self.browser.poll(&ui.ctx().clone());
