@@ -9,6 +9,7 @@ mod formats;
 mod inspect;
 mod mixed;
 mod quantize;
+mod train;
 
 use clap::{Parser, Subcommand};
 
@@ -53,6 +54,9 @@ pub enum Command {
     Apply(apply::ApplyArgs),
     /// A plan in another tool's config format (compressed-tensors, llama.cpp).
     Export(export::ExportArgs),
+    /// Train a sample model with quantized weights: QAT with the straight-through estimator, k-means
+    /// fine-tuning, binary and ternary (TWN, TTQ); --compare for the PTQ-vs-trained table.
+    Train(train::TrainArgs),
 }
 
 pub fn run(cmd: Command) -> anyhow::Result<()> {
@@ -67,6 +71,7 @@ pub fn run(cmd: Command) -> anyhow::Result<()> {
         Command::Search(a) => mixed::run_search(a),
         Command::Apply(a) => apply::run(a),
         Command::Export(a) => export::run(a),
+        Command::Train(a) => train::run(a),
     }
 }
 

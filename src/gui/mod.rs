@@ -5,6 +5,7 @@ pub(crate) mod browser;
 mod formats_lab;
 mod mixed;
 mod spec_editor;
+mod train_lab;
 mod workbench;
 
 pub use activations::ActivationsView;
@@ -13,6 +14,7 @@ pub use browser::{
 };
 pub use formats_lab::FormatsLab;
 pub use mixed::{LayerSetting, MixedView, DEFAULT_MIXED_CANDIDATES};
+pub use train_lab::{LabMode, RunState, TrainLab};
 pub use workbench::{Workbench, DEFAULT_CANDIDATES};
 
 use std::path::PathBuf;
@@ -26,6 +28,8 @@ pub enum View {
     FormatsLab,
     Mixed,
     Activations,
+    /// Temporary home of the training lab (to be folded into Labs).
+    Training,
 }
 
 /// The whole application state, kept in the library so tests can drive it without a window.
@@ -36,6 +40,7 @@ pub struct App {
     pub formats_lab: FormatsLab,
     pub mixed: MixedView,
     pub activations: ActivationsView,
+    pub training: TrainLab,
     /// Opened on the first frame (opening needs the egui context for repaint requests).
     pending_open: Option<Source>,
 }
@@ -54,6 +59,7 @@ impl App {
             formats_lab: FormatsLab::default(),
             mixed: MixedView::default(),
             activations: ActivationsView::default(),
+            training: TrainLab::default(),
             pending_open: open,
         }
     }
@@ -86,6 +92,10 @@ impl App {
                 ui.selectable_value(&mut self.view, View::Activations, "Activations")
                     .on_hover_text(
                         "Calibration: activation histograms and ranges, outlier channels, output-space error",
+                    );
+                ui.selectable_value(&mut self.view, View::Training, "Training")
+                    .on_hover_text(
+                        "Quantization-aware training, k-means fine-tuning, binary and ternary networks",
                     );
                 ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
                     let dark = ui.visuals().dark_mode;
@@ -120,6 +130,15 @@ impl App {
             View::Activations => {
                 self.browser.poll(&ui.ctx().clone());
                 self.activations.ui(ui, self.browser.model.clone())
+            }
+            View::Training => {
+                self.browser.poll(&ui.ctx().clone());
+                self.training.ui(ui, self.browser.model.clone());
+                if let Some(p) = self.training.open_request.take() {
+                    self.browser.path_text = p.display().to_string();
+                    self.browser.open(Source::Path(p), ui.ctx());
+                    self.view = View::Model;
+                }
             }
             View::Mixed => {
                 self.browser.poll(&ui.ctx().clone());
