@@ -1154,6 +1154,60 @@ mod tests {
         }
     }
 
+    /// ‖a − b‖ / ‖b‖ in f64.
+    fn rel_err(a: &[f32], b: &[f32]) -> f64 {
+        assert_eq!(a.len(), b.len());
+        let num: f64 = a.iter().zip(b).map(|(x, y)| ((x - y) as f64).powi(2)).sum();
+        let den: f64 = b.iter().map(|y| (*y as f64).powi(2)).sum();
+        (num / den.max(1e-30)).sqrt()
+    }
+
+    #[test]
+    fn gradients_match_pytorch_autograd() {
+        // tests/data/train_grad_ref.safetensors: tools/make_train_reference.py (torch autograd on the CNN
+        // sample model: float weights, and int4 fake-quantized weights through PyTorch's STE)
+        let m = Model::from_bytes(
+            "mnist_cnn.safetensors",
+            Arc::from(&include_bytes!("../../sample_models/mnist_cnn.safetensors")[..]),
+        )
+        .unwrap();
+        let r = Model::open(Path::new("tests/data/train_grad_ref.safetensors")).unwrap();
+        let get = |n: &str| r.read_f32(&r.tensors[r.find(n).unwrap()]).unwrap();
+        let x = get("x");
+        let y: Vec<usize> = get("y").iter().map(|&v| v as usize).collect();
+        let n = y.len();
+        for (prefix, mode) in [("", None), ("qat.", Some(Mode::parse("int4").unwrap()))] {
+            let mut net = Network::from_model(&m, None).unwrap();
+            let mut states: Vec<LayerState> = Vec::new();
+            if let Some(mode) = mode {
+                states = net
+                    .layers()
+                    .map(|w| LayerState::init(&mode, &w.weight, &w.shape, &w.bias).unwrap())
+                    .collect();
+                for (w, s) in net.layers_mut().zip(states.iter_mut()) {
+                    w.weight = s.effective().unwrap();
+                }
+            }
+            let tape = net.forward_taped(&x, n, None);
+            let (loss, _, d) = cross_entropy(&tape.output, &y);
+            let want = get(&format!("{prefix}loss"))[0] as f64;
+            assert!(
+                (loss - want).abs() < 1e-4 * want,
+                "{prefix}loss {loss} vs {want}"
+            );
+            let g = net.backward(&tape, None, &d, false);
+            for (li, w) in net.layers().enumerate() {
+                let gw = match states.get(li) {
+                    Some(s) => param_grads(s, &g.weight[li]).0,
+                    None => g.weight[li].clone(),
+                };
+                let ew = rel_err(&gw, &get(&format!("{prefix}grad.{}.weight", w.name)));
+                let eb = rel_err(&g.bias[li], &get(&format!("{prefix}grad.{}.bias", w.name)));
+                assert!(ew < 1e-4 && eb < 1e-4, "{prefix}{}: {ew:e} {eb:e}", w.name);
+            }
+        }
+    }
+
     #[test]
     fn kmeans_keeps_its_indices_and_moves_its_centroids() {
         let m = digits();
