@@ -105,6 +105,10 @@ pub struct TrainLab {
     model_ptr: usize,
     /// Whether the current model is a runnable sample model (checked once per model).
     runnable: bool,
+    /// The float model's held-out accuracy as its metadata records it.
+    float_accuracy: Option<String>,
+    /// The user chose the codebook layer (else the largest is shown).
+    layer_picked: bool,
 }
 
 impl Default for TrainLab {
@@ -129,6 +133,8 @@ impl Default for TrainLab {
             pause: Arc::new(AtomicBool::new(false)),
             model_ptr: 0,
             runnable: false,
+            float_accuracy: None,
+            layer_picked: false,
         }
     }
 }
@@ -137,6 +143,14 @@ const BLUE: Color32 = Color32::from_rgb(97, 175, 239);
 const ORANGE: Color32 = Color32::from_rgb(229, 140, 60);
 const GREEN: Color32 = Color32::from_rgb(152, 195, 121);
 const RED: Color32 = Color32::from_rgb(224, 108, 117);
+const LEVEL_COLORS: [Color32; 6] = [
+    Color32::from_rgb(224, 108, 117),
+    Color32::from_rgb(229, 192, 123),
+    Color32::from_rgb(152, 195, 121),
+    Color32::from_rgb(86, 182, 194),
+    Color32::from_rgb(97, 175, 239),
+    Color32::from_rgb(198, 120, 221),
+];
 
 impl TrainLab {
     /// True while a run is in progress (running or paused).
@@ -185,7 +199,9 @@ impl TrainLab {
 
     /// Run every method of the comparison table, one after another.
     pub fn start_comparison(&mut self, model: Arc<Model>, ctx: &egui::Context) {
+        // k-means last, so its centroid view is what stays on screen (the table keeps its own order)
         let mut q = comparison_modes();
+        q.sort_by_key(|m| matches!(m, Mode::Kmeans(_)));
         q.reverse();
         self.queue = q;
         self.next_in_queue(model, ctx);
@@ -274,7 +290,17 @@ impl TrainLab {
         for m in msgs {
             let Some(run) = &mut self.run else { continue };
             match m {
-                Msg::Hists(h) => run.hists = h,
+                Msg::Hists(h) => {
+                    if !self.layer_picked {
+                        // the largest layer has the fullest histogram
+                        self.layer = h
+                            .iter()
+                            .enumerate()
+                            .max_by_key(|(_, (_, h))| h.counts.iter().sum::<u64>())
+                            .map_or(0, |(i, _)| i);
+                    }
+                    run.hists = h;
+                }
                 Msg::Event(TrainEvent::Step {
                     epoch,
                     step,
@@ -383,6 +409,11 @@ impl TrainLab {
             self.save_path = default_save_path(&model);
             self.runnable = crate::nn::Network::from_model(&model, None).is_ok()
                 && crate::nn::dataset_bytes(&model).is_ok();
+            self.float_accuracy = model
+                .metadata()
+                .and_then(|m| m.get("held_out_accuracy"))
+                .and_then(|s| s.parse::<f64>().ok())
+                .map(pct);
         }
         if !self.runnable {
             ui.label(
@@ -391,18 +422,23 @@ impl TrainLab {
             );
             return;
         }
-        self.controls(ui, &model);
-        ui.separator();
-        ui.columns(2, |cols| {
-            egui::ScrollArea::vertical()
-                .id_salt("train_left")
-                .show(&mut cols[0], |ui| self.curves(ui, &model));
-            egui::ScrollArea::vertical()
-                .id_salt("train_right")
-                .show(&mut cols[1], |ui| {
-                    self.table(ui);
-                    self.codebooks(ui);
-                });
+        egui::CentralPanel::default().show(ui, |ui| {
+            self.controls(ui, &model);
+            ui.separator();
+            ui.columns(2, |cols| {
+                egui::ScrollArea::vertical()
+                    .id_salt("train_left")
+                    .show(&mut cols[0], |ui| {
+                        self.curves(ui, &model);
+                        self.compare_chart(ui);
+                    });
+                egui::ScrollArea::vertical()
+                    .id_salt("train_right")
+                    .show(&mut cols[1], |ui| {
+                        self.table(ui);
+                        self.codebooks(ui);
+                    });
+            });
         });
     }
 
@@ -531,13 +567,14 @@ impl TrainLab {
             }
         }
         if !self.status.is_empty() {
-            ui.label(RichText::new(&self.status).small());
+            ui.label(&self.status);
         }
-        ui.label(
-            RichText::new(mode_note(self.current_mode().ok()))
-                .small()
-                .weak(),
-        );
+        // the running (or last) run's method, else the one the controls describe
+        let shown = match &self.run {
+            Some(r) => Some(r.config.mode),
+            None => self.current_mode().ok(),
+        };
+        ui.label(RichText::new(mode_note(shown)).weak());
     }
 
     fn curves(&self, ui: &mut Ui, model: &Model) {
@@ -561,7 +598,8 @@ impl TrainLab {
             .map(|e| [e.epoch as f64, e.held_out_loss])
             .collect();
         Plot::new("train_loss")
-            .height(190.0)
+            .height(170.0)
+            .y_axis_min_width(32.0)
             .allow_scroll(false)
             .legend(Legend::default())
             .x_axis_label("epoch")
@@ -589,14 +627,23 @@ impl TrainLab {
             .iter()
             .filter_map(|e| e.train_accuracy.map(|a| [e.epoch as f64, 100.0 * a]))
             .collect();
+        let lowest = acc
+            .iter()
+            .chain(&tr)
+            .map(|p| (p[1] / 10.0).floor() * 10.0)
+            .fold(100.0, f64::min);
         let float_acc = model
             .metadata()
             .and_then(|m| m.get("held_out_accuracy"))
             .and_then(|s| s.parse::<f64>().ok());
         Plot::new("train_acc")
-            .height(190.0)
+            .height(170.0)
+            .y_axis_min_width(40.0)
+            // a range of whole tens, so the axis always has labelled marks
+            .include_y(100.0)
+            .include_y(lowest)
             .allow_scroll(false)
-            .legend(Legend::default())
+            .legend(Legend::default().position(egui_plot::Corner::RightBottom))
             .x_axis_label("epoch")
             .show(ui, |p| {
                 if let Some(f) = float_acc {
@@ -654,8 +701,34 @@ impl TrainLab {
                 ui.end_row();
             }
         });
-        // grouped bars: PTQ and trained for each method
-        let names: Vec<String> = self.rows.iter().map(|(r, _)| r.method.clone()).collect();
+        for line in [
+            "PTQ: the quantizer applied to the float model, no training (quantscope eval --spec).",
+            "trained: that many epochs with the quantizer in the forward pass.",
+            "bits: per weight (ternary is stored in 2); act: the activations' format.",
+        ] {
+            ui.label(RichText::new(line).small().weak());
+        }
+        if let Some(f) = &self.float_accuracy {
+            ui.label(
+                RichText::new(format!(
+                    "Float model: {f} held-out accuracy (its metadata)."
+                ))
+                .small(),
+            );
+        }
+    }
+
+    /// Grouped bars: PTQ and trained accuracy for each method of the table.
+    fn compare_chart(&self, ui: &mut Ui) {
+        if self.rows.is_empty() {
+            return;
+        }
+        ui.strong("Held-out accuracy (%): PTQ vs trained");
+        let names: Vec<String> = self
+            .rows
+            .iter()
+            .map(|(r, _)| axis_name(&r.method))
+            .collect();
         let ptq: Vec<Bar> = self
             .rows
             .iter()
@@ -677,7 +750,8 @@ impl TrainLab {
             })
             .collect();
         Plot::new("train_compare")
-            .height(200.0)
+            .height(170.0)
+            .y_axis_min_width(32.0)
             .allow_scroll(false)
             .legend(Legend::default())
             .include_y(0.0)
@@ -713,7 +787,9 @@ impl TrainLab {
             .selected_text(&names[self.layer])
             .show_ui(ui, |ui| {
                 for (i, n) in names.iter().enumerate() {
-                    ui.selectable_value(&mut self.layer, i, n);
+                    if ui.selectable_value(&mut self.layer, i, n).clicked() {
+                        self.layer_picked = true;
+                    }
                 }
             });
         let Some(r) = &self.run else { return };
@@ -745,7 +821,7 @@ impl TrainLab {
         let (l0, l1) = (levels(&first), levels(&last));
         let k = l1.len();
         Plot::new("train_codebook")
-            .height(170.0)
+            .height(150.0)
             .allow_scroll(false)
             .show(ui, |p| {
                 p.bar_chart(BarChart::new("weights", bars).color(BLUE.gamma_multiply(0.6)));
@@ -756,21 +832,43 @@ impl TrainLab {
                     p.vline(VLine::new("now", v).color(ORANGE).width(2.0));
                 }
             });
-        ui.strong("Each level per epoch");
+        ui.strong("How far each level moved from its start, per epoch");
+        let start = levels(&first);
         Plot::new("train_codebook_paths")
-            .height(150.0)
+            .height(130.0)
             .allow_scroll(false)
+            .legend(Legend::default())
             .x_axis_label("epoch")
             .show(ui, |p| {
-                for j in 0..k {
+                for (j, s0) in start.iter().enumerate().take(k) {
                     let pts: Vec<[f64; 2]> = r
                         .epochs
                         .iter()
-                        .filter_map(|e| e.codebooks.get(li).map(|c| [e.epoch as f64, levels(c)[j]]))
+                        .filter_map(|e| {
+                            e.codebooks
+                                .get(li)
+                                .map(|c| [e.epoch as f64, levels(c)[j] - s0])
+                        })
                         .collect();
-                    p.line(Line::new(format!("level {j}"), PlotPoints::from(pts)).color(ORANGE));
+                    let c = LEVEL_COLORS[j % LEVEL_COLORS.len()];
+                    p.line(
+                        Line::new(format!("{s0:+.3}"), PlotPoints::from(pts))
+                            .color(c)
+                            .width(1.5),
+                    );
                 }
             });
+    }
+}
+
+/// A method's name short enough for the chart's axis.
+fn axis_name(method: &str) -> String {
+    match method {
+        "ternary TWN" => "TWN".into(),
+        "ternary TTQ" => "TTQ".into(),
+        "binary (XNOR)" => "binary".into(),
+        m if m.starts_with("k-means ") => format!("km{}", m[8..].trim_end_matches("-bit")),
+        m => m.split(':').next().unwrap_or(m).into(),
     }
 }
 
@@ -812,7 +910,7 @@ fn mode_note(mode: Option<Mode>) -> String {
         Some(Mode::Qat(s)) => match s.family {
             crate::quant::Family::Binary => "Binary: forward alpha*sign(W) with alpha = mean|W| per output channel (XNOR-Net); backward dC/dW = dC/dW~ * (1/n + alpha*1[|W| <= 1]); latent weights clipped to [-1, 1] after each step (BinaryConnect).".into(),
             crate::quant::Family::Ternary => "Ternary TWN: threshold 0.7*mean|W|, one scale per output channel = mean of the surviving |W|; gradients pass straight through (Li & Liu 2016).".into(),
-            _ => format!("QAT: the forward pass uses {s} fake-quantized weights; the backward pass is the straight-through estimator (gradient passed where the weight was inside the clip range, 0 where it was clamped). Epoch 0 is post-training quantization."),
+            _ => format!("QAT: the forward pass uses {} fake-quantized weights; the backward pass is the straight-through estimator (gradient passed where the weight was inside the clip range, 0 where it was clamped). Epoch 0 is post-training quantization.", Mode::Qat(s).label()),
         },
         Some(Mode::Kmeans(b)) => format!("Deep Compression: {} centroids per layer, each weight keeps its centroid; the gradients of all weights of a centroid are summed and update it.", 1u32 << b),
         Some(Mode::Ttq) => "Trained ternary quantization: latent weights scaled to [-1, 1], threshold 0.05*max|w~| (t = 0.05), learned scales W^p and W^n per layer (their gradients: sums over the positive and negative weights).".into(),
