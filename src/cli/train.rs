@@ -51,6 +51,9 @@ pub struct TrainArgs {
     /// adam or sgd (momentum 0.9).
     #[arg(long, default_value = "adam")]
     pub optimizer: String,
+    /// Keep the biases as they are: train only the quantized weights (or the codebooks and scales).
+    #[arg(long)]
+    pub freeze_bias: bool,
     /// Train on at most this many training rows (an even stride over the file).
     #[arg(long, value_name = "N")]
     pub max_rows: Option<usize>,
@@ -144,6 +147,7 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
         seed: a.seed,
         optimizer,
         max_rows: a.max_rows,
+        freeze_bias: a.freeze_bias,
     };
     if a.compare {
         return compare(&model, &a, &base);

@@ -21,7 +21,8 @@
 //!   the centroids with the shared-weight gradient `∂L/∂C_k = Σ_{i: I_i = k} ∂L/∂W_i` (summed, as the
 //!   paper; the MIT lab averages instead, quantization.md §8 and §12.10).
 //!
-//! Biases stay in float and are trained in every mode (1-D tensors are not quantized, as in PTQ).
+//! Biases stay in float and are trained in every mode unless frozen (1-D tensors are not quantized, as
+//! in PTQ).
 //! Data: the model's training rows (`training_set`), shuffled each epoch with a seeded permutation;
 //! evaluation on the held-out split. The loss is softmax cross-entropy; the optimiser Adam (Kingma & Ba
 //! 2015, arXiv 1412.6980, PyTorch's defaults β = (0.9, 0.999), ε = 1e-8) or SGD with momentum 0.9, with
@@ -174,6 +175,8 @@ pub struct TrainConfig {
     pub optimizer: Optimizer,
     /// Train on at most this many training rows (an even, class-balanced stride; for quick runs).
     pub max_rows: Option<usize>,
+    /// Keep the biases as they are (train only the quantized weights / codebooks / scales).
+    pub freeze_bias: bool,
 }
 
 impl TrainConfig {
@@ -188,6 +191,7 @@ impl TrainConfig {
             seed: 0,
             optimizer: Optimizer::Adam,
             max_rows: None,
+            freeze_bias: false,
         }
     }
 
@@ -284,7 +288,7 @@ impl Trained {
     pub fn describe(&self) -> String {
         let c = &self.config;
         format!(
-            "{} from the float model, activations {}, {} epochs of {} at lr {} (cosine), batch {}, seed {}",
+            "{} from the float model, activations {}, {} epochs of {} at lr {} (cosine), batch {}, seed {}{}",
             c.mode.label(),
             c.act.map(|a| short_spec(&a)).unwrap_or("float".into()),
             self.after().epoch,
@@ -294,7 +298,8 @@ impl Trained {
             },
             c.lr,
             c.batch,
-            c.seed
+            c.seed,
+            if c.freeze_bias { ", biases frozen" } else { "" }
         )
     }
 
@@ -321,7 +326,7 @@ impl Trained {
             "spec": match c.mode { Mode::Qat(s) => Some(s.to_string()), _ => None },
             "ptq_spec": c.mode.ptq_spec(),
             "bits": c.mode.bits(),
-            "act": c.act.map(|a| a.to_string()),
+            "act": c.act.map(|a| short_spec(&a)),
             "epochs": c.epochs,
             "epochs_run": self.after().epoch,
             "stopped": self.stopped,
@@ -330,6 +335,7 @@ impl Trained {
             "batch": c.batch,
             "seed": c.seed,
             "optimizer": c.optimizer,
+            "freeze_bias": c.freeze_bias,
             "train_rows": self.train_rows,
             "held_out_rows": self.held_out_rows,
             "before": self.before(),
@@ -846,7 +852,9 @@ pub fn train(
                         scales.iter_mut().for_each(|v| *v = v.max(0.0));
                     }
                 }
-                opt.update(3 * li + 2, &mut s.bias, &grads.bias[li], lr);
+                if !cfg.freeze_bias {
+                    opt.update(3 * li + 2, &mut s.bias, &grads.bias[li], lr);
+                }
             }
             step += 1;
             loss_sum += loss * b.len() as f64;
@@ -1237,6 +1245,19 @@ mod tests {
                 assert!(row.iter().all(|v| v.abs() == a), "{}", w.name);
             }
         }
+    }
+
+    #[test]
+    fn frozen_biases_stay_as_they_were() {
+        let m = digits();
+        let mut c = quick("kmeans2");
+        c.freeze_bias = true;
+        let t = train(&m, &c, &mut |_| true).unwrap();
+        let float = Network::from_model(&m, None).unwrap();
+        for (a, b) in t.net.layers().zip(float.layers()) {
+            assert_eq!(a.bias, b.bias, "{}", a.name);
+        }
+        assert!(t.after().held_out_accuracy > t.before().held_out_accuracy);
     }
 
     #[test]
