@@ -7,7 +7,10 @@
 mod data;
 pub mod gemm;
 
-pub use data::{calibration_set, dataset_bytes, held_out, Dataset, BUNDLED_DIGITS, BUNDLED_MNIST};
+pub use data::{
+    calibration_set, dataset_bytes, held_out, rows_from_csv, spread, Dataset, BUNDLED_DIGITS,
+    BUNDLED_MNIST,
+};
 
 use crate::activations::Calibration;
 use crate::model::Model;
