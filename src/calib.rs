@@ -17,35 +17,7 @@ pub const KL_BINS: usize = 2048;
 /// Quantization levels per sign for KL calibration (signed 8-bit: 128 magnitudes).
 pub const KL_LEVELS: usize = 128;
 
-/// The largest finite |x| (0 when there is none). Compares the bit patterns of |x|, which order like
-/// the values and leave out Inf/NaN by one integer comparison, so the loop vectorises.
-#[inline(always)]
-pub fn abs_max(x: &[f32]) -> f32 {
-    const INF: u32 = 0x7f80_0000;
-    let m = x.iter().fold(0u32, |m, v| {
-        let a = v.to_bits() & 0x7fff_ffff;
-        let a = if a < INF { a } else { 0 };
-        if a > m {
-            a
-        } else {
-            m
-        }
-    });
-    f32::from_bits(m)
-}
-
-/// The smallest and largest finite values, `(+inf, −inf)` when there is none. Branch-free, so it
-/// vectorises (a non-finite value is replaced by the neutral element of each side).
-#[inline(always)]
-pub fn finite_min_max(x: &[f32]) -> (f32, f32) {
-    x.iter()
-        .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| {
-            let fin = v.abs() <= f32::MAX;
-            let lo = if fin { v } else { f32::INFINITY };
-            let hi = if fin { v } else { f32::NEG_INFINITY };
-            (if lo < a { lo } else { a }, if hi > b { hi } else { b })
-        })
-}
+pub use crate::stats::{abs_max, finite_min_max};
 
 /// Search `lo..=hi` for the `t` minimising `err(t)`: 20 even steps, then 20 steps across the best
 /// step's neighbours, then 10 more across the best of those (a resolution of (hi − lo)/2000).
@@ -135,11 +107,7 @@ pub fn asymmetric_range(
 pub type RangeErrors<'a> = dyn Fn(&[(f32, f32)]) -> Vec<f64> + Sync + 'a;
 
 /// [`asymmetric_range`] with the MSE search's candidate ranges evaluated a round at a time.
-pub fn asymmetric_range_batch(
-    x: &[f32],
-    clip: Clip,
-    errs: &RangeErrors<'_>,
-) -> (f32, f32) {
+pub fn asymmetric_range_batch(x: &[f32], clip: Clip, errs: &RangeErrors<'_>) -> (f32, f32) {
     let (lo, hi) = finite_min_max(x);
     if lo > hi {
         return (0.0, 0.0);
