@@ -7,7 +7,7 @@ use super::rounder::Rounder;
 use super::simd::{zeroed_f32, zeroed_i16};
 use super::spec::{MicroExp, MxElem, Spec};
 use super::{store_scale, Layout, Quantized};
-use crate::formats::{lookup, Codebook, Overflow};
+use crate::formats::{lookup, Codebook};
 use rayon::prelude::*;
 
 /// floor(log2(a)) for a positive finite f32, exactly (from the bits, subnormals included).
@@ -187,8 +187,7 @@ pub fn mx(x: &[f32], layout: Layout, spec: &Spec, elem: MxElem) -> (Quantized, A
 /// E4M3 (≤ 448, nearest even); elements `round_E2M1(clamp(x/(s_tensor·ŝ_blk), ±6))`; a block whose scale
 /// rounds to 0 is all zeros (quantization.md §2.4, after torchao's `nvfp4_quantize`).
 pub fn nvfp4(x: &[f32], layout: Layout, spec: &Spec) -> (Quantized, Acc) {
-    let e2m1 = Rounder::new(&lookup("fp4_e2m1").expect("catalog").format);
-    let e4m3 = lookup("fp8_e4m3").expect("catalog").format;
+    let e4m3 = Rounder::new(&lookup("fp8_e4m3").expect("catalog").format);
     let amax = x
         .par_iter()
         .fold(|| 0f32, |m, v| m.max(v.abs()))
@@ -201,7 +200,8 @@ pub fn nvfp4(x: &[f32], layout: Layout, spec: &Spec) -> (Quantized, Acc) {
     let parts = by_groups(x, layout, |xs, os, cs| {
         let bmax = xs.iter().fold(0f32, |m, v| m.max(v.abs()));
         let raw = ((bmax / 6.0) / s_tensor).min(448.0);
-        let s_blk = e4m3.encode(raw as f64, Overflow::Saturate).value as f32;
+        // the fast rounder agrees with the exact encoder (rounder.rs tests), saturating at 448
+        let s_blk = e4m3.round(raw).0;
         if s_blk == 0.0 {
             os.fill(0.0);
             cs.fill(0);
@@ -209,7 +209,7 @@ pub fn nvfp4(x: &[f32], layout: Layout, spec: &Spec) -> (Quantized, Acc) {
         }
         let denom = s_tensor * s_blk;
         for ((&v, o), c) in xs.iter().zip(os.iter_mut()).zip(cs.iter_mut()) {
-            let (val, code) = e2m1.round((v / denom).clamp(-6.0, 6.0));
+            let (val, code) = e2m1_round((v / denom).clamp(-6.0, 6.0));
             *c = code as i16;
             *o = denom * val;
         }
@@ -218,6 +218,32 @@ pub fn nvfp4(x: &[f32], layout: Layout, spec: &Spec) -> (Quantized, Acc) {
     let (mut q, acc) = result(spec, layout, parts);
     q.outer_scales = vec![s_tensor];
     (q, acc)
+}
+
+/// Round `v` (|v| ≤ 6) to the nearest E2M1 value, ties to the even code, saturating: the value and its
+/// code (sign bit 8), without a table search. The grid {0, 0.5, 1, 1.5, 2, 3, 4, 6} has step 0.5 below
+/// 2, step 1 in [2, 4) and step 2 in [4, 6]; rounding to a multiple of the step with ties to even
+/// gives the even code, because the code's last bit is the mantissa bit and the mantissa counts the
+/// steps (a tie at the top of a binade goes up to the next power of two, which has an even code).
+/// Checked against the table rounder on every tie and between every pair of values (tests below).
+#[inline(always)]
+pub(crate) fn e2m1_round(v: f32) -> (f32, u16) {
+    let a = v.abs().min(6.0);
+    let (val, code) = if a < 2.0 {
+        let m = rne(a * 2.0); // 0..=4 (a value rounding up to 2.0 gets code 4, its own)
+        (m * 0.5, m as u16)
+    } else if a < 4.0 {
+        let m = rne(a); // 2..=4
+        (m, (m as u16) + 2)
+    } else {
+        let m = rne(a * 0.5); // 2..=3
+        (m * 2.0, (m as u16) + 4)
+    };
+    if v.is_sign_negative() {
+        (-val, code | 0b1000)
+    } else {
+        (val, code)
+    }
 }
 
 /// Shared micro-exponents (Rouhani et al. 2023, the lecture's MX4/MX6/MX9): per block of 16 a shared
@@ -267,6 +293,26 @@ mod tests {
         assert_eq!(floor_log2(0.5), -1);
         assert_eq!(floor_log2(f32::from_bits(1)), -149);
         assert_eq!(floor_log2(f32::MAX), 127);
+    }
+
+    #[test]
+    fn e2m1_arithmetic_rounding_matches_the_table_rounder() {
+        let r = Rounder::new(&lookup("fp4_e2m1").unwrap().format);
+        let mut probes: Vec<f32> = (0..=6000).map(|i| i as f32 / 1000.0).collect();
+        let grid = [0.0f32, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0];
+        for w in grid.windows(2) {
+            let m = (w[0] + w[1]) / 2.0;
+            probes.extend([
+                m,
+                f32::from_bits(m.to_bits() + 1),
+                f32::from_bits(m.to_bits() - 1),
+            ]);
+        }
+        for &p in &probes {
+            for v in [p, -p] {
+                assert_eq!(e2m1_round(v), r.round(v), "{v}");
+            }
+        }
     }
 
     #[test]

@@ -735,6 +735,44 @@ pub fn quantize(x: &[f32], layout: Layout, spec: &Spec) -> (Quantized, Acc) {
     (q, acc)
 }
 
+/// The clip thresholds `quantize` reports for a per-tensor int/uint/float spec (symmetric: `[t]`;
+/// asymmetric: `[lo, hi]`), from the same fit, without quantizing the tensor.
+pub fn tensor_thresholds(
+    x: &[f32],
+    shape: &[usize],
+    spec: &Spec,
+) -> Result<Vec<f32>, super::QuantError> {
+    let n: usize = shape.iter().product();
+    if n != x.len() || n == 0 || spec.granularity != super::Granularity::Tensor || spec.vsq {
+        // anything unusual: the full quantizer (which also reports bad input)
+        return Ok(super::quantize(x, shape, spec)?.thresholds);
+    }
+    if x.iter().any(|v| !v.is_finite()) {
+        return Err(super::QuantError::NotFinite(
+            x.iter().filter(|v| !v.is_finite()).count(),
+        ));
+    }
+    let rounder = match spec.family {
+        Family::Float(f) => Some(Rounder::new(
+            &lookup(f.name()).expect("catalog format").format,
+        )),
+        Family::Int(_) | Family::Uint(_) => None,
+        _ => return Ok(super::quantize(x, shape, spec)?.thresholds),
+    };
+    let k = Kernel {
+        family: spec.family,
+        round: spec.round,
+        seed: spec.seed,
+        rounder,
+    };
+    let p = fit_whole(&k, x, spec);
+    Ok(if matches!(spec.family, Family::Uint(_)) {
+        vec![p.threshold.0, p.threshold.1]
+    } else {
+        vec![p.threshold.1]
+    })
+}
+
 /// The whole tensor as one group: the same fit as a row group, with the extremes and the error search
 /// parallel. The search evaluates each round of candidates in one pass over the data, all candidates
 /// on a piece while it is in cache; the pieces' sums are added in order (pieces of 2^14 elements, a
