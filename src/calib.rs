@@ -153,6 +153,14 @@ pub fn kl_threshold_of(x: &[f32]) -> (f32, usize) {
 /// The first minimum wins; the threshold is `(i + 0.5)·width`, as in the published pseudocode.
 /// Returns (threshold, bins kept).
 pub fn kl_threshold(hist: &[u64], amax: f64) -> (f32, usize) {
+    kl_threshold_levels(hist, amax, KL_LEVELS)
+}
+
+/// As [`kl_threshold`] with `levels` quantization levels instead of 128: NVIDIA's pytorch-quantization
+/// uses `2^(bits − 1 + unsigned)` (128 for int8, 256 for uint8, 16 for uint4). Candidates start at
+/// `max(levels, 128)` bins.
+pub fn kl_threshold_levels(hist: &[u64], amax: f64, levels: usize) -> (f32, usize) {
+    let levels = levels.max(1);
     // Closed form per candidate, O(128) instead of O(i): with prefix sums of h, of h·ln h and of the
     // non-empty bin count,
     //   D(P‖Q) = (Σ P ln P − Σ P ln q)/ΣP − ln ΣP + ln ΣQ,
@@ -172,7 +180,7 @@ pub fn kl_threshold(hist: &[u64], amax: f64) -> (f32, usize) {
     let total = s[n];
     let mut best: Option<(f64, usize)> = None;
     if total > 0.0 {
-        for i in KL_LEVELS..n {
+        for i in levels.max(KL_LEVELS)..n {
             let outliers = total - s[i];
             let last = h[i - 1];
             if last == 0.0 && outliers > 0.0 {
@@ -191,8 +199,8 @@ pub fn kl_threshold(hist: &[u64], amax: f64) -> (f32, usize) {
                 };
             let mut sum_plnq = 0.0;
             let mut q_last = 0.0;
-            for j in 0..KL_LEVELS {
-                let (start, end) = (j * i / KL_LEVELS, (j + 1) * i / KL_LEVELS);
+            for j in 0..levels {
+                let (start, end) = (j * i / levels, (j + 1) * i / levels);
                 let t = s[end] - s[start];
                 let k = nz[end] - nz[start];
                 if k > 0 {
