@@ -566,6 +566,15 @@ fn plots_ui(ui: &mut Ui, r: &MatmulLab) {
             );
         });
     ui.strong("Error of the integer path in output steps (LSB = S_Y)");
+    if r.relu_zeros > 0 {
+        ui.label(
+            RichText::new(format!(
+                "{} of {} outputs are 0 on both paths (the fused ReLU) and are left out",
+                r.relu_zeros, r.elements
+            ))
+            .small(),
+        );
+    }
     let h = &r.error_hist_lsb;
     let w = h.bin_width();
     let bars: Vec<Bar> = h

@@ -171,8 +171,11 @@ pub struct MatmulLab {
     /// (float, integer-path dequantized) pairs, evenly sampled.
     #[serde(skip)]
     pub scatter: Vec<[f32; 2]>,
-    /// `(ŷ − f(y)) / S_Y` over all elements.
+    /// `(ŷ − f(y)) / S_Y` over the elements, leaving out those a fused ReLU sets to exactly 0 on
+    /// both paths (after a ReLU they are most of them, and their error is exactly 0).
     pub error_hist_lsb: Histogram,
+    /// How many elements the histogram leaves out for that reason.
+    pub relu_zeros: usize,
 }
 
 /// Whether the model's architecture (a sample model's metadata) applies a ReLU right after `layer`.
@@ -437,7 +440,10 @@ pub fn run_on(
     let terms = terms(&lin, &fwd, pick, y[pj], ref_q[pj]);
     let step = (n / opts.scatter_points.max(1)).max(1);
     let scatter = (0..n).step_by(step).map(|j| [fy[j], y_int[j]]).collect();
+    let both_zero = |j: usize| opts.relu && fy[j] == 0.0 && y_int[j] == 0.0;
+    let relu_zeros = (0..n).filter(|&j| both_zero(j)).count();
     let err_lsb: Vec<f32> = (0..n)
+        .filter(|&j| !both_zero(j))
         .map(|j| ((y_int[j] as f64 - fy[j] as f64) / sy) as f32)
         .collect();
     let m = err_lsb.iter().fold(0f32, |m, v| m.max(v.abs())).max(0.5);
@@ -481,6 +487,7 @@ pub fn run_on(
         clipped_outputs,
         scatter,
         error_hist_lsb,
+        relu_zeros,
     })
 }
 
