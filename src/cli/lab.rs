@@ -124,7 +124,7 @@ fn matmul(a: MatmulArgs) -> anyhow::Result<()> {
         }
         o.insert(
             "model_applies_relu_after".into(),
-            json!(relu_hint || a.relu && followed_by_relu(&model, &layer.name)),
+            json!(followed_by_relu(&model, &layer.name)),
         );
         return print_json(&v);
     }

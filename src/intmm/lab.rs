@@ -4,7 +4,7 @@
 //! (error statistics, a scatter plot, an error histogram, the derived bound). The CLI
 //! (`quantscope lab matmul`) prints it; the window's Labs tab draws it.
 
-use super::{ActQuant, IntLinear, IntMmError, OutputType};
+use super::{ActQuant, IntForward, IntLinear, IntMmError, OutputType};
 use crate::activations::ranges::{range, Method};
 use crate::activations::LayerActivations;
 use crate::intmm::FixedMultiplier;
@@ -690,8 +690,6 @@ fn terms(
         ),
     ]
 }
-
-use super::IntForward;
 
 #[cfg(test)]
 mod tests {

@@ -64,7 +64,7 @@ fn invalid<T>(s: impl Into<String>) -> Result<T, IntMmError> {
     Err(IntMmError::Invalid(s.into()))
 }
 
-/// The integer type of the layer's output.
+/// An 8-bit activation type: the layer's output is either; its input is always uint8.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum OutputType {
