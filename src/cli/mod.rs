@@ -7,6 +7,7 @@ mod eval;
 mod export;
 mod formats;
 mod inspect;
+mod lab;
 mod mixed;
 mod quantize;
 
@@ -53,6 +54,8 @@ pub enum Command {
     Apply(apply::ApplyArgs),
     /// A plan in another tool's config format (compressed-tensors, llama.cpp).
     Export(export::ExportArgs),
+    /// Teaching labs: `lab matmul` runs a layer as integer-only inference, term by term.
+    Lab(lab::LabArgs),
 }
 
 pub fn run(cmd: Command) -> anyhow::Result<()> {
@@ -67,6 +70,7 @@ pub fn run(cmd: Command) -> anyhow::Result<()> {
         Command::Search(a) => mixed::run_search(a),
         Command::Apply(a) => apply::run(a),
         Command::Export(a) => export::run(a),
+        Command::Lab(a) => lab::run_lab(a),
     }
 }
 

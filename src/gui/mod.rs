@@ -3,6 +3,7 @@
 mod activations;
 pub(crate) mod browser;
 mod formats_lab;
+mod labs;
 mod mixed;
 mod spec_editor;
 mod workbench;
@@ -12,6 +13,7 @@ pub use browser::{
     default_recent_file, Browser, FilePicker, NativePicker, SortBy, Source, SAMPLE_NAME,
 };
 pub use formats_lab::FormatsLab;
+pub use labs::{IntMatmulLab, Lab, LabsView};
 pub use mixed::{LayerSetting, MixedView, DEFAULT_MIXED_CANDIDATES};
 pub use workbench::{Workbench, DEFAULT_CANDIDATES};
 
@@ -26,6 +28,7 @@ pub enum View {
     FormatsLab,
     Mixed,
     Activations,
+    Labs,
 }
 
 /// The whole application state, kept in the library so tests can drive it without a window.
@@ -36,6 +39,7 @@ pub struct App {
     pub formats_lab: FormatsLab,
     pub mixed: MixedView,
     pub activations: ActivationsView,
+    pub labs: LabsView,
     /// Opened on the first frame (opening needs the egui context for repaint requests).
     pending_open: Option<Source>,
 }
@@ -54,6 +58,7 @@ impl App {
             formats_lab: FormatsLab::default(),
             mixed: MixedView::default(),
             activations: ActivationsView::default(),
+            labs: LabsView::default(),
             pending_open: open,
         }
     }
@@ -87,6 +92,8 @@ impl App {
                     .on_hover_text(
                         "Calibration: activation histograms and ranges, outlier channels, output-space error",
                     );
+                ui.selectable_value(&mut self.view, View::Labs, "Labs")
+                    .on_hover_text("Teaching labs: a layer as integer-only inference, term by term");
                 ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
                     let dark = ui.visuals().dark_mode;
                     if ui
@@ -120,6 +127,10 @@ impl App {
             View::Activations => {
                 self.browser.poll(&ui.ctx().clone());
                 self.activations.ui(ui, self.browser.model.clone())
+            }
+            View::Labs => {
+                self.browser.poll(&ui.ctx().clone());
+                self.labs.ui(ui, self.browser.model.clone())
             }
             View::Mixed => {
                 self.browser.poll(&ui.ctx().clone());
