@@ -10,6 +10,7 @@ mod inspect;
 mod lab;
 mod mixed;
 mod quantize;
+mod train;
 
 use clap::{Parser, Subcommand};
 
@@ -56,6 +57,9 @@ pub enum Command {
     Export(export::ExportArgs),
     /// Teaching labs: `lab matmul` runs a layer as integer-only inference, term by term.
     Lab(lab::LabArgs),
+    /// Train a sample model with quantized weights: QAT with the straight-through estimator, k-means
+    /// fine-tuning, binary and ternary (TWN, TTQ); --compare for the PTQ-vs-trained table.
+    Train(train::TrainArgs),
 }
 
 pub fn run(cmd: Command) -> anyhow::Result<()> {
@@ -71,6 +75,7 @@ pub fn run(cmd: Command) -> anyhow::Result<()> {
         Command::Apply(a) => apply::run(a),
         Command::Export(a) => export::run(a),
         Command::Lab(a) => lab::run_lab(a),
+        Command::Train(a) => train::run(a),
     }
 }
 

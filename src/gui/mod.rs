@@ -6,6 +6,7 @@ mod formats_lab;
 mod labs;
 mod mixed;
 mod spec_editor;
+mod train_lab;
 mod workbench;
 
 pub use activations::ActivationsView;
@@ -15,6 +16,7 @@ pub use browser::{
 pub use formats_lab::FormatsLab;
 pub use labs::{IntMatmulLab, Lab, LabsView};
 pub use mixed::{LayerSetting, MixedView, DEFAULT_MIXED_CANDIDATES};
+pub use train_lab::{LabMode, RunState, TrainLab};
 pub use workbench::{Workbench, DEFAULT_CANDIDATES};
 
 use std::path::PathBuf;
@@ -29,6 +31,8 @@ pub enum View {
     Mixed,
     Activations,
     Labs,
+    /// Temporary home of the training lab (to be folded into Labs).
+    Training,
 }
 
 /// The whole application state, kept in the library so tests can drive it without a window.
@@ -40,6 +44,7 @@ pub struct App {
     pub mixed: MixedView,
     pub activations: ActivationsView,
     pub labs: LabsView,
+    pub training: TrainLab,
     /// Opened on the first frame (opening needs the egui context for repaint requests).
     pending_open: Option<Source>,
 }
@@ -59,6 +64,7 @@ impl App {
             mixed: MixedView::default(),
             activations: ActivationsView::default(),
             labs: LabsView::default(),
+            training: TrainLab::default(),
             pending_open: open,
         }
     }
@@ -94,6 +100,10 @@ impl App {
                     );
                 ui.selectable_value(&mut self.view, View::Labs, "Labs")
                     .on_hover_text("Teaching labs: a layer as integer-only inference, term by term");
+                ui.selectable_value(&mut self.view, View::Training, "Training")
+                    .on_hover_text(
+                        "Quantization-aware training, k-means fine-tuning, binary and ternary networks",
+                    );
                 ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
                     let dark = ui.visuals().dark_mode;
                     if ui
@@ -131,6 +141,15 @@ impl App {
             View::Labs => {
                 self.browser.poll(&ui.ctx().clone());
                 self.labs.ui(ui, self.browser.model.clone())
+            }
+            View::Training => {
+                self.browser.poll(&ui.ctx().clone());
+                self.training.ui(ui, self.browser.model.clone());
+                if let Some(p) = self.training.open_request.take() {
+                    self.browser.path_text = p.display().to_string();
+                    self.browser.open(Source::Path(p), ui.ctx());
+                    self.view = View::Model;
+                }
             }
             View::Mixed => {
                 self.browser.poll(&ui.ctx().clone());

@@ -22,6 +22,20 @@ impl Dataset {
         self.y.is_empty()
     }
 
+    /// The rows `idx` (in that order) as their own data set: a minibatch.
+    pub fn gather(&self, idx: &[usize]) -> Dataset {
+        let f = self.features;
+        Dataset {
+            x: idx
+                .iter()
+                .flat_map(|&i| &self.x[i * f..(i + 1) * f])
+                .copied()
+                .collect(),
+            y: idx.iter().map(|&i| self.y[i]).collect(),
+            features: f,
+        }
+    }
+
     /// Rows `range` as their own data set.
     pub fn slice(&self, range: std::ops::Range<usize>) -> Dataset {
         let f = self.features;
@@ -148,6 +162,14 @@ pub fn calibration_set(model: &Model, csv_gz: &[u8], n: usize) -> Result<Dataset
         (0..take)
             .map(|k| train[(k * train.len()) / take.max(1)])
             .collect()
+    })
+}
+
+/// Every training row (all rows not held out), in file order: what the training module learns from.
+pub fn training_set(model: &Model, csv_gz: &[u8]) -> Result<Dataset, NnError> {
+    let test: std::collections::HashSet<usize> = test_indices(model)?.into_iter().collect();
+    rows_from_csv(model, csv_gz, |rows| {
+        (0..rows).filter(|i| !test.contains(i)).collect()
     })
 }
 

@@ -95,6 +95,42 @@ pub fn atb(a: &[f32], r: usize, m: usize, b: &[f32], n: usize) -> Vec<f32> {
     c
 }
 
+/// `C[rows, n] = A[rows, m] · B[m, n]`, all row-major: the input gradient of `Y = X·Wᵀ` is `∂Y·W`.
+pub fn ab(a: &[f32], rows: usize, m: usize, b: &[f32], n: usize) -> Vec<f32> {
+    debug_assert_eq!(a.len(), rows * m);
+    debug_assert_eq!(b.len(), m * n);
+    let mut c = vec![0f32; rows * n];
+    if rows == 0 || n == 0 || m == 0 {
+        return c;
+    }
+    let block = (rows / (4 * rayon::current_num_threads()).max(1)).clamp(16, 1024);
+    c.par_chunks_mut(block * n)
+        .zip(a.par_chunks(block * m))
+        .for_each(|(cb, ab)| {
+            let r = ab.len() / m;
+            // SAFETY: A's block is r×m, B is m×n, C's block r×n, row-major as the strides say.
+            unsafe {
+                matrixmultiply::sgemm(
+                    r,
+                    m,
+                    n,
+                    1.0,
+                    ab.as_ptr(),
+                    m as isize,
+                    1,
+                    b.as_ptr(),
+                    n as isize,
+                    1,
+                    0.0,
+                    cb.as_mut_ptr(),
+                    n as isize,
+                    1,
+                );
+            }
+        });
+    c
+}
+
 /// The geometry of a 2-D convolution on one image.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ConvGeom {
@@ -145,6 +181,34 @@ impl ConvGeom {
         }
         p
     }
+
+    /// The adjoint of [`ConvGeom::im2col`]: patch gradients `[oh·ow, cin·kh·kw]` summed back onto the
+    /// image `[cin, h, w]` they were read from (overlapping windows add up; padding is dropped).
+    pub fn col2im(&self, patches: &[f32]) -> Vec<f32> {
+        let (oh, ow) = self.out_hw();
+        let k = self.patch();
+        debug_assert_eq!(patches.len(), oh * ow * k);
+        let mut img = vec![0f32; self.cin * self.h * self.w];
+        for oy in 0..oh {
+            for ox in 0..ow {
+                let row = &patches[(oy * ow + ox) * k..][..k];
+                let mut c = 0;
+                for ci in 0..self.cin {
+                    for ky in 0..self.kh {
+                        let y = (oy * self.stride + ky) as isize - self.padding as isize;
+                        for kx in 0..self.kw {
+                            let x = (ox * self.stride + kx) as isize - self.padding as isize;
+                            if y >= 0 && x >= 0 && (y as usize) < self.h && (x as usize) < self.w {
+                                img[(ci * self.h + y as usize) * self.w + x as usize] += row[c];
+                            }
+                            c += 1;
+                        }
+                    }
+                }
+            }
+        }
+        img
+    }
 }
 
 #[cfg(test)]
@@ -182,6 +246,44 @@ mod tests {
                 assert_eq!(c[i * n + j], want);
             }
         }
+    }
+
+    #[test]
+    fn ab_matches_the_definition() {
+        let (r, m, n) = (41, 6, 9);
+        let a: Vec<f32> = (0..r * m).map(|i| ((i * 13) % 7) as f32 - 3.0).collect();
+        let b: Vec<f32> = (0..m * n).map(|i| ((i * 5) % 9) as f32 - 4.0).collect();
+        let c = ab(&a, r, m, &b, n);
+        for i in 0..r {
+            for j in 0..n {
+                let want: f32 = (0..m).map(|t| a[i * m + t] * b[t * n + j]).sum();
+                assert_eq!(c[i * n + j], want);
+            }
+        }
+    }
+
+    #[test]
+    fn col2im_is_the_adjoint_of_im2col() {
+        // <im2col(x), p> = <x, col2im(p)> for every x and p: the definition of the adjoint
+        let g = ConvGeom {
+            cin: 2,
+            h: 5,
+            w: 4,
+            kh: 3,
+            kw: 2,
+            stride: 2,
+            padding: 1,
+        };
+        let x: Vec<f32> = (0..2 * 5 * 4)
+            .map(|i| ((i * 7) % 11) as f32 - 5.0)
+            .collect();
+        let (oh, ow) = g.out_hw();
+        let p: Vec<f32> = (0..oh * ow * g.patch())
+            .map(|i| ((i * 3) % 13) as f32 - 6.0)
+            .collect();
+        let lhs: f32 = g.im2col(&x).iter().zip(&p).map(|(a, b)| a * b).sum();
+        let rhs: f32 = x.iter().zip(&g.col2im(&p)).map(|(a, b)| a * b).sum();
+        assert_eq!(lhs, rhs);
     }
 
     #[test]

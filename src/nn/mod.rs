@@ -4,12 +4,14 @@
 //! optionally fake-quantized too (activation quantization, simulated in f32), and it can show every
 //! layer's input and output to an observer (calibration).
 
+pub mod backward;
 mod data;
 pub mod gemm;
+pub mod train;
 
 pub use data::{
-    calibration_set, dataset_bytes, held_out, rows_from_csv, spread, Dataset, BUNDLED_DIGITS,
-    BUNDLED_MNIST,
+    calibration_set, dataset_bytes, held_out, rows_from_csv, spread, training_set, Dataset,
+    BUNDLED_DIGITS, BUNDLED_MNIST,
 };
 
 use crate::activations::Calibration;
@@ -284,6 +286,14 @@ impl Network {
         })
     }
 
+    /// The weighted layers, mutable (training writes the weights it computes each step).
+    pub(crate) fn layers_mut(&mut self) -> impl Iterator<Item = &mut Weighted> {
+        self.ops.iter_mut().filter_map(|o| match o {
+            Op::Layer(w) => Some(w),
+            _ => None,
+        })
+    }
+
     pub fn layer_names(&self) -> Vec<String> {
         self.layers().map(|w| w.name.clone()).collect()
     }
@@ -302,6 +312,19 @@ impl Network {
         act: Option<&HashMap<String, FixedQuant>>,
         observe: &mut dyn FnMut(&LayerIo),
     ) -> Vec<f32> {
+        self.forward_impl(x, n, act, observe, None)
+    }
+
+    /// The one forward pass. With `tape`, every op's input is kept (a layer's before its activation
+    /// quantizer), in op order, for the backward pass (`backward.rs`).
+    fn forward_impl(
+        &self,
+        x: &[f32],
+        n: usize,
+        act: Option<&HashMap<String, FixedQuant>>,
+        observe: &mut dyn FnMut(&LayerIo),
+        mut tape: Option<&mut Vec<Vec<f32>>>,
+    ) -> Vec<f32> {
         assert_eq!(x.len(), n * self.input, "input size");
         let mut a = x.to_vec();
         let mut shape = self.input_shape.clone();
@@ -310,6 +333,9 @@ impl Network {
                 next_shape(op, &shape).expect("shapes were checked when the network was built");
             let per_in: usize = shape.iter().product();
             let per_out: usize = next.iter().product();
+            if let Some(t) = tape.as_deref_mut() {
+                t.push(a.clone());
+            }
             a = match op {
                 Op::Layer(w) => {
                     if let Some(q) = act.and_then(|m| m.get(&w.name)) {

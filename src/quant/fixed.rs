@@ -106,6 +106,22 @@ impl FixedQuant {
         });
     }
 
+    /// The clipped straight-through estimator's mask for the input `v`: true when `v` lands inside the
+    /// representable range, so the gradient passes; false when it is clamped, so the gradient is 0.
+    /// As PyTorch's `fake_quantize_per_tensor_affine_cachemask`: the test is on the rounded, unclamped
+    /// code, `q_min ≤ nearbyint(v/S) + Z ≤ q_max` (quantization.md §10).
+    pub fn passes(&self, v: f32) -> bool {
+        let s = self.scale;
+        match &self.kind {
+            Kind::Int { qmax } => rne((v / s).clamp(-qmax - 1.0, qmax + 1.0)).abs() <= *qmax,
+            Kind::Uint { qmax } => {
+                let q = rne((v / s).clamp(-2.0 * qmax - 1.0, 2.0 * qmax + 1.0)) + self.zero as f32;
+                (0.0..=*qmax).contains(&q)
+            }
+            Kind::Float(r, _) => (v / s).abs() <= r.max,
+        }
+    }
+
     /// The number of bits of one element.
     pub fn bits(&self) -> u32 {
         match &self.kind {
@@ -134,6 +150,22 @@ mod tests {
         let s = q.scale;
         assert_eq!(x, vec![0.0, 0.0, 0.0, s, rne(1.0 / s) * s, 255.0 * s]);
         assert_eq!(q.bits(), 8);
+    }
+
+    #[test]
+    fn the_ste_mask_is_pytorchs() {
+        // torch.fake_quantize_per_tensor_affine_cachemask(x, scale=0.01, zero_point=0, 0, 255) on
+        // x = [-0.006, -0.004, 0, 2.55, 2.554, 2.556]: mask [False, True, True, True, True, False]
+        let q = fq("uint8", 0.0, 2.55);
+        let x = [-0.006f32, -0.004, 0.0, 2.55, 2.554, 2.556];
+        let m: Vec<bool> = x.iter().map(|&v| q.passes(v)).collect();
+        assert_eq!(m, [false, true, true, true, true, false]);
+        let q = fq("int4", -7.0, 7.0);
+        let m: Vec<bool> = [-7.6f32, -7.4, 7.49, 7.51]
+            .iter()
+            .map(|&v| q.passes(v))
+            .collect();
+        assert_eq!(m, [false, true, true, false]);
     }
 
     #[test]
