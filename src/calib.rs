@@ -17,46 +17,50 @@ pub const KL_BINS: usize = 2048;
 /// Quantization levels per sign for KL calibration (signed 8-bit: 128 magnitudes).
 pub const KL_LEVELS: usize = 128;
 
-fn absmax(x: &[f32]) -> f32 {
-    x.iter()
-        .filter(|v| v.is_finite())
-        .fold(0.0f32, |m, v| m.max(v.abs()))
-}
-
-fn min_max(x: &[f32]) -> (f32, f32) {
-    x.iter()
-        .filter(|v| v.is_finite())
-        .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| {
-            (a.min(v), b.max(v))
-        })
-}
+pub use crate::stats::{abs_max, finite_min_max};
 
 /// Search `lo..=hi` for the `t` minimising `err(t)`: 20 even steps, then 20 steps across the best
 /// step's neighbours, then 10 more across the best of those (a resolution of (hi − lo)/2000).
 /// Returns the best `t` seen (ties: the larger, i.e. the least clipping).
 pub fn search_min(lo: f32, hi: f32, err: &(dyn Fn(f32) -> f64 + Sync)) -> f32 {
+    search_min_batch(lo, hi, &|ts: &[f32]| ts.iter().map(|&t| err(t)).collect())
+}
+
+/// [`search_min`] with the candidates of each round given to `errs` at once (`errs(ts)[i]` is the
+/// error of `ts[i]`), so one pass over the data can evaluate them all. The same candidates, in the
+/// same order, and the same choice as `search_min`.
+pub fn search_min_batch(lo: f32, hi: f32, errs: &(dyn Fn(&[f32]) -> Vec<f64> + Sync)) -> f32 {
     if hi <= lo || !hi.is_finite() {
         return hi;
     }
-    let mut best = (err(hi), hi);
-    let consider = |t: f32, best: &mut (f64, f32)| {
-        if t > 0.0 && t <= hi {
-            let e = err(t);
+    let valid = |t: f32| t > 0.0 && t <= hi;
+    let consider = |ts: &[f32], best: &mut (f64, f32)| {
+        let es = errs(ts);
+        for (&t, &e) in ts.iter().zip(&es) {
             if e < best.0 || (e == best.0 && t > best.1) {
                 *best = (e, t);
             }
         }
     };
     let mut step = (hi - lo) / 20.0;
-    for i in 0..20 {
-        consider(lo + step * i as f32, &mut best);
+    // round 1: hi itself first (the starting best), then the coarse grid
+    let mut first: Vec<f32> = vec![hi];
+    first.extend((0..20).map(|i| lo + step * i as f32).filter(|&t| valid(t)));
+    let es = errs(&first);
+    let mut best = (es[0], hi);
+    for (&t, &e) in first.iter().zip(&es).skip(1) {
+        if e < best.0 || (e == best.0 && t > best.1) {
+            best = (e, t);
+        }
     }
     for refine in [10.0f32, 10.0] {
         let centre = best.1;
         let fine = step / refine;
-        for i in -(refine as i32)..=(refine as i32) {
-            consider(centre + fine * i as f32, &mut best);
-        }
+        let ts: Vec<f32> = (-(refine as i32)..=(refine as i32))
+            .map(|i| centre + fine * i as f32)
+            .filter(|&t| valid(t))
+            .collect();
+        consider(&ts, &mut best);
         step = fine;
     }
     best.1
@@ -65,14 +69,23 @@ pub fn search_min(lo: f32, hi: f32, err: &(dyn Fn(f32) -> f64 + Sync)) -> f32 {
 /// The symmetric threshold (the magnitude mapped to the largest code) for one group.
 /// `err(t)` is the sum of squared quantization errors with threshold `t` (used by `Clip::Mse`).
 pub fn symmetric_threshold(x: &[f32], clip: Clip, err: &(dyn Fn(f32) -> f64 + Sync)) -> f32 {
-    let amax = absmax(x);
+    symmetric_threshold_batch(x, clip, &|ts: &[f32]| ts.iter().map(|&t| err(t)).collect())
+}
+
+/// [`symmetric_threshold`] with the MSE search's candidates evaluated a round at a time.
+pub fn symmetric_threshold_batch(
+    x: &[f32],
+    clip: Clip,
+    errs: &(dyn Fn(&[f32]) -> Vec<f64> + Sync),
+) -> f32 {
+    let amax = abs_max(x);
     if amax == 0.0 {
         return 0.0;
     }
     match clip {
         Clip::MinMax => amax,
         Clip::Percentile(p) => (abs_percentiles(x, &[p])[0] as f32).min(amax),
-        Clip::Mse => search_min(amax / 20.0, amax, err),
+        Clip::Mse => search_min_batch(amax / 20.0, amax, errs),
         Clip::Kl => kl_threshold_of(x).0,
     }
 }
@@ -85,7 +98,17 @@ pub fn asymmetric_range(
     clip: Clip,
     err: &(dyn Fn(f32, f32) -> f64 + Sync),
 ) -> (f32, f32) {
-    let (lo, hi) = min_max(x);
+    asymmetric_range_batch(x, clip, &|c: &[(f32, f32)]| {
+        c.iter().map(|&(lo, hi)| err(lo, hi)).collect()
+    })
+}
+
+/// The errors of candidate ranges `(lo, hi)`, one per range.
+pub type RangeErrors<'a> = dyn Fn(&[(f32, f32)]) -> Vec<f64> + Sync + 'a;
+
+/// [`asymmetric_range`] with the MSE search's candidate ranges evaluated a round at a time.
+pub fn asymmetric_range_batch(x: &[f32], clip: Clip, errs: &RangeErrors<'_>) -> (f32, f32) {
+    let (lo, hi) = finite_min_max(x);
     if lo > hi {
         return (0.0, 0.0);
     }
@@ -96,7 +119,10 @@ pub fn asymmetric_range(
             (q[0] as f32, q[1] as f32)
         }
         Clip::Mse => {
-            let f = search_min(1.0 / 20.0, 1.0, &|a| err(lo * a, hi * a));
+            let f = search_min_batch(1.0 / 20.0, 1.0, &|fs: &[f32]| {
+                let c: Vec<(f32, f32)> = fs.iter().map(|&a| (lo * a, hi * a)).collect();
+                errs(&c)
+            });
             (lo * f, hi * f)
         }
         Clip::Kl => {
@@ -109,7 +135,7 @@ pub fn asymmetric_range(
 /// KL threshold of raw values: histogram |x| into 2048 bins over [0, max|x|], then [`kl_threshold`].
 /// Returns (threshold, bins kept).
 pub fn kl_threshold_of(x: &[f32]) -> (f32, usize) {
-    let amax = absmax(x) as f64;
+    let amax = abs_max(x) as f64;
     if amax == 0.0 {
         return (0.0, KL_BINS);
     }
@@ -127,6 +153,14 @@ pub fn kl_threshold_of(x: &[f32]) -> (f32, usize) {
 /// The first minimum wins; the threshold is `(i + 0.5)·width`, as in the published pseudocode.
 /// Returns (threshold, bins kept).
 pub fn kl_threshold(hist: &[u64], amax: f64) -> (f32, usize) {
+    kl_threshold_levels(hist, amax, KL_LEVELS)
+}
+
+/// As [`kl_threshold`] with `levels` quantization levels instead of 128: NVIDIA's pytorch-quantization
+/// uses `2^(bits − 1 + unsigned)` (128 for int8, 256 for uint8, 16 for uint4). Candidates start at
+/// `max(levels, 128)` bins.
+pub fn kl_threshold_levels(hist: &[u64], amax: f64, levels: usize) -> (f32, usize) {
+    let levels = levels.max(1);
     // Closed form per candidate, O(128) instead of O(i): with prefix sums of h, of h·ln h and of the
     // non-empty bin count,
     //   D(P‖Q) = (Σ P ln P − Σ P ln q)/ΣP − ln ΣP + ln ΣQ,
@@ -146,7 +180,7 @@ pub fn kl_threshold(hist: &[u64], amax: f64) -> (f32, usize) {
     let total = s[n];
     let mut best: Option<(f64, usize)> = None;
     if total > 0.0 {
-        for i in KL_LEVELS..n {
+        for i in levels.max(KL_LEVELS)..n {
             let outliers = total - s[i];
             let last = h[i - 1];
             if last == 0.0 && outliers > 0.0 {
@@ -165,8 +199,8 @@ pub fn kl_threshold(hist: &[u64], amax: f64) -> (f32, usize) {
                 };
             let mut sum_plnq = 0.0;
             let mut q_last = 0.0;
-            for j in 0..KL_LEVELS {
-                let (start, end) = (j * i / KL_LEVELS, (j + 1) * i / KL_LEVELS);
+            for j in 0..levels {
+                let (start, end) = (j * i / levels, (j + 1) * i / levels);
                 let t = s[end] - s[start];
                 let k = nz[end] - nz[start];
                 if k > 0 {

@@ -12,6 +12,7 @@
 pub mod activations;
 pub mod calib;
 pub mod formats;
+pub mod intmm;
 pub mod jobs;
 pub mod model;
 pub mod nn;

@@ -160,56 +160,155 @@ pub fn tensor_stats(x: &[f32]) -> TensorStats {
 /// Exact percentiles of |x| over the finite values, interpolated linearly between order statistics as
 /// numpy's default `np.percentile(np.abs(x), p)` does. `p` in [0, 100]. Empty input gives zeros.
 pub fn abs_percentiles(x: &[f32], ps: &[f64]) -> Vec<f64> {
-    // |v|'s bit pattern orders like its value
-    order_statistics(x, ps, |v| v.to_bits() & 0x7fff_ffff, f32::abs)
+    order_statistics(x, ps, false)
 }
 
 /// Exact percentiles of the finite values themselves (signed), as `np.percentile(x, p)`.
 pub fn percentiles(x: &[f32], ps: &[f64]) -> Vec<f64> {
-    // flip negatives so that the unsigned key orders like the value
-    order_statistics(
-        x,
-        ps,
-        |v| {
-            if v.is_sign_negative() {
-                !v.to_bits()
+    order_statistics(x, ps, true)
+}
+
+/// A 32-bit key that orders like the value: |v|'s bit pattern (`signed` false), or for signed values
+/// the bits with negatives flipped and positives given the top bit. Non-finite values get keys whose
+/// top 16 bits no finite value has: |v| ≥ 0x7F80_0000 (unsigned); below 0x0080_0000 (−Inf, −NaN) or
+/// at least 0xFF80_0000 (+Inf, +NaN) (signed).
+#[inline(always)]
+fn order_key(v: f32, signed: bool) -> u32 {
+    let b = v.to_bits();
+    if signed {
+        b ^ (((b as i32 >> 31) as u32) | 0x8000_0000)
+    } else {
+        b & 0x7fff_ffff
+    }
+}
+
+/// Whether bucket (top 16 bits of the key) holds only non-finite values.
+fn bucket_not_finite(b: usize, signed: bool) -> bool {
+    if signed {
+        !(0x0080..0xff80).contains(&b)
+    } else {
+        b >= 0x7f80
+    }
+}
+
+const BUCKETS: usize = 1 << 16;
+
+/// Counts of one piece per bucket (top 16 bits of the key), in two interleaved tables.
+fn bucket_counts(c: &[f32], signed: bool) -> Vec<u32> {
+    let mut t = vec![0u32; 2 * BUCKETS];
+    #[cfg(target_arch = "x86_64")]
+    if crate::quant::simd::avx2() {
+        // SAFETY: the CPU supports AVX2 (checked just above)
+        unsafe { avx2_bucket_counts(c, signed, &mut t) };
+        return t;
+    }
+    for (k, &v) in c.iter().enumerate() {
+        t[(k & 1) * BUCKETS + (order_key(v, signed) >> 16) as usize] += 1;
+    }
+    t
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn avx2_bucket_counts(c: &[f32], signed: bool, t: &mut [u32]) {
+    use std::arch::x86_64::*;
+    let n8 = c.len() / 8 * 8;
+    let top = _mm256_set1_epi32(i32::MIN);
+    let absm = _mm256_set1_epi32(0x7fff_ffff);
+    let mut idx = [0u32; 8];
+    let mut k = 0;
+    while k < n8 {
+        // SAFETY: k + 8 <= c.len(); idx has 8 slots
+        unsafe {
+            let b = _mm256_castps_si256(_mm256_loadu_ps(c.as_ptr().add(k)));
+            let key = if signed {
+                _mm256_xor_si256(b, _mm256_or_si256(_mm256_srai_epi32::<31>(b), top))
             } else {
-                v.to_bits() | 0x8000_0000
-            }
-        },
-        |v| v,
-    )
+                _mm256_and_si256(b, absm)
+            };
+            _mm256_storeu_si256(
+                idx.as_mut_ptr() as *mut __m256i,
+                _mm256_srli_epi32::<16>(key),
+            );
+        }
+        for (j, &i) in idx.iter().enumerate() {
+            // i < 2^16: the index is in range
+            t[(j & 1) * BUCKETS + i as usize] += 1;
+        }
+        k += 8;
+    }
+    for (j, &v) in c[n8..].iter().enumerate() {
+        t[(j & 1) * BUCKETS + (order_key(v, signed) >> 16) as usize] += 1;
+    }
+}
+
+/// The (key, value) of every value of `c` whose bucket is in `wanted` (at most 8 buckets), in order.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn avx2_gather(c: &[f32], signed: bool, wanted: &[u32]) -> Vec<(u32, f32)> {
+    use std::arch::x86_64::*;
+    let mut out = Vec::new();
+    let ws: Vec<__m256i> = wanted
+        .iter()
+        .map(|&w| _mm256_set1_epi32(w as i32))
+        .collect();
+    let top = _mm256_set1_epi32(i32::MIN);
+    let absm = _mm256_set1_epi32(0x7fff_ffff);
+    let n8 = c.len() / 8 * 8;
+    let mut k = 0;
+    while k < n8 {
+        // SAFETY: k + 8 <= c.len()
+        let b = unsafe { _mm256_castps_si256(_mm256_loadu_ps(c.as_ptr().add(k))) };
+        let key = if signed {
+            _mm256_xor_si256(b, _mm256_or_si256(_mm256_srai_epi32::<31>(b), top))
+        } else {
+            _mm256_and_si256(b, absm)
+        };
+        let bucket = _mm256_srli_epi32::<16>(key);
+        let mut hit = _mm256_setzero_si256();
+        for w in &ws {
+            hit = _mm256_or_si256(hit, _mm256_cmpeq_epi32(bucket, *w));
+        }
+        let mut mask = _mm256_movemask_ps(_mm256_castsi256_ps(hit));
+        while mask != 0 {
+            let j = mask.trailing_zeros() as usize;
+            let v = c[k + j];
+            out.push((order_key(v, signed), if signed { v } else { v.abs() }));
+            mask &= mask - 1;
+        }
+        k += 8;
+    }
+    for &v in &c[n8..] {
+        if wanted.contains(&(order_key(v, signed) >> 16)) {
+            out.push((order_key(v, signed), if signed { v } else { v.abs() }));
+        }
+    }
+    out
 }
 
 /// Two parallel passes: a 65,536-bucket histogram of the top 16 bits of a monotone key, then a gather
 /// of the few values in the buckets that hold the wanted ranks, sorted to read the ranks exactly.
 /// No copy of the tensor is made.
-fn order_statistics(
-    x: &[f32],
-    ps: &[f64],
-    key32: impl Fn(f32) -> u32 + Sync,
-    value: impl Fn(f32) -> f32 + Sync,
-) -> Vec<f64> {
-    const BUCKETS: usize = 1 << 16;
+fn order_statistics(x: &[f32], ps: &[f64], signed: bool) -> Vec<f64> {
+    let key32 = |v: f32| order_key(v, signed);
+    let value = |v: f32| if signed { v } else { v.abs() };
     let key = |v: f32| key32(v) >> 16;
-    let counts = x
+    // pieces of at most 2^20 values, so the u32 counts cannot overflow
+    let parts: Vec<Vec<u32>> = x
         .par_chunks(1 << 20)
-        .map(|c| {
-            let mut h = vec![0u64; BUCKETS];
-            for &v in c {
-                if v.is_finite() {
-                    h[key(v) as usize] += 1;
-                }
-            }
-            h
-        })
-        .reduce(
-            || vec![0u64; BUCKETS],
-            |mut a, b| {
-                a.iter_mut().zip(&b).for_each(|(x, y)| *x += y);
-                a
-            },
-        );
+        .map(|c| bucket_counts(c, signed))
+        .collect();
+    let mut counts = vec![0u64; BUCKETS];
+    for p in &parts {
+        for (b, c) in counts.iter_mut().enumerate() {
+            *c += p[b] as u64 + p[BUCKETS + b] as u64;
+        }
+    }
+    for (b, c) in counts.iter_mut().enumerate() {
+        if bucket_not_finite(b, signed) {
+            *c = 0;
+        }
+    }
     let m: u64 = counts.iter().sum();
     if m == 0 {
         return vec![0.0; ps.len()];
@@ -242,11 +341,20 @@ fn order_statistics(
     }
     let mut is_wanted = vec![false; BUCKETS];
     where_.iter().for_each(|w| is_wanted[w.1] = true);
+    // a non-finite value's bucket is never wanted (its count was set to 0)
+    let mut wanted: Vec<u32> = where_.iter().map(|w| w.1 as u32).collect();
+    wanted.sort_unstable();
+    wanted.dedup();
     let mut gathered: Vec<(u32, f32)> = x
         .par_chunks(1 << 20)
         .flat_map_iter(|c| {
+            #[cfg(target_arch = "x86_64")]
+            if crate::quant::simd::avx2() && wanted.len() <= 8 {
+                // SAFETY: the CPU supports AVX2 (checked just above)
+                return unsafe { avx2_gather(c, signed, &wanted) };
+            }
             c.iter()
-                .filter(|v| v.is_finite() && is_wanted[key(**v) as usize])
+                .filter(|v| is_wanted[key(**v) as usize])
                 .map(|&v| (key32(v), value(v)))
                 .collect::<Vec<_>>()
         })
@@ -292,6 +400,98 @@ impl Histogram {
     }
 }
 
+/// The largest finite |x| (0 when there is none). Compares the bit patterns of |x|, which order like
+/// the values and leave out Inf/NaN by one integer comparison, so the loop vectorises.
+#[inline(always)]
+pub fn abs_max(x: &[f32]) -> f32 {
+    const INF: u32 = 0x7f80_0000;
+    let m = x.iter().fold(0u32, |m, v| {
+        let a = v.to_bits() & 0x7fff_ffff;
+        let a = if a < INF { a } else { 0 };
+        if a > m {
+            a
+        } else {
+            m
+        }
+    });
+    f32::from_bits(m)
+}
+
+/// The smallest and largest finite values, `(+inf, −inf)` when there is none. Branch-free, so it
+/// vectorises (a non-finite value is replaced by the neutral element of each side).
+#[inline(always)]
+pub fn finite_min_max(x: &[f32]) -> (f32, f32) {
+    x.iter()
+        .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| {
+            let fin = v.abs() <= f32::MAX;
+            let lo = if fin { v } else { f32::INFINITY };
+            let hi = if fin { v } else { f32::NEG_INFINITY };
+            (if lo < a { lo } else { a }, if hi > b { hi } else { b })
+        })
+}
+
+/// [`finite_min_max`] of one piece, with AVX2 vectors where available (min/max are exact, so the
+/// order does not matter).
+fn min_max_piece(x: &[f32]) -> (f32, f32) {
+    #[cfg(target_arch = "x86_64")]
+    if crate::quant::simd::avx2() {
+        // SAFETY: the CPU supports AVX2 (checked just above)
+        return unsafe { avx2_min_max(x) };
+    }
+    finite_min_max(x)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn avx2_min_max(x: &[f32]) -> (f32, f32) {
+    use std::arch::x86_64::*;
+    let n8 = x.len() / 8 * 8;
+    let (pinf, ninf) = (
+        _mm256_set1_ps(f32::INFINITY),
+        _mm256_set1_ps(f32::NEG_INFINITY),
+    );
+    let absm = _mm256_set1_epi32(0x7fff_ffff);
+    let inf = _mm256_set1_epi32(0x7f80_0000);
+    let (mut lo, mut hi) = ([pinf; 2], [ninf; 2]);
+    let mut k = 0;
+    while k + 16 <= n8 {
+        for h in 0..2 {
+            // SAFETY: k + 8h + 8 <= n8 <= x.len()
+            let v = unsafe { _mm256_loadu_ps(x.as_ptr().add(k + 8 * h)) };
+            // finite: |bits| < bits of +inf (as signed integers, both are non-negative)
+            let fin = _mm256_castsi256_ps(_mm256_cmpgt_epi32(
+                inf,
+                _mm256_and_si256(_mm256_castps_si256(v), absm),
+            ));
+            lo[h] = _mm256_min_ps(_mm256_blendv_ps(pinf, v, fin), lo[h]);
+            hi[h] = _mm256_max_ps(_mm256_blendv_ps(ninf, v, fin), hi[h]);
+        }
+        k += 16;
+    }
+    let mut l = [0f32; 16];
+    let mut u = [0f32; 16];
+    // SAFETY: both arrays have room for 16 values
+    unsafe {
+        _mm256_storeu_ps(l.as_mut_ptr(), lo[0]);
+        _mm256_storeu_ps(l.as_mut_ptr().add(8), lo[1]);
+        _mm256_storeu_ps(u.as_mut_ptr(), hi[0]);
+        _mm256_storeu_ps(u.as_mut_ptr().add(8), hi[1]);
+    }
+    let (a, b) = finite_min_max(&x[k..]);
+    (
+        l.iter().copied().fold(a, f32::min),
+        u.iter().copied().fold(b, f32::max),
+    )
+}
+
+/// The finite extremes of `x` in parallel, `(+inf, −inf)` when there is none.
+pub fn par_min_max(x: &[f32]) -> (f32, f32) {
+    x.par_chunks(1 << 16).map(min_max_piece).reduce(
+        || (f32::INFINITY, f32::NEG_INFINITY),
+        |(a, b), (c, d)| (a.min(c), b.max(d)),
+    )
+}
+
 /// A histogram of the finite values with `bins` bins over `range` (default: [min, max] of the data;
 /// a zero-width range is widened by ±0.5 so a constant tensor still has a bin). The top edge belongs
 /// to the last bin, as in numpy.
@@ -299,19 +499,7 @@ pub fn histogram(x: &[f32], bins: usize, range: Option<(f64, f64)>) -> Histogram
     let bins = bins.max(1);
     let (mut lo, mut hi) = range.unwrap_or_else(|| {
         // only the extremes are needed: one light pass, not the full moments
-        let (a, b) = x
-            .par_chunks(1 << 16)
-            .map(|c| {
-                c.iter()
-                    .filter(|v| v.is_finite())
-                    .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| {
-                        (a.min(v), b.max(v))
-                    })
-            })
-            .reduce(
-                || (f32::INFINITY, f32::NEG_INFINITY),
-                |(a, b), (c, d)| (a.min(c), b.max(d)),
-            );
+        let (a, b) = par_min_max(x);
         (a as f64, b as f64)
     });
     if !(lo.is_finite() && hi.is_finite()) || hi < lo {
@@ -321,40 +509,114 @@ pub fn histogram(x: &[f32], bins: usize, range: Option<(f64, f64)>) -> Histogram
         (lo, hi) = (lo - 0.5, hi + 0.5);
     }
     let scale = bins as f64 / (hi - lo);
-    let (counts, below, above) = x
+    let parts: Vec<Vec<u64>> = x
         .par_chunks(1 << 18)
-        .map(|c| {
-            let mut h = vec![0u64; bins];
-            let (mut below, mut above) = (0u64, 0u64);
-            for &v in c {
-                if !v.is_finite() {
-                    continue;
-                }
-                let v = v as f64;
-                if v < lo {
-                    below += 1;
-                } else if v > hi {
-                    above += 1;
-                } else {
-                    let i = (((v - lo) * scale) as usize).min(bins - 1);
-                    h[i] += 1;
-                }
-            }
-            (h, below, above)
-        })
-        .reduce(
-            || (vec![0u64; bins], 0, 0),
-            |(mut a, ab, aa), (b, bb, ba)| {
-                a.iter_mut().zip(&b).for_each(|(x, y)| *x += y);
-                (a, ab + bb, aa + ba)
-            },
-        );
+        .map(|c| bin_counts(c, lo, hi, scale, bins))
+        .collect();
+    // slots: the bins, then below, above, not finite
+    let mut all = vec![0u64; bins + 3];
+    for p in parts {
+        all.iter_mut().zip(&p).for_each(|(a, b)| *a += b);
+    }
     Histogram {
         lo,
         hi,
-        counts,
-        below,
-        above,
+        counts: all[..bins].to_vec(),
+        below: all[bins],
+        above: all[bins + 1],
+    }
+}
+
+/// The slot of one value: its bin `min(⌊(v − lo)·scale⌋, bins − 1)` (in f64, as numpy), or `bins`
+/// (below `lo`), `bins + 1` (above `hi`), `bins + 2` (not finite).
+#[inline(always)]
+fn slot(v: f32, lo: f64, hi: f64, scale: f64, bins: usize) -> usize {
+    if !v.is_finite() {
+        return bins + 2;
+    }
+    let v = v as f64;
+    if v < lo {
+        bins
+    } else if v > hi {
+        bins + 1
+    } else {
+        (((v - lo) * scale) as usize).min(bins - 1)
+    }
+}
+
+/// Counts of one piece (fewer than 2^32 values) in `bins + 3` slots (see [`slot`]). Four interleaved
+/// tables, so consecutive values in the same bin do not wait on each other's increment.
+fn bin_counts(c: &[f32], lo: f64, hi: f64, scale: f64, bins: usize) -> Vec<u64> {
+    let w = bins + 3;
+    let mut t = vec![0u32; 4 * w];
+    #[cfg(target_arch = "x86_64")]
+    if crate::quant::simd::avx2() && bins < (1 << 30) {
+        // SAFETY: the CPU supports AVX2 (checked just above)
+        unsafe { avx2_bin_counts(c, lo, hi, scale, bins, &mut t) };
+        return merge_tables(&t, w);
+    }
+    for (k, &v) in c.iter().enumerate() {
+        t[(k & 3) * w + slot(v, lo, hi, scale, bins)] += 1;
+    }
+    merge_tables(&t, w)
+}
+
+fn merge_tables(t: &[u32], w: usize) -> Vec<u64> {
+    (0..w)
+        .map(|i| (0..4).map(|j| t[j * w + i] as u64).sum())
+        .collect()
+}
+
+/// [`slot`] for eight values at a time: the same comparisons and the same f64 arithmetic (a value in
+/// range gives a non-negative product below 2^31, so truncation to i32 equals the cast to usize).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn avx2_bin_counts(c: &[f32], lo: f64, hi: f64, scale: f64, bins: usize, t: &mut [u32]) {
+    use std::arch::x86_64::*;
+    let w = bins + 3;
+    let n8 = c.len() / 8 * 8;
+    let (vlo, vhi, vs) = (
+        _mm256_set1_pd(lo),
+        _mm256_set1_pd(hi),
+        _mm256_set1_pd(scale),
+    );
+    let last = _mm_set1_epi32(bins as i32 - 1);
+    let (below, above, bad) = (
+        _mm_set1_epi32(bins as i32),
+        _mm_set1_epi32(bins as i32 + 1),
+        _mm_set1_epi32(bins as i32 + 2),
+    );
+    let inf = _mm_set1_epi32(0x7f80_0000);
+    let absm = _mm_set1_epi32(0x7fff_ffff);
+    let mut idx = [0i32; 8];
+    let mut k = 0;
+    while k < n8 {
+        for h in 0..2 {
+            // SAFETY: k + 4h + 4 <= n8 <= c.len(); idx has 8 slots
+            unsafe {
+                let v = _mm_loadu_ps(c.as_ptr().add(k + 4 * h));
+                let d = _mm256_cvtps_pd(v);
+                let fin = _mm_cmplt_epi32(_mm_and_si128(_mm_castps_si128(v), absm), inf);
+                let lt = _mm256_cmp_pd::<_CMP_LT_OQ>(d, vlo);
+                let gt = _mm256_cmp_pd::<_CMP_GT_OQ>(d, vhi);
+                let b = _mm256_cvttpd_epi32(_mm256_mul_pd(_mm256_sub_pd(d, vlo), vs));
+                let b = _mm_min_epi32(b, last);
+                // narrow the f64 masks to 32-bit lanes
+                let lt = _mm256_cvtpd_ps(lt);
+                let gt = _mm256_cvtpd_ps(gt);
+                let b = _mm_blendv_epi8(b, below, _mm_castps_si128(lt));
+                let b = _mm_blendv_epi8(b, above, _mm_castps_si128(gt));
+                let b = _mm_blendv_epi8(bad, b, fin);
+                _mm_storeu_si128(idx.as_mut_ptr().add(4 * h) as *mut __m128i, b);
+            }
+        }
+        for (j, &i) in idx.iter().enumerate() {
+            t[(j & 3) * w + i as usize] += 1;
+        }
+        k += 8;
+    }
+    for (j, &v) in c[n8..].iter().enumerate() {
+        t[((n8 + j) & 3) * w + slot(v, lo, hi, scale, bins)] += 1;
     }
 }
 

@@ -30,7 +30,7 @@ fn settle(h: &mut Harness<'static, App>) {
     for _ in 0..6000 {
         h.step();
         let a = &h.state().activations;
-        if !a.busy() && a.reports.iter().all(|r| r.is_some()) {
+        if !a.busy() && a.reports.iter().all(|r| r.is_some()) && a.accuracy.is_some() {
             break;
         }
         std::thread::sleep(std::time::Duration::from_millis(5));
@@ -76,6 +76,10 @@ fn the_view_calibrates_the_sample_model_and_shows_every_layer() {
         assert!(h.get_all_by_label(name).count() >= 1, "{name}");
     }
     h.get_by_label_contains("EMA observer");
+    // the model runs: its held-out accuracy, float / W4 / W4A8
+    let [f, w, wa] = st.accuracy.expect("accuracy of a runnable model");
+    assert!(f >= 0.97 && w > 0.9 && wa > 0.9, "{f} {w} {wa}");
+    h.get_by_label_contains("Held-out accuracy: float 98.00 %");
     h.get_by_label_contains("max |x| per input channel");
     let r = st.reports[0].as_ref().unwrap();
     assert!(r.output_sqnr_db.unwrap() > 10.0 && r.weight_sqnr_db.unwrap() > 10.0);

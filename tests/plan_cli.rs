@@ -55,7 +55,7 @@ fn sensitivity_lists_every_layer_and_candidate_in_every_measure() {
     assert_eq!(v["candidates"].as_array().unwrap().len(), 4);
     assert_eq!(
         v["measures"],
-        serde_json::json!(["weight_sqnr", "end_to_end"])
+        serde_json::json!(["weight_sqnr", "output_sqnr", "end_to_end"])
     );
     assert_eq!(v["baseline"]["examples"], 200);
     for l in layers {
@@ -64,10 +64,9 @@ fn sensitivity_lists_every_layer_and_candidate_in_every_measure() {
         let kl = |i: usize| cells[i]["end_to_end"]["kl"].as_f64().unwrap();
         assert!(sq(0) > sq(1) && sq(1) > sq(2), "{l}");
         assert!(kl(0) < kl(1), "{l}");
-        assert!(
-            cells[0]["output_sqnr_db"].is_null(),
-            "no calibration activations yet"
-        );
+        // output SQNR on the model's own calibration activations: int8 above int4 above int2:g16
+        let out = |i: usize| cells[i]["output_sqnr_db"].as_f64().unwrap();
+        assert!(out(0) > out(1) && out(1) > out(2), "{l}");
     }
     fails_with(
         &["sensitivity", s.to_str().unwrap(), "--candidates", "int9"],
@@ -206,6 +205,7 @@ fn search_keeps_the_budget_beats_or_ties_greedy_and_writes_a_loadable_plan() {
             CANDS,
             "--budget-bits",
             "4",
+            "--no-end-to-end",
             "--measure",
             "output_sqnr",
         ],

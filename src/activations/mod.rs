@@ -203,6 +203,35 @@ pub fn capture(model: &Model, examples: usize, batch: usize) -> Result<Calibrati
     })
 }
 
+/// Held-out accuracy of a runnable model: float, with its weights quantized by `weights`, and with the
+/// inputs of every layer quantized too (`act`, ranges from `cal` by `method`). `None` when the model
+/// does not run. `round=adaround` weights learn their rounding from `cal`.
+pub fn accuracy_under(
+    model: &Model,
+    cal: &Calibration,
+    weights: &crate::quant::Spec,
+    act: &crate::quant::Spec,
+    method: ranges::Method,
+) -> Result<Option<[f64; 3]>, String> {
+    use crate::nn::{evaluate, evaluate_with, held_out};
+    use crate::plan::{Choice, Plan};
+    if Network::from_model(model, None).is_err() {
+        return Ok(None);
+    }
+    let e = |e: NnError| e.to_string();
+    let data = held_out(model, &dataset_bytes(model).map_err(e)?).map_err(e)?;
+    let float = evaluate(&Network::from_model(model, None).map_err(e)?, &data).map_err(e)?;
+    let plan = Plan {
+        default: Choice::Quantize(*weights),
+        ..Default::default()
+    };
+    let net = Network::from_model_calibrated(model, Some(&plan), Some(cal)).map_err(e)?;
+    let w = evaluate(&net, &data).map_err(e)?;
+    let q = ranges::act_quantizers(cal, act, method).map_err(|e| e.to_string())?;
+    let wa = evaluate_with(&net, &data, Some(&q)).map_err(e)?;
+    Ok(Some([float.0, w.0, wa.0]))
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;

@@ -5,13 +5,15 @@
 //!   (100 − P)-th and P-th percentiles of x, as ONNX Runtime's percentile calibrator);
 //! - `mse`: the range whose fake quantization with the chosen activation format has the least squared
 //!   error on the sample (the same search as weight clipping, `calib::search_min`);
-//! - `kl`: TensorRT's entropy calibration on 2048 bins of |x| (`calib::kl_threshold`), with the zero
-//!   bin levelled as NVIDIA's pytorch-quantization does;
+//! - `kl`: TensorRT's entropy calibration on 2048 bins of |x| (`calib::kl_threshold_levels`), with the
+//!   format's number of levels and the zero bin levelled, as NVIDIA's pytorch-quantization does;
 //! - `ema`: PyTorch's `MovingAverageMinMaxObserver`: the first batch sets min and max, each later batch
 //!   moves them by `c·(batch − running)` with the averaging constant c = 0.01 (PyTorch's default).
 
 use super::LayerActivations;
-use crate::calib::{asymmetric_range, kl_threshold, symmetric_threshold, KL_BINS};
+use crate::calib::{
+    asymmetric_range, kl_threshold_levels, symmetric_threshold, KL_BINS, KL_LEVELS,
+};
 use crate::quant::fixed::FixedQuant;
 use crate::quant::{Clip, Family, Spec};
 use crate::stats::histogram;
@@ -117,7 +119,12 @@ pub fn range(layer: &LayerActivations, method: Method, spec: &Spec) -> (f32, f32
     let clip = match method {
         Method::MinMax => return (lo, hi),
         Method::Kl => {
-            let t = kl_activation_threshold(x);
+            let levels = match spec.family {
+                Family::Int(b) => 1usize << (b - 1),
+                Family::Uint(b) => 1usize << b,
+                _ => KL_LEVELS,
+            };
+            let t = kl_activation_threshold(x, levels);
             return if asymmetric || lo >= 0.0 {
                 (lo.max(-t), hi.min(t))
             } else {
@@ -163,7 +170,8 @@ pub fn all_ranges(layer: &LayerActivations, spec: &Spec) -> Vec<Range> {
 /// zero spike (`_compute_amax_entropy` sets `bins[0] = bins[1]`): after a ReLU most values are exactly
 /// 0, and left in, that one bin dominates P so that KL prefers a threshold far inside the data (on the
 /// CNN sample model's inputs, 0.50 of 1.0: accuracy fell from 98 % to 37 %).
-pub fn kl_activation_threshold(x: &[f32]) -> f32 {
+/// `levels`: magnitudes the activation format has (pytorch-quantization's `2^(bits − 1 + unsigned)`).
+pub fn kl_activation_threshold(x: &[f32], levels: usize) -> f32 {
     let amax = x.iter().fold(0f32, |m, v| m.max(v.abs())) as f64;
     if amax == 0.0 {
         return 0.0;
@@ -171,7 +179,7 @@ pub fn kl_activation_threshold(x: &[f32]) -> f32 {
     let abs: Vec<f32> = x.iter().map(|v| v.abs()).collect();
     let mut h = histogram(&abs, KL_BINS, Some((0.0, amax)));
     h.counts[0] = h.counts[1];
-    kl_threshold(&h.counts, amax).0
+    kl_threshold_levels(&h.counts, amax, levels).0
 }
 
 /// One fixed-range quantizer per calibrated layer (keyed by layer name): what `eval` and the window use
@@ -243,6 +251,19 @@ mod tests {
         // (KL itself is checked against TensorRT's algorithm in calib; here: a range inside the data's)
         assert!(kl.0 == 0.0 && kl.1 > 0.0 && kl.1 <= 50.0, "{kl:?}");
         assert_eq!(all_ranges(&l, &spec).len(), 5);
+    }
+
+    #[test]
+    fn kl_uses_the_format_levels_and_steps_over_a_background_spike() {
+        // the CNN's conv2 inputs: 36 % exact zeros and a second spike at 0.47 (conv1's response to the
+        // black border); with int8's 128 levels KL stops at the spike, with uint8's 256 it does not
+        let m = crate::activations::tests::cnn();
+        let cal = crate::activations::capture(&m, 256, 32).unwrap();
+        let l = cal.layer("conv2").unwrap();
+        let (_, hi8) = range(l, Method::Kl, &Spec::parse("int8").unwrap());
+        let (_, hiu8) = range(l, Method::Kl, &Spec::parse("uint8").unwrap());
+        assert!(hi8 < 0.6, "{hi8}");
+        assert!(hiu8 > 3.0, "{hiu8}");
     }
 
     #[test]

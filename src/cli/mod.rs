@@ -7,6 +7,7 @@ mod eval;
 mod export;
 mod formats;
 mod inspect;
+mod lab;
 mod mixed;
 mod quantize;
 mod train;
@@ -54,6 +55,8 @@ pub enum Command {
     Apply(apply::ApplyArgs),
     /// A plan in another tool's config format (compressed-tensors, llama.cpp).
     Export(export::ExportArgs),
+    /// Teaching labs: `lab matmul` runs a layer as integer-only inference, term by term.
+    Lab(lab::LabArgs),
     /// Train a sample model with quantized weights: QAT with the straight-through estimator, k-means
     /// fine-tuning, binary and ternary (TWN, TTQ); --compare for the PTQ-vs-trained table.
     Train(train::TrainArgs),
@@ -71,6 +74,7 @@ pub fn run(cmd: Command) -> anyhow::Result<()> {
         Command::Search(a) => mixed::run_search(a),
         Command::Apply(a) => apply::run(a),
         Command::Export(a) => export::run(a),
+        Command::Lab(a) => lab::run_lab(a),
         Command::Train(a) => train::run(a),
     }
 }

@@ -6,7 +6,7 @@
 
 use crate::activations::ranges::Method;
 use crate::activations::report::{activation_report, ActivationReport, OUTLIER_FACTOR};
-use crate::activations::{capture, pack, Calibration};
+use crate::activations::{accuracy_under, capture, pack, Calibration};
 use crate::jobs::{Job, Worker};
 use crate::model::Model;
 use crate::quant::Spec;
@@ -17,6 +17,7 @@ use std::sync::Arc;
 enum Msg {
     Calibrated(Result<Arc<Calibration>, String>),
     Report(usize, Box<Result<ActivationReport, String>>),
+    Accuracy(Result<Option<[f64; 3]>, String>),
 }
 
 /// The state of the view.
@@ -32,6 +33,8 @@ pub struct ActivationsView {
     pub log_counts: bool,
     pub calibration: Option<Arc<Calibration>>,
     pub reports: Vec<Option<ActivationReport>>,
+    /// Held-out accuracy of a runnable model: float, weights quantized, weights and inputs quantized.
+    pub accuracy: Option<[f64; 3]>,
     pub status: String,
     job: Option<Job<Msg>>,
     /// The model the calibration belongs to (its address) and the settings the reports are for.
@@ -50,6 +53,7 @@ impl Default for ActivationsView {
             log_counts: true,
             calibration: None,
             reports: Vec::new(),
+            accuracy: None,
             status: String::new(),
             job: None,
             model_ptr: 0,
@@ -97,6 +101,8 @@ impl ActivationsView {
                     }
                     Err(e) => self.status = e,
                 },
+                Msg::Accuracy(Ok(a)) => self.accuracy = a,
+                Msg::Accuracy(Err(e)) => self.status = e,
             }
         }
         if job.is_finished() {
@@ -138,6 +144,7 @@ impl ActivationsView {
         let c = ctx.clone();
         let wake: Arc<dyn Fn() + Send + Sync> = Arc::new(move || c.request_repaint());
         self.reports = vec![None; cal.layers.len()];
+        self.accuracy = None;
         // the selected layer first, then the rest in order
         let sel = self.selected.min(cal.layers.len().saturating_sub(1));
         self.job = Some(Job::spawn(wake, move |wk: &Worker<Msg>| {
@@ -149,6 +156,9 @@ impl ActivationsView {
                     }
                     let r = activation_report(&cal.layers[i], Some(&model), &w, &a, method, 80);
                     wk.send(Msg::Report(i, Box::new(r)));
+                }
+                if !wk.cancelled() {
+                    wk.send(Msg::Accuracy(accuracy_under(&model, &cal, &w, &a, method)));
                 }
             })
         }));
@@ -248,6 +258,19 @@ impl ActivationsView {
     }
 
     fn table(&mut self, ui: &mut Ui, cal: &Calibration) {
+        if let Some([f, w, wa]) = self.accuracy {
+            ui.label(
+                RichText::new(format!(
+                    "Held-out accuracy: float {:.2} %, weights {} {:.2} %, and inputs {} {:.2} %",
+                    100.0 * f,
+                    self.weight_text,
+                    100.0 * w,
+                    self.act_text,
+                    100.0 * wa
+                ))
+                .strong(),
+            );
+        }
         ui.strong("Layers: error in weight space vs in the layer's output");
         ui.label(RichText::new(format!(
             "SQNR dB with weights {}; 'out+A' also quantizes the inputs ({}, {} range). Orange: outlier channels.",

@@ -3,6 +3,7 @@
 mod activations;
 pub(crate) mod browser;
 mod formats_lab;
+mod labs;
 mod mixed;
 mod spec_editor;
 mod train_lab;
@@ -13,6 +14,7 @@ pub use browser::{
     default_recent_file, Browser, FilePicker, NativePicker, SortBy, Source, SAMPLE_NAME,
 };
 pub use formats_lab::FormatsLab;
+pub use labs::{IntMatmulLab, Lab, LabsView};
 pub use mixed::{LayerSetting, MixedView, DEFAULT_MIXED_CANDIDATES};
 pub use train_lab::{LabMode, RunState, TrainLab};
 pub use workbench::{Workbench, DEFAULT_CANDIDATES};
@@ -28,6 +30,7 @@ pub enum View {
     FormatsLab,
     Mixed,
     Activations,
+    Labs,
     /// Temporary home of the training lab (to be folded into Labs).
     Training,
 }
@@ -40,6 +43,7 @@ pub struct App {
     pub formats_lab: FormatsLab,
     pub mixed: MixedView,
     pub activations: ActivationsView,
+    pub labs: LabsView,
     pub training: TrainLab,
     /// Opened on the first frame (opening needs the egui context for repaint requests).
     pending_open: Option<Source>,
@@ -59,6 +63,7 @@ impl App {
             formats_lab: FormatsLab::default(),
             mixed: MixedView::default(),
             activations: ActivationsView::default(),
+            labs: LabsView::default(),
             training: TrainLab::default(),
             pending_open: open,
         }
@@ -93,6 +98,8 @@ impl App {
                     .on_hover_text(
                         "Calibration: activation histograms and ranges, outlier channels, output-space error",
                     );
+                ui.selectable_value(&mut self.view, View::Labs, "Labs")
+                    .on_hover_text("Teaching labs: a layer as integer-only inference, term by term");
                 ui.selectable_value(&mut self.view, View::Training, "Training")
                     .on_hover_text(
                         "Quantization-aware training, k-means fine-tuning, binary and ternary networks",
@@ -130,6 +137,10 @@ impl App {
             View::Activations => {
                 self.browser.poll(&ui.ctx().clone());
                 self.activations.ui(ui, self.browser.model.clone())
+            }
+            View::Labs => {
+                self.browser.poll(&ui.ctx().clone());
+                self.labs.ui(ui, self.browser.model.clone())
             }
             View::Training => {
                 self.browser.poll(&ui.ctx().clone());

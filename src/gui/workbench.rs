@@ -8,7 +8,9 @@ use crate::formats::fmt_short;
 use crate::jobs::{Job, Worker};
 use crate::model::Model;
 use crate::plan::{Choice, Plan};
-use crate::quant::report::{clip_lines, layer_report, report_levels, ClipLines, LayerReport};
+use crate::quant::report::{
+    clip_lines, layer_report_with, original_histogram, report_levels, ClipLines, LayerReport,
+};
 use crate::quant::Spec;
 use egui::{Color32, RichText, Ui};
 use egui_plot::{Bar, BarChart, Legend, Plot, VLine};
@@ -44,6 +46,17 @@ const PRESETS: &[&str] = &[
 ];
 
 type Key = (usize, String);
+
+/// One tensor's values and original histogram, kept between background jobs (one tensor at a time,
+/// the last one a job read), so a spec toggle neither reads nor histograms the tensor again.
+struct TensorCache {
+    model: String,
+    t: usize,
+    x: Arc<Vec<f32>>,
+    original: Option<crate::stats::Histogram>,
+}
+
+type SharedTensor = Arc<std::sync::Mutex<Option<TensorCache>>>;
 
 enum Msg {
     Report(Key, Arc<LayerReport>),
@@ -108,6 +121,7 @@ pub struct Workbench {
     acc_job: Option<Job<Msg>>,
     /// The model the caches belong to (its fingerprint).
     model_id: String,
+    tensor_cache: SharedTensor,
 }
 
 impl Default for Workbench {
@@ -149,6 +163,7 @@ impl Default for Workbench {
             plan_json: (None, String::new()),
             acc_job: None,
             model_id: String::new(),
+            tensor_cache: SharedTensor::default(),
         }
     }
 }
@@ -352,6 +367,9 @@ impl Workbench {
                 .find(|&t| model.tensors[t].quantizable());
             self.sync_layer_text(model);
             self.job = None;
+            if let Ok(mut c) = self.tensor_cache.lock() {
+                *c = None;
+            }
         }
         if let Some(job) = &mut self.job {
             for m in job.poll() {
@@ -419,8 +437,10 @@ impl Workbench {
             let model = model.clone();
             let ctx = ctx.clone();
             let wake: Arc<dyn Fn() + Send + Sync> = Arc::new(move || ctx.request_repaint());
+            let cache = (self.model_id.clone(), self.tensor_cache.clone());
             self.job = Some(Job::spawn(wake, move |w: &Worker<Msg>| {
-                crate::jobs::background_pool().install(|| compute(&model, wanted, clip_needed, w))
+                crate::jobs::background_pool()
+                    .install(|| compute(&model, &cache, wanted, clip_needed, w))
             }));
         }
         ctx.request_repaint_after(std::time::Duration::from_millis(100));
@@ -1363,12 +1383,31 @@ fn palette_ui(ui: &mut Ui, r: &LayerReport) {
 }
 
 /// The background work: reports for the wanted (tensor, spec) pairs, in order, and the clip lines of the
-/// selected tensor. Reads each tensor once for all its specs.
-fn compute(model: &Model, wanted: Vec<Key>, clip: Option<Key>, w: &Worker<Msg>) {
+/// selected tensor. Reads each tensor once for all its specs, and keeps the last one it read (with its
+/// original histogram) for the next job: a spec toggle on the same layer starts quantizing at once.
+fn compute(
+    model: &Model,
+    (model_id, cache): &(String, SharedTensor),
+    wanted: Vec<Key>,
+    clip: Option<Key>,
+    w: &Worker<Msg>,
+) {
     w.progress
         .set_total(wanted.len() as u64 + clip.is_some() as u64);
+    let cached = |t: usize| -> Option<Arc<Vec<f32>>> {
+        let c = cache.lock().ok()?;
+        c.as_ref()
+            .filter(|c| c.t == t && &c.model == model_id)
+            .map(|c| c.x.clone())
+    };
+    // the job's first tensor is the selected layer's: it goes to the shared cache; the others (the
+    // rest of the model's layers) are kept only while this job works on them
+    let first = wanted.first().or(clip.as_ref()).map(|k| k.0);
     let mut current: Option<(usize, Arc<Vec<f32>>)> = None;
     let mut data = |t: usize| -> Result<Arc<Vec<f32>>, String> {
+        if let Some(x) = cached(t) {
+            return Ok(x);
+        }
         if let Some((ct, x)) = &current {
             if *ct == t {
                 return Ok(x.clone());
@@ -1380,8 +1419,38 @@ fn compute(model: &Model, wanted: Vec<Key>, clip: Option<Key>, w: &Worker<Msg>) 
                 .map_err(|e| e.to_string())?,
         );
         model.release(&model.tensors[t]);
-        current = Some((t, x.clone()));
+        if Some(t) == first {
+            if let Ok(mut c) = cache.lock() {
+                *c = Some(TensorCache {
+                    model: model_id.clone(),
+                    t,
+                    x: x.clone(),
+                    original: None,
+                });
+            }
+        } else {
+            current = Some((t, x.clone()));
+        }
         Ok(x)
+    };
+    // the original histogram of tensor t (cached with its values)
+    let original = |t: usize, x: &[f32]| -> crate::stats::Histogram {
+        if let Ok(c) = cache.lock() {
+            if let Some(h) = c
+                .as_ref()
+                .filter(|c| c.t == t && &c.model == model_id)
+                .and_then(|c| c.original.clone())
+            {
+                return h;
+            }
+        }
+        let h = original_histogram(x, BINS);
+        if let Ok(mut c) = cache.lock() {
+            if let Some(c) = c.as_mut().filter(|c| c.t == t && &c.model == model_id) {
+                c.original = Some(h.clone());
+            }
+        }
+        h
     };
     let mut jobs: Vec<(Key, bool)> = wanted.into_iter().map(|k| (k, false)).collect();
     if let Some(c) = clip {
@@ -1400,7 +1469,8 @@ fn compute(model: &Model, wanted: Vec<Key>, clip: Option<Key>, w: &Worker<Msg>) 
                     .map(|c| Msg::Clip(key.clone(), Arc::new(c)))
                     .map_err(|e| e.to_string())
             } else {
-                layer_report(&x, &info.shape, &spec, BINS)
+                let h = original(*t, &x);
+                layer_report_with(&x, &info.shape, &spec, BINS, Some(&h))
                     .map(|(r, _)| Msg::Report(key.clone(), Arc::new(r)))
                     .map_err(|e| e.to_string())
             }

@@ -71,17 +71,23 @@ fn test_indices(model: &Model) -> Result<Vec<usize>, NnError> {
         .collect()
 }
 
-fn rows_of(csv_gz: &[u8]) -> Result<String, NnError> {
+fn text_of(bytes: &[u8]) -> Result<String, NnError> {
     let mut text = String::new();
-    flate2::read::GzDecoder::new(csv_gz)
-        .read_to_string(&mut text)
-        .map_err(|e| NnError::Data(e.to_string()))?;
-    Ok(text)
+    if bytes.starts_with(&[0x1f, 0x8b]) {
+        flate2::read::GzDecoder::new(bytes)
+            .read_to_string(&mut text)
+            .map_err(|e| NnError::Data(e.to_string()))?;
+        Ok(text)
+    } else {
+        String::from_utf8(bytes.to_vec()).map_err(|_| NnError::Data("not UTF-8 text".into()))
+    }
 }
 
-fn load(
+/// The rows of a CSV (gzipped or plain: features then the label on each row) that `pick(row count)`
+/// names, preprocessed for `model` (pixels divided by its `input_divisor`, 16 when it names none).
+pub fn rows_from_csv(
     model: &Model,
-    csv_gz: &[u8],
+    bytes: &[u8],
     pick: impl Fn(usize) -> Vec<usize>,
 ) -> Result<Dataset, NnError> {
     let divisor: f32 = match meta(model)?.get("input_divisor") {
@@ -93,7 +99,7 @@ fn load(
             .ok_or_else(|| NnError::NotRunnable(format!("bad input_divisor '{d}'")))?,
         None => 16.0,
     };
-    let text = rows_of(csv_gz)?;
+    let text = text_of(bytes)?;
     let rows: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
     let idx = pick(rows.len());
     let mut x = Vec::new();
@@ -120,6 +126,11 @@ fn load(
                 pixels.len()
             )));
         }
+        if *label < 0.0 || label.fract() != 0.0 {
+            return Err(NnError::Data(format!(
+                "row {i}: the label {label} is not a class number"
+            )));
+        }
         features = pixels.len();
         x.extend(pixels.iter().map(|p| p / divisor));
         y.push(*label as usize);
@@ -127,17 +138,24 @@ fn load(
     Ok(Dataset { x, y, features })
 }
 
+/// `take` of the row numbers `rows`, spread evenly (the data files are sorted by label, so the first
+/// rows would all be zeros).
+pub fn spread(rows: &[usize], take: usize) -> Vec<usize> {
+    let take = take.min(rows.len());
+    (0..take).map(|k| rows[(k * rows.len()) / take]).collect()
+}
+
 /// The held-out split of a sample model.
 pub fn held_out(model: &Model, csv_gz: &[u8]) -> Result<Dataset, NnError> {
     let test = test_indices(model)?;
-    load(model, csv_gz, |_| test.clone())
+    rows_from_csv(model, csv_gz, |_| test.clone())
 }
 
 /// Up to `n` calibration examples: training rows (those not held out), spread evenly over the file (the
 /// files are sorted by label, so taking the first rows would see only zeros).
 pub fn calibration_set(model: &Model, csv_gz: &[u8], n: usize) -> Result<Dataset, NnError> {
     let test: std::collections::HashSet<usize> = test_indices(model)?.into_iter().collect();
-    load(model, csv_gz, |rows| {
+    rows_from_csv(model, csv_gz, |rows| {
         let train: Vec<usize> = (0..rows).filter(|i| !test.contains(i)).collect();
         let take = n.min(train.len());
         // an even stride: reproducible, and balanced over the classes of a file sorted by label
@@ -150,7 +168,7 @@ pub fn calibration_set(model: &Model, csv_gz: &[u8], n: usize) -> Result<Dataset
 /// Every training row (all rows not held out), in file order: what the training module learns from.
 pub fn training_set(model: &Model, csv_gz: &[u8]) -> Result<Dataset, NnError> {
     let test: std::collections::HashSet<usize> = test_indices(model)?.into_iter().collect();
-    load(model, csv_gz, |rows| {
+    rows_from_csv(model, csv_gz, |rows| {
         (0..rows).filter(|i| !test.contains(i)).collect()
     })
 }

@@ -10,7 +10,8 @@ pub mod gemm;
 pub mod train;
 
 pub use data::{
-    calibration_set, dataset_bytes, held_out, training_set, Dataset, BUNDLED_DIGITS, BUNDLED_MNIST,
+    calibration_set, dataset_bytes, held_out, rows_from_csv, spread, training_set, Dataset,
+    BUNDLED_DIGITS, BUNDLED_MNIST,
 };
 
 use crate::activations::Calibration;

@@ -17,12 +17,11 @@
 use super::{Choice, Plan, PlanError};
 use crate::jobs::Progress;
 use crate::model::Model;
-use crate::nn::{Dataset, Network};
+use crate::nn::{rows_from_csv, spread, Dataset, Network};
 use crate::quant::{quantize, Spec};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashSet};
-use std::io::Read;
 use std::path::Path;
 
 /// What "the error of a layer" means for the search.
@@ -310,89 +309,8 @@ pub fn compare_logits(
 }
 
 /// Rows of a digits-style CSV (pixels…, label), gzip or plain, preprocessed as the model's metadata says.
-fn parse_rows(
-    model: &Model,
-    bytes: &[u8],
-    keep: impl Fn(usize) -> bool,
-) -> Result<Dataset, PlanError> {
-    let meta = model.metadata().cloned().unwrap_or_default();
-    let pre = meta.get("input_preprocessing").map(String::as_str);
-    let div = match pre {
-        Some(p) if p.trim_start().starts_with("pixel / 16") => 16.0f32,
-        Some(p) if p.trim_start().starts_with("pixel / 255") => 255.0,
-        Some(p) => {
-            return Err(PlanError::Invalid(format!(
-                "the model's input preprocessing '{p}' is not one this build knows"
-            )))
-        }
-        None => 16.0,
-    };
-    let mut text = String::new();
-    if bytes.starts_with(&[0x1f, 0x8b]) {
-        flate2::read::GzDecoder::new(bytes)
-            .read_to_string(&mut text)
-            .map_err(|e| PlanError::Invalid(format!("data: {e}")))?;
-    } else {
-        text = String::from_utf8(bytes.to_vec())
-            .map_err(|_| PlanError::Invalid("data: not UTF-8 text".into()))?;
-    }
-    let (mut x, mut y, mut features) = (Vec::new(), Vec::new(), 0usize);
-    for (i, row) in text.lines().filter(|l| !l.trim().is_empty()).enumerate() {
-        if !keep(i) {
-            continue;
-        }
-        let v: Vec<f32> = row
-            .split(',')
-            .map(|s| {
-                s.trim()
-                    .parse::<f32>()
-                    .map_err(|_| PlanError::Invalid(format!("data row {i}: '{s}' is not a number")))
-            })
-            .collect::<Result<_, _>>()?;
-        let Some((label, pixels)) = v.split_last() else {
-            continue;
-        };
-        if features != 0 && pixels.len() != features {
-            return Err(PlanError::Invalid(format!(
-                "data row {i} has {} values, earlier rows {features}",
-                pixels.len()
-            )));
-        }
-        features = pixels.len();
-        if *label < 0.0 || label.fract() != 0.0 {
-            return Err(PlanError::Invalid(format!(
-                "data row {i}: the label {label} is not a class number"
-            )));
-        }
-        x.extend(pixels.iter().map(|p| p / div));
-        y.push(*label as usize);
-    }
-    if y.is_empty() {
-        return Err(PlanError::Invalid(
-            "the calibration data has no rows".into(),
-        ));
-    }
-    Ok(Dataset { x, y, features })
-}
-
-/// Keep at most `limit` rows, evenly spaced (data files may be sorted by label).
-fn thin(d: Dataset, limit: usize) -> Dataset {
-    let n = d.y.len();
-    if n <= limit || limit == 0 {
-        return d;
-    }
-    let mut out = Dataset {
-        x: Vec::with_capacity(limit * d.features),
-        y: Vec::with_capacity(limit),
-        features: d.features,
-    };
-    for k in 0..limit {
-        let i = k * n / limit;
-        out.x
-            .extend_from_slice(&d.x[i * d.features..(i + 1) * d.features]);
-        out.y.push(d.y[i]);
-    }
-    out
+fn data_err(e: crate::nn::NnError) -> PlanError {
+    PlanError::Invalid(format!("calibration data: {e}"))
 }
 
 impl EvalSet {
@@ -424,8 +342,9 @@ impl EvalSet {
                     path: p.display().to_string(),
                     why: e.to_string(),
                 })?;
+                let all = |n: usize| spread(&(0..n).collect::<Vec<_>>(), limit);
                 (
-                    parse_rows(model, &bytes, |_| true)?,
+                    rows_from_csv(model, &bytes, all).map_err(data_err)?,
                     p.display().to_string(),
                 )
             }
@@ -442,13 +361,21 @@ impl EvalSet {
                     .and_then(|m| m.get("dataset_file"))
                     .cloned()
                     .unwrap_or_else(|| "the model's data".into());
+                let kept = |n: usize| {
+                    let rows: Vec<usize> = (0..n).filter(|i| !held.contains(i)).collect();
+                    spread(&rows, limit)
+                };
                 (
-                    parse_rows(model, &bytes, |i| !held.contains(&i))?,
+                    rows_from_csv(model, &bytes, kept).map_err(data_err)?,
                     format!("{name}, rows outside the held-out split"),
                 )
             }
         };
-        let set = thin(set, limit);
+        if set.y.is_empty() {
+            return Err(PlanError::Invalid(
+                "the calibration data has no rows".into(),
+            ));
+        }
         if set.features != float.input {
             return Err(PlanError::Invalid(format!(
                 "the calibration data has {} features, the network takes {}",

@@ -4,6 +4,7 @@
 //! - ternary (TWN, Li & Liu 2016): threshold `Δ = 0.7·mean|w|`, weights with `|w| > Δ` keep their sign
 //!   and share `α = mean of their |w|`, the rest become 0.
 
+use super::metrics::Acc;
 use super::spec::Spec;
 use super::{Layout, Quantized};
 
@@ -12,10 +13,10 @@ fn run(
     layout: Layout,
     spec: &Spec,
     group: impl Fn(&[f32], &mut [f32], &mut [i16]) -> (f32, f32) + Sync,
-) -> Quantized {
+) -> (Quantized, Acc) {
     // per group: (scale, threshold)
-    let (dequant, codes, st) = super::blocks::by_groups(x, layout, group);
-    Quantized {
+    let (dequant, codes, st, acc) = super::blocks::by_groups(x, layout, group);
+    let q = Quantized {
         spec: *spec,
         layout,
         dequant,
@@ -26,14 +27,15 @@ fn run(
         codebook: Vec::new(),
         thresholds: st.iter().map(|p| p.1).collect(),
         metrics: Default::default(),
-    }
+    };
+    (q, acc)
 }
 
 fn mean_abs(xs: &[f32]) -> f32 {
     (xs.iter().map(|v| v.abs() as f64).sum::<f64>() / xs.len().max(1) as f64) as f32
 }
 
-pub fn binary(x: &[f32], layout: Layout, spec: &Spec) -> Quantized {
+pub fn binary(x: &[f32], layout: Layout, spec: &Spec) -> (Quantized, Acc) {
     run(x, layout, spec, |xs, os, cs| {
         let alpha = mean_abs(xs);
         for ((&v, o), c) in xs.iter().zip(os.iter_mut()).zip(cs.iter_mut()) {
@@ -45,7 +47,7 @@ pub fn binary(x: &[f32], layout: Layout, spec: &Spec) -> Quantized {
     })
 }
 
-pub fn ternary(x: &[f32], layout: Layout, spec: &Spec) -> Quantized {
+pub fn ternary(x: &[f32], layout: Layout, spec: &Spec) -> (Quantized, Acc) {
     run(x, layout, spec, |xs, os, cs| {
         let delta = 0.7 * mean_abs(xs);
         let (sum, count) = xs

@@ -2,10 +2,12 @@
 //! NVFP4 (E4M3 scale per 16 and an FP32 tensor scale), and the shared-microexponent formats.
 
 use super::linear::rne;
+use super::metrics::Acc;
 use super::rounder::Rounder;
+use super::simd::{zeroed_f32, zeroed_i16};
 use super::spec::{MicroExp, MxElem, Spec};
 use super::{store_scale, Layout, Quantized};
-use crate::formats::{lookup, Codebook, Overflow};
+use crate::formats::{lookup, Codebook};
 use rayon::prelude::*;
 
 /// floor(log2(a)) for a positive finite f32, exactly (from the bits, subnormals included).
@@ -28,54 +30,105 @@ fn pow2(e: i32) -> f64 {
 }
 
 /// Run `block` over every group (rows in parallel); it fills the group's outputs and returns what the
-/// group stores (its scale, or more). Shared by the block formats and binary/ternary.
+/// group stores (its scale, or more). Shared by the block formats and binary/ternary. Also returns the
+/// metric sums, taken from each row while it is in cache.
 pub(crate) fn by_groups<T: Send>(
     x: &[f32],
     layout: Layout,
     block: impl Fn(&[f32], &mut [f32], &mut [i16]) -> T + Sync,
-) -> (Vec<f32>, Vec<i16>, Vec<T>) {
+) -> (Vec<f32>, Vec<i16>, Vec<T>, Acc) {
     let n = x.len();
-    let mut dequant = vec![0f32; n];
-    let mut codes = vec![0i16; n];
+    let mut dequant = zeroed_f32(n);
+    let mut codes = zeroed_i16(n);
     let cols = layout.cols;
     let g = layout.group;
-    let per_group: Vec<T> = x
+    let rows: Vec<(Vec<T>, Acc)> = x
         .par_chunks(cols)
         .zip(dequant.par_chunks_mut(cols))
         .zip(codes.par_chunks_mut(cols))
-        .flat_map_iter(|((xr, or), cr)| {
-            xr.chunks(g)
-                .zip(or.chunks_mut(g))
-                .zip(cr.chunks_mut(g))
-                .map(|((xs, os), cs)| block(xs, os, cs))
-                .collect::<Vec<_>>()
-        })
+        .map(|((xr, or), cr)| row_groups(g, xr, or, cr, &block))
         .collect();
-    (dequant, codes, per_group)
+    let mut per_group = Vec::with_capacity(layout.groups());
+    let mut acc = Acc::default();
+    for (t, a) in rows {
+        per_group.extend(t);
+        acc = acc.merge(a);
+    }
+    (dequant, codes, per_group, acc)
+}
+
+#[inline(always)]
+fn row_inner<T, F: Fn(&[f32], &mut [f32], &mut [i16]) -> T>(
+    g: usize,
+    xr: &[f32],
+    or: &mut [f32],
+    cr: &mut [i16],
+    block: &F,
+) -> (Vec<T>, Acc) {
+    let t = xr
+        .chunks(g)
+        .zip(or.chunks_mut(g))
+        .zip(cr.chunks_mut(g))
+        .map(|((xs, os), cs)| block(xs, os, cs))
+        .collect::<Vec<_>>();
+    let mut acc = Acc::default();
+    acc.add(xr, or);
+    (t, acc)
+}
+
+/// One row of [`by_groups`], compiled for AVX2 too (see `simd`).
+fn row_groups<T, F: Fn(&[f32], &mut [f32], &mut [i16]) -> T>(
+    g: usize,
+    xr: &[f32],
+    or: &mut [f32],
+    cr: &mut [i16],
+    block: &F,
+) -> (Vec<T>, Acc) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn wide<T, F: Fn(&[f32], &mut [f32], &mut [i16]) -> T>(
+            g: usize,
+            xr: &[f32],
+            or: &mut [f32],
+            cr: &mut [i16],
+            block: &F,
+        ) -> (Vec<T>, Acc) {
+            row_inner(g, xr, or, cr, block)
+        }
+        if super::simd::avx2() {
+            // SAFETY: the CPU supports AVX2 and FMA (checked just above).
+            return unsafe { wide(g, xr, or, cr, block) };
+        }
+    }
+    row_inner(g, xr, or, cr, block)
 }
 
 fn result(
     spec: &Spec,
     layout: Layout,
-    (dequant, codes, scales): (Vec<f32>, Vec<i16>, Vec<f32>),
-) -> Quantized {
-    Quantized {
-        spec: *spec,
-        layout,
-        dequant,
-        codes,
-        scales,
-        zero_points: Vec::new(),
-        outer_scales: Vec::new(),
-        codebook: Vec::new(),
-        thresholds: Vec::new(),
-        metrics: Default::default(),
-    }
+    (dequant, codes, scales, acc): (Vec<f32>, Vec<i16>, Vec<f32>, Acc),
+) -> (Quantized, Acc) {
+    (
+        Quantized {
+            spec: *spec,
+            layout,
+            dequant,
+            codes,
+            scales,
+            zero_points: Vec::new(),
+            outer_scales: Vec::new(),
+            codebook: Vec::new(),
+            thresholds: Vec::new(),
+            metrics: Default::default(),
+        },
+        acc,
+    )
 }
 
 /// NF4 (QLoRA): each block is divided by its absmax (stored in the scale type, fp16 by default) and
 /// every value goes to the nearest of the 16 NormalFloat levels.
-pub fn nf4(x: &[f32], layout: Layout, spec: &Spec) -> Quantized {
+pub fn nf4(x: &[f32], layout: Layout, spec: &Spec) -> (Quantized, Acc) {
     let cb = Codebook::nf4();
     let table: Vec<f32> = cb.values.iter().map(|&v| v as f32).collect();
     let parts = by_groups(x, layout, |xs, os, cs| {
@@ -88,15 +141,15 @@ pub fn nf4(x: &[f32], layout: Layout, spec: &Spec) -> Quantized {
         }
         s
     });
-    let mut q = result(spec, layout, parts);
+    let (mut q, acc) = result(spec, layout, parts);
     q.codebook = table;
-    q
+    (q, acc)
 }
 
 /// OCP MX v1.0: per block of 32, `e = floor(log2(amax)) − emax_elem` (clamped to E8M0's −127…127; an
 /// all-zero block gets −127), elements `round(x / 2^e)` in the element format, saturating.
 /// MXINT8 elements are int8 with an implicit 2^-6, kept symmetric (±127/64) as microxcaling does.
-pub fn mx(x: &[f32], layout: Layout, spec: &Spec, elem: MxElem) -> Quantized {
+pub fn mx(x: &[f32], layout: Layout, spec: &Spec, elem: MxElem) -> (Quantized, Acc) {
     let rounder = match elem {
         MxElem::Float(f) => Some(Rounder::new(&lookup(f.name()).expect("catalog").format)),
         MxElem::Int8 => None,
@@ -133,9 +186,8 @@ pub fn mx(x: &[f32], layout: Layout, spec: &Spec, elem: MxElem) -> Quantized {
 /// NVFP4: `s_tensor = amax/(448·6)` in FP32; per block of 16, `s_blk = (amax_blk/6)/s_tensor` cast to
 /// E4M3 (≤ 448, nearest even); elements `round_E2M1(clamp(x/(s_tensor·ŝ_blk), ±6))`; a block whose scale
 /// rounds to 0 is all zeros (quantization.md §2.4, after torchao's `nvfp4_quantize`).
-pub fn nvfp4(x: &[f32], layout: Layout, spec: &Spec) -> Quantized {
-    let e2m1 = Rounder::new(&lookup("fp4_e2m1").expect("catalog").format);
-    let e4m3 = lookup("fp8_e4m3").expect("catalog").format;
+pub fn nvfp4(x: &[f32], layout: Layout, spec: &Spec) -> (Quantized, Acc) {
+    let e4m3 = Rounder::new(&lookup("fp8_e4m3").expect("catalog").format);
     let amax = x
         .par_iter()
         .fold(|| 0f32, |m, v| m.max(v.abs()))
@@ -148,7 +200,8 @@ pub fn nvfp4(x: &[f32], layout: Layout, spec: &Spec) -> Quantized {
     let parts = by_groups(x, layout, |xs, os, cs| {
         let bmax = xs.iter().fold(0f32, |m, v| m.max(v.abs()));
         let raw = ((bmax / 6.0) / s_tensor).min(448.0);
-        let s_blk = e4m3.encode(raw as f64, Overflow::Saturate).value as f32;
+        // the fast rounder agrees with the exact encoder (rounder.rs tests), saturating at 448
+        let s_blk = e4m3.round(raw).0;
         if s_blk == 0.0 {
             os.fill(0.0);
             cs.fill(0);
@@ -156,22 +209,48 @@ pub fn nvfp4(x: &[f32], layout: Layout, spec: &Spec) -> Quantized {
         }
         let denom = s_tensor * s_blk;
         for ((&v, o), c) in xs.iter().zip(os.iter_mut()).zip(cs.iter_mut()) {
-            let (val, code) = e2m1.round((v / denom).clamp(-6.0, 6.0));
+            let (val, code) = e2m1_round((v / denom).clamp(-6.0, 6.0));
             *c = code as i16;
             *o = denom * val;
         }
         s_blk
     });
-    let mut q = result(spec, layout, parts);
+    let (mut q, acc) = result(spec, layout, parts);
     q.outer_scales = vec![s_tensor];
-    q
+    (q, acc)
+}
+
+/// Round `v` (|v| ≤ 6) to the nearest E2M1 value, ties to the even code, saturating: the value and its
+/// code (sign bit 8), without a table search. The grid {0, 0.5, 1, 1.5, 2, 3, 4, 6} has step 0.5 below
+/// 2, step 1 in [2, 4) and step 2 in [4, 6]; rounding to a multiple of the step with ties to even
+/// gives the even code, because the code's last bit is the mantissa bit and the mantissa counts the
+/// steps (a tie at the top of a binade goes up to the next power of two, which has an even code).
+/// Checked against the table rounder on every tie and between every pair of values (tests below).
+#[inline(always)]
+pub(crate) fn e2m1_round(v: f32) -> (f32, u16) {
+    let a = v.abs().min(6.0);
+    let (val, code) = if a < 2.0 {
+        let m = rne(a * 2.0); // 0..=4 (a value rounding up to 2.0 gets code 4, its own)
+        (m * 0.5, m as u16)
+    } else if a < 4.0 {
+        let m = rne(a); // 2..=4
+        (m, (m as u16) + 2)
+    } else {
+        let m = rne(a * 0.5); // 2..=3
+        (m * 2.0, (m as u16) + 4)
+    };
+    if v.is_sign_negative() {
+        (-val, code | 0b1000)
+    } else {
+        (val, code)
+    }
 }
 
 /// Shared micro-exponents (Rouhani et al. 2023, the lecture's MX4/MX6/MX9): per block of 16 a shared
 /// exponent `E = floor(log2(amax))` (E8M0), per pair a 1-bit micro-exponent `μ` (1 when the pair's
 /// largest magnitude is below 2^E, buying one more bit of precision), elements sign-magnitude with M
 /// mantissa bits on the step `2^(E − μ − (M − 1))`, saturating at ±(2^M − 1) steps.
-pub fn micro_exponent(x: &[f32], layout: Layout, spec: &Spec, m: MicroExp) -> Quantized {
+pub fn micro_exponent(x: &[f32], layout: Layout, spec: &Spec, m: MicroExp) -> (Quantized, Acc) {
     let mb = m.mantissa_bits() as i32;
     let qmax = ((1u32 << mb) - 1) as f32;
     let parts = by_groups(x, layout, |xs, os, cs| {
@@ -214,6 +293,26 @@ mod tests {
         assert_eq!(floor_log2(0.5), -1);
         assert_eq!(floor_log2(f32::from_bits(1)), -149);
         assert_eq!(floor_log2(f32::MAX), 127);
+    }
+
+    #[test]
+    fn e2m1_arithmetic_rounding_matches_the_table_rounder() {
+        let r = Rounder::new(&lookup("fp4_e2m1").unwrap().format);
+        let mut probes: Vec<f32> = (0..=6000).map(|i| i as f32 / 1000.0).collect();
+        let grid = [0.0f32, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0];
+        for w in grid.windows(2) {
+            let m = (w[0] + w[1]) / 2.0;
+            probes.extend([
+                m,
+                f32::from_bits(m.to_bits() + 1),
+                f32::from_bits(m.to_bits() - 1),
+            ]);
+        }
+        for &p in &probes {
+            for v in [p, -p] {
+                assert_eq!(e2m1_round(v), r.round(v), "{v}");
+            }
+        }
     }
 
     #[test]

@@ -15,6 +15,7 @@ mod linear;
 pub mod metrics;
 pub mod report;
 pub mod rounder;
+pub(crate) mod simd;
 pub mod spec;
 
 pub use kmeans::kmeans_1d;
@@ -132,19 +133,31 @@ pub fn quantize(x: &[f32], shape: &[usize], spec: &Spec) -> Result<Quantized, Qu
         return Err(QuantError::NotFinite(bad));
     }
     let layout = Layout::new(shape, spec.granularity);
-    let mut q = match spec.family {
-        Family::Int(_) | Family::Uint(_) | Family::Float(_) => linear::quantize(x, layout, spec),
-        Family::Nf4 => blocks::nf4(x, layout, spec),
-        Family::Mx(e) => blocks::mx(x, layout, spec, e),
-        Family::Nvfp4 => blocks::nvfp4(x, layout, spec),
-        Family::MicroExp(m) => blocks::micro_exponent(x, layout, spec, m),
-        Family::Kmeans(bits) => kmeans::quantize(x, layout, spec, bits),
-        Family::Binary => binary::binary(x, layout, spec),
-        Family::Ternary => binary::ternary(x, layout, spec),
-        Family::Bf16 | Family::Fp16 | Family::None => cast(x, layout, spec),
+    // most quantizers add up the metrics while each row is in cache; the others get a separate pass
+    let (mut q, acc) = match spec.family {
+        Family::Int(_) | Family::Uint(_) | Family::Float(_) => {
+            let (q, a) = linear::quantize(x, layout, spec);
+            (q, Some(a))
+        }
+        Family::Nf4 => some(blocks::nf4(x, layout, spec)),
+        Family::Mx(e) => some(blocks::mx(x, layout, spec, e)),
+        Family::Nvfp4 => some(blocks::nvfp4(x, layout, spec)),
+        Family::MicroExp(m) => some(blocks::micro_exponent(x, layout, spec, m)),
+        Family::Kmeans(bits) => (kmeans::quantize(x, layout, spec, bits), None),
+        Family::Binary => some(binary::binary(x, layout, spec)),
+        Family::Ternary => some(binary::ternary(x, layout, spec)),
+        Family::Bf16 | Family::Fp16 | Family::None => (cast(x, layout, spec), None),
     };
-    q.metrics = Metrics::compute(x, &q.dequant, bits_of(&q, n));
+    let bits = bits_of(&q, n);
+    q.metrics = match acc {
+        Some(a) => a.finish(n, bits),
+        None => Metrics::compute(x, &q.dequant, bits),
+    };
     Ok(q)
+}
+
+fn some((q, a): (Quantized, metrics::Acc)) -> (Quantized, Option<metrics::Acc>) {
+    (q, Some(a))
 }
 
 /// Total stored bits: elements, every scale, zero point, codebook entry and tensor-level constant.

@@ -61,16 +61,32 @@ pub fn layer_report(
     spec: &Spec,
     bins: usize,
 ) -> Result<(LayerReport, Quantized), QuantError> {
+    layer_report_with(x, shape, spec, bins, None)
+}
+
+/// The histogram of the original values that [`layer_report`] shows: `bins` bins over [min, max].
+/// It depends only on the tensor, so a caller reporting several specs can compute it once.
+pub fn original_histogram(x: &[f32], bins: usize) -> Histogram {
+    let (lo, hi) = crate::stats::par_min_max(x);
+    histogram(x, bins, Some((lo as f64, hi as f64)))
+}
+
+/// [`layer_report`] with the original histogram given (from [`original_histogram`] with the same
+/// `bins`) when the caller has it.
+pub fn layer_report_with(
+    x: &[f32],
+    shape: &[usize],
+    spec: &Spec,
+    bins: usize,
+    original: Option<&Histogram>,
+) -> Result<(LayerReport, Quantized), QuantError> {
     let q = quantize(x, shape, spec)?;
-    let (lo, hi) = x
-        .iter()
-        .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| {
-            (a.min(v), b.max(v))
-        });
-    let range = Some((lo as f64, hi as f64));
-    let original = histogram(x, bins, range);
+    let original = match original {
+        Some(h) if h.counts.len() == bins.max(1) => h.clone(),
+        _ => original_histogram(x, bins),
+    };
     let e = (q.metrics.max_abs_err as f32).max(f32::MIN_POSITIVE);
-    let (quantized, error) =
+    let (quantized, error, zeros) =
         paired_histograms(x, &q.dequant, bins, (original.lo, original.hi), e as f64);
     let codebook = if q.codebook.is_empty() {
         Vec::new()
@@ -92,7 +108,6 @@ pub fn layer_report(
             .map(|(&v, n)| (v * scale, n))
             .collect()
     };
-    let zeros = q.dequant.iter().filter(|&&v| v == 0.0).count();
     let threshold_mean = (!q.thresholds.is_empty()).then(|| {
         let t: Vec<f32> = if matches!(spec.family, Family::Uint(_)) {
             q.thresholds.chunks(2).map(|p| p[1]).collect()
@@ -123,44 +138,50 @@ pub fn layer_report(
     Ok((report, q))
 }
 
-/// The histogram of `xq` on [lo, hi] and of `xq − x` on [−e, e], in one parallel pass with no
-/// temporary error tensor. Bin edges follow `stats::histogram` (the top edge belongs to the last bin).
+/// The histogram of `xq` on [lo, hi] and of `xq − x` on [−e, e], and the number of zeros in `xq`, in
+/// one parallel pass with no temporary error tensor. Bin edges follow `stats::histogram` (the top edge
+/// belongs to the last bin).
 fn paired_histograms(
     x: &[f32],
     xq: &[f32],
     bins: usize,
     (lo, hi): (f64, f64),
     e: f64,
-) -> (Histogram, Histogram) {
+) -> (Histogram, Histogram, u64) {
     use rayon::prelude::*;
     let bins = bins.max(1);
     let (qs, es) = (bins as f64 / (hi - lo), bins as f64 / (2.0 * e));
-    let (hq, he, below, above) = x
+    let (hq, he, below, above, zeros) = x
         .par_chunks(1 << 16)
         .zip(xq.par_chunks(1 << 16))
         .map(|(a, b)| {
-            let (mut hq, mut he) = (vec![0u64; bins], vec![0u64; bins]);
-            let (mut below, mut above) = (0u64, 0u64);
+            // slots: the bins, then below and above
+            let (mut hq, mut he) = (vec![0u32; bins + 2], vec![0u32; bins]);
+            let mut zeros = 0u64;
             for (&u, &v) in a.iter().zip(b) {
                 let v64 = v as f64;
-                if v64 < lo {
-                    below += 1;
+                let slot = if v64 < lo {
+                    bins
                 } else if v64 > hi {
-                    above += 1;
+                    bins + 1
                 } else {
-                    hq[(((v64 - lo) * qs) as usize).min(bins - 1)] += 1;
-                }
+                    (((v64 - lo) * qs) as usize).min(bins - 1)
+                };
+                hq[slot] += 1;
+                zeros += (v == 0.0) as u64;
                 let d = (v - u) as f64;
                 he[(((d + e) * es).max(0.0) as usize).min(bins - 1)] += 1;
             }
-            (hq, he, below, above)
+            (hq, he, zeros)
         })
-        .reduce(
-            || (vec![0u64; bins], vec![0u64; bins], 0, 0),
-            |(mut a, mut b, c, d), (a2, b2, c2, d2)| {
-                a.iter_mut().zip(&a2).for_each(|(x, y)| *x += y);
-                b.iter_mut().zip(&b2).for_each(|(x, y)| *x += y);
-                (a, b, c + c2, d + d2)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .fold(
+            (vec![0u64; bins], vec![0u64; bins], 0, 0, 0),
+            |(mut a, mut b, c, d, z), (a2, b2, z2)| {
+                a.iter_mut().zip(&a2).for_each(|(x, y)| *x += *y as u64);
+                b.iter_mut().zip(&b2).for_each(|(x, y)| *x += *y as u64);
+                (a, b, c + a2[bins] as u64, d + a2[bins + 1] as u64, z + z2)
             },
         );
     (
@@ -178,6 +199,7 @@ fn paired_histograms(
             below: 0,
             above: 0,
         },
+        zeros,
     )
 }
 
@@ -239,12 +261,13 @@ pub fn clip_lines(x: &[f32], shape: &[usize], spec: &Spec) -> Result<ClipLines, 
             vsq: false,
             ..*spec
         };
-        let q = quantize(x, shape, &s)?;
+        // only the threshold: the same fit as `quantize` with this spec, without quantizing
+        let th = super::linear::tensor_thresholds(x, shape, &s)?;
         // symmetric: one threshold; asymmetric: [lo, hi] — draw the larger magnitude
         let t = if matches!(spec.family, Family::Uint(_)) {
-            q.thresholds[0].abs().max(q.thresholds[1].abs())
+            th[0].abs().max(th[1].abs())
         } else {
-            q.thresholds[0]
+            th[0]
         };
         lines.push((name.to_string(), t));
     }
@@ -385,6 +408,32 @@ mod tests {
             lines.lines.iter().all(|(_, t)| *t <= minmax * 1.0001),
             "{lines:?}"
         );
+    }
+
+    #[test]
+    fn clip_lines_are_the_quantizers_thresholds() {
+        let x: Vec<f32> = (0..8192)
+            .map(|i| ((i as f32) * 0.91).sin() * if i % 997 == 0 { 9.0 } else { 1.0 })
+            .collect();
+        for base in ["int4", "uint4", "fp8_e4m3", "int8"] {
+            let spec = Spec::parse(base).unwrap();
+            let lines = clip_lines(&x, &[64, 128], &spec).unwrap();
+            for ((_, t), clip) in lines.lines.iter().zip(["minmax", "p99.9", "mse", "kl"]) {
+                let s = Spec::parse(&format!("{base}:tensor:clip={clip}")).unwrap();
+                let th = quantize(&x, &[64, 128], &s).unwrap().thresholds;
+                let want = if base.starts_with('u') {
+                    th[0].abs().max(th[1].abs())
+                } else {
+                    th[0]
+                };
+                assert_eq!(*t, want, "{base} {clip}");
+            }
+        }
+        let spec = Spec::parse("int4:g32").unwrap();
+        let (a, _) = layer_report(&x, &[64, 128], &spec, 50).unwrap();
+        let h = original_histogram(&x, 50);
+        let (b, _) = layer_report_with(&x, &[64, 128], &spec, 50, Some(&h)).unwrap();
+        assert_eq!(a, b);
     }
 
     #[test]
