@@ -1,25 +1,7 @@
 //! Calibration from the command line: activation ranges, output-space error, packs, and W8A8 eval.
 
-use serde_json::Value;
-use std::process::Command;
-
-fn quantscope(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_quantscope"))
-        .args(args)
-        .output()
-        .expect("run quantscope");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into(),
-        String::from_utf8_lossy(&out.stderr).into(),
-    )
-}
-
-fn json(args: &[&str]) -> Value {
-    let (ok, stdout, stderr) = quantscope(args);
-    assert!(ok, "{args:?} failed: {stderr}");
-    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{args:?}: not JSON ({e}): {stdout}"))
-}
+mod common;
+use common::{json, quantscope};
 
 const CNN: &str = "sample_models/mnist_cnn.safetensors";
 const MLP: &str = "sample_models/digits_mlp.safetensors";

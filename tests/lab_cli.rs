@@ -2,29 +2,13 @@
 //! terms it prints are checked against values recomputed here from the model file and the calibration
 //! rows (independently of the engine's integer code).
 
+mod common;
+use common::{json, quantscope};
+
 use quantscope::activations::{capture, pack};
 use quantscope::model::Model;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::Command;
-
-fn quantscope(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_quantscope"))
-        .args(args)
-        .output()
-        .expect("run quantscope");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into(),
-        String::from_utf8_lossy(&out.stderr).into(),
-    )
-}
-
-fn json(args: &[&str]) -> Value {
-    let (ok, stdout, stderr) = quantscope(args);
-    assert!(ok, "{args:?} failed: {stderr}");
-    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{args:?}: not JSON ({e}): {stdout}"))
-}
 
 fn fails_with(args: &[&str], needle: &str) {
     let (ok, _, stderr) = quantscope(args);

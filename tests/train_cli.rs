@@ -1,25 +1,9 @@
 //! `quantscope train`, run as a user runs it: the real binary on the digits sample model (short runs).
 
+mod common;
+use common::{json, quantscope};
+
 use serde_json::Value;
-use std::process::Command;
-
-fn quantscope(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_quantscope"))
-        .args(args)
-        .output()
-        .expect("run quantscope");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into(),
-        String::from_utf8_lossy(&out.stderr).into(),
-    )
-}
-
-fn json(args: &[&str]) -> Value {
-    let (ok, stdout, stderr) = quantscope(args);
-    assert!(ok, "{args:?} failed: {stderr}");
-    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{args:?}: not JSON ({e}): {stdout}"))
-}
 
 const DIGITS: &str = "sample_models/digits_mlp.safetensors";
 

@@ -203,6 +203,25 @@ pub fn capture(model: &Model, examples: usize, batch: usize) -> Result<Calibrati
     })
 }
 
+/// The activations for `model`: the calibration pack at `pack` when given, else the sample model's own
+/// calibration run. The error says how to get a pack when the model cannot run.
+pub fn load(
+    model: &Model,
+    pack: Option<&std::path::Path>,
+    examples: usize,
+    batch: usize,
+) -> Result<Calibration, String> {
+    match pack {
+        Some(p) => pack::read(p).map_err(|e| e.to_string()),
+        None => capture(model, examples, batch).map_err(|e| {
+            format!(
+                "{e}; for a model the engine cannot run, capture a calibration pack with \
+                 tools/capture_activations.py and load it (CLI: --data PACK)"
+            )
+        }),
+    }
+}
+
 /// Held-out accuracy of a runnable model: float, with its weights quantized by `weights`, and with the
 /// inputs of every layer quantized too (`act`, ranges from `cal` by `method`). `None` when the model
 /// does not run. `round=adaround` weights learn their rounding from `cal`.

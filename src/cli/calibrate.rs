@@ -1,12 +1,12 @@
 use super::{json_num, print_json};
 use quantscope::activations::ranges::{act_quantizers, all_ranges, range, Method};
-use quantscope::activations::{capture, output::output_metrics, pack, Calibration};
+use quantscope::activations::{load, output::output_metrics, pack};
 use quantscope::model::Model;
 use quantscope::quant::adaround::{adaround, AdaRoundConfig};
 use quantscope::quant::fixed::FixedQuant;
 use quantscope::quant::{quantize, Spec};
 use serde_json::json;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 #[derive(clap::Args, Debug)]
 pub struct CalibrateArgs {
@@ -40,24 +40,6 @@ pub struct CalibrateArgs {
     pub json: bool,
 }
 
-/// The activations for `model`: a pack when given, else the sample model's own calibration run.
-pub fn load_calibration(
-    model: &Model,
-    data: Option<&Path>,
-    examples: usize,
-    batch: usize,
-) -> anyhow::Result<Calibration> {
-    Ok(match data {
-        Some(p) => pack::read(p)?,
-        None => capture(model, examples, batch).map_err(|e| {
-            anyhow::anyhow!(
-                "{e}; for a model that the engine cannot run, capture a calibration pack \
-                 (tools/capture_activations.py) and pass --data PACK"
-            )
-        })?,
-    })
-}
-
 pub fn run(a: CalibrateArgs) -> anyhow::Result<()> {
     let model = Model::open(&a.model)?;
     let act = Spec::parse(&a.act)?;
@@ -71,7 +53,7 @@ pub fn run(a: CalibrateArgs) -> anyhow::Result<()> {
     // refuse a format activations cannot use before doing any work
     FixedQuant::new(&act, 0.0, 1.0)?;
     let bar = super::progress_bar(0, "calibrate");
-    let cal = load_calibration(&model, a.data.as_deref(), a.examples, a.batch)?;
+    let cal = load(&model, a.data.as_deref(), a.examples, a.batch).map_err(anyhow::Error::msg)?;
     bar.finish_and_clear();
     if let Some(p) = &a.save_pack {
         pack::write(&cal, p)?;

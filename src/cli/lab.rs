@@ -1,6 +1,5 @@
 //! `quantscope lab ...`: the teaching labs, run headless. `lab matmul` is the integer-only linear layer.
 
-use super::calibrate::load_calibration;
 use super::{json_num, print_json};
 use quantscope::activations::ranges::Method;
 use quantscope::intmm::lab::{followed_by_relu, run, LabOptions, MatmulLab, When};
@@ -93,7 +92,8 @@ fn matmul(a: MatmulArgs) -> anyhow::Result<()> {
     };
     let model = Model::open(&a.model)?;
     let bar = super::progress_bar(0, "calibrate");
-    let cal = load_calibration(&model, a.data.as_deref(), a.examples, a.batch)?;
+    let cal = quantscope::activations::load(&model, a.data.as_deref(), a.examples, a.batch)
+        .map_err(anyhow::Error::msg)?;
     bar.finish_and_clear();
     let layer = cal.layer(&a.layer).ok_or_else(|| {
         anyhow::anyhow!(

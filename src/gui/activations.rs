@@ -6,7 +6,7 @@
 
 use crate::activations::ranges::Method;
 use crate::activations::report::{activation_report, ActivationReport, OUTLIER_FACTOR};
-use crate::activations::{accuracy_under, capture, pack, Calibration};
+use crate::activations::{accuracy_under, Calibration};
 use crate::jobs::{Job, Worker};
 use crate::model::Model;
 use crate::quant::Spec;
@@ -118,15 +118,12 @@ impl ActivationsView {
         self.status = "calibrating...".into();
         self.job = Some(Job::spawn(wake, move |w: &Worker<Msg>| {
             crate::jobs::background_pool().install(|| {
-                let r = match pack_path {
-                    Some(p) => pack::read(std::path::Path::new(&p)).map_err(|e| e.to_string()),
-                    None => capture(&model, 512, 32).map_err(|e| {
-                        format!(
-                            "{e}. For a model the engine cannot run, capture a calibration pack with \
-                             tools/capture_activations.py and load it here."
-                        )
-                    }),
-                };
+                let r = crate::activations::load(
+                    &model,
+                    pack_path.as_deref().map(std::path::Path::new),
+                    512,
+                    32,
+                );
                 w.send(Msg::Calibrated(r.map(Arc::new)));
             })
         }));

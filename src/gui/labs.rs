@@ -7,7 +7,7 @@
 //!   histogram of the error in output steps, with the derived bound.
 
 use crate::activations::ranges::Method;
-use crate::activations::{capture, pack, Calibration};
+use crate::activations::Calibration;
 use crate::intmm::lab::{followed_by_relu, run, LabOptions, MatmulLab, When};
 use crate::intmm::{parse_weights, OutputType};
 use crate::jobs::{Job, Worker};
@@ -191,15 +191,12 @@ impl IntMatmulLab {
         self.status = "calibrating...".into();
         self.job = Some(Job::spawn(wake, move |w: &Worker<Msg>| {
             crate::jobs::background_pool().install(|| {
-                let r = match pack_path {
-                    Some(p) => pack::read(std::path::Path::new(&p)).map_err(|e| e.to_string()),
-                    None => capture(&model, 512, 32).map_err(|e| {
-                        format!(
-                            "{e}. For a model the engine cannot run, capture a calibration pack with \
-                             tools/capture_activations.py and load it here."
-                        )
-                    }),
-                };
+                let r = crate::activations::load(
+                    &model,
+                    pack_path.as_deref().map(std::path::Path::new),
+                    512,
+                    32,
+                );
                 w.send(Msg::Calibrated(r.map(Arc::new)));
             })
         }));
