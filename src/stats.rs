@@ -400,34 +400,87 @@ impl Histogram {
     }
 }
 
-/// The largest finite |x| (0 when there is none). Compares the bit patterns of |x|, which order like
-/// the values and leave out Inf/NaN by one integer comparison, so the loop vectorises.
+/// The largest finite |x| (0 when there is none). Eight independent f32 maxima, Inf/NaN replaced by
+/// 0 with one comparison (`|v| <= f32::MAX` is false for both), so the loop vectorises even on
+/// baseline x86-64 (`maxps`; an integer max of the bit patterns would need SSE4.1). Maximum is exact,
+/// so the lanes' order does not matter.
 #[inline(always)]
 pub fn abs_max(x: &[f32]) -> f32 {
-    const INF: u32 = 0x7f80_0000;
-    let m = x.iter().fold(0u32, |m, v| {
-        let a = v.to_bits() & 0x7fff_ffff;
-        let a = if a < INF { a } else { 0 };
+    #[inline(always)]
+    fn one(m: f32, v: f32) -> f32 {
+        let a = v.abs();
+        let a = if a <= f32::MAX { a } else { 0.0 };
         if a > m {
             a
         } else {
             m
         }
-    });
-    f32::from_bits(m)
+    }
+    let mut m = [0f32; 8];
+    let chunks = x.chunks_exact(8);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for j in 0..8 {
+            m[j] = one(m[j], c[j]);
+        }
+    }
+    for &v in tail {
+        m[0] = one(m[0], v);
+    }
+    m.iter().fold(0f32, |a, &b| one(a, b))
 }
 
-/// The smallest and largest finite values, `(+inf, −inf)` when there is none. Branch-free, so it
-/// vectorises (a non-finite value is replaced by the neutral element of each side).
+/// How many values are NaN or ±Inf. The common case, none, is found by one vectorised pass:
+/// `v − v` is +0 (all bits clear) for every finite value and NaN otherwise; the bits are OR-ed
+/// together (one cycle, no chain of additions). Only then are they counted.
+#[inline(always)]
+pub fn count_non_finite(x: &[f32]) -> usize {
+    let mut acc = [0u32; 8];
+    let chunks = x.chunks_exact(8);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for j in 0..8 {
+            acc[j] |= (c[j] - c[j]).to_bits();
+        }
+    }
+    let t = tail.iter().fold(0u32, |a, v| a | (v - v).to_bits());
+    if acc.iter().fold(t, |a, &b| a | b) == 0 {
+        0
+    } else {
+        x.iter().filter(|v| !v.is_finite()).count()
+    }
+}
+
+/// The smallest and largest finite values, `(+inf, −inf)` when there is none. Eight independent
+/// lanes, a non-finite value replaced by the neutral element of each side, so it vectorises (min
+/// and max are exact: the order does not matter).
 #[inline(always)]
 pub fn finite_min_max(x: &[f32]) -> (f32, f32) {
-    x.iter()
-        .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| {
-            let fin = v.abs() <= f32::MAX;
-            let lo = if fin { v } else { f32::INFINITY };
-            let hi = if fin { v } else { f32::NEG_INFINITY };
-            (if lo < a { lo } else { a }, if hi > b { hi } else { b })
-        })
+    #[inline(always)]
+    fn one(lo: &mut f32, hi: &mut f32, v: f32) {
+        let fin = v.abs() <= f32::MAX;
+        let l = if fin { v } else { f32::INFINITY };
+        let h = if fin { v } else { f32::NEG_INFINITY };
+        *lo = if l < *lo { l } else { *lo };
+        *hi = if h > *hi { h } else { *hi };
+    }
+    let (mut lo, mut hi) = ([f32::INFINITY; 8], [f32::NEG_INFINITY; 8]);
+    let chunks = x.chunks_exact(8);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for j in 0..8 {
+            one(&mut lo[j], &mut hi[j], c[j]);
+        }
+    }
+    for &v in tail {
+        one(&mut lo[0], &mut hi[0], v);
+    }
+    let (mut l, mut h) = (f32::INFINITY, f32::NEG_INFINITY);
+    for j in 0..8 {
+        one(&mut l, &mut h, lo[j]);
+        one(&mut l, &mut h, hi[j]);
+    }
+    (l, h)
 }
 
 /// [`finite_min_max`] of one piece, with AVX2 vectors where available (min/max are exact, so the

@@ -257,7 +257,7 @@ fn quantize_reports_every_layer_and_writes_a_loadable_model() {
         if t.quantizable() {
             let want = quantscope::quant::quantize(&x, &t.shape, &spec)
                 .unwrap()
-                .dequant;
+                .into_dequant();
             assert_eq!(y, want, "{}", t.name);
         } else {
             assert_eq!(y, x, "{} is copied unchanged", t.name);

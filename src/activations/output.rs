@@ -67,7 +67,7 @@ mod tests {
         };
         let wq = quantize(&w, &[out, k], &Spec::parse("int4").unwrap())
             .unwrap()
-            .dequant;
+            .into_dequant();
         let m = output_metrics(&layer, &w, &wq, None).unwrap();
         // the same in f64 by the definition
         let (mut se, mut sy) = (0f64, 0f64);

@@ -158,20 +158,18 @@ impl Network {
                 if let Choice::Quantize(spec) = p.resolve(&t.name, t.quantizable()).0 {
                     let err = |e| NnError::Quant(t.name.clone(), e);
                     x = match cal.and_then(|c| c.layer(&t.name)).filter(|_| spec.adaround) {
-                        Some(l) => {
-                            adaround(
-                                &x,
-                                &t.shape,
-                                &spec,
-                                &l.rows,
-                                l.k,
-                                &AdaRoundConfig::default(),
-                            )
-                            .map_err(err)?
-                            .quantized
-                            .dequant
-                        }
-                        None => quantize(&x, &t.shape, &spec).map_err(err)?.dequant,
+                        Some(l) => adaround(
+                            &x,
+                            &t.shape,
+                            &spec,
+                            &l.rows,
+                            l.k,
+                            &AdaRoundConfig::default(),
+                        )
+                        .map_err(err)?
+                        .quantized
+                        .into_dequant(),
+                        None => quantize(&x, &t.shape, &spec).map_err(err)?.into_dequant(),
                     };
                 }
             }

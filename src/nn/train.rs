@@ -443,7 +443,7 @@ impl LayerState {
                     .map_err(|e| NnError::Quant(name(), e.into()))?;
                 let q = quantize(weight, shape, &spec).map_err(|e| NnError::Quant(name(), e))?;
                 Kind::Kmeans {
-                    centroids: q.codebook,
+                    centroids: q.codebook.clone(),
                     index: q.codes.iter().map(|&c| c as u16).collect(),
                 }
             }

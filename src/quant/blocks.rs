@@ -1,13 +1,15 @@
 //! Block formats whose scales follow a fixed rule: NF4 (absmax blocks), OCP MX v1.0 (E8M0 scale per 32),
 //! NVFP4 (E4M3 scale per 16 and an FP32 tensor scale), and the shared-microexponent formats.
 
+use super::buffers::{f32_zeroed, i16_zeroed};
 use super::linear::rne;
 use super::metrics::Acc;
-use super::rounder::Rounder;
-use super::simd::{zeroed_f32, zeroed_i16};
+use super::rounder::{Binary, Rounder};
+use super::simd::multiversion;
 use super::spec::{MicroExp, MxElem, Spec};
 use super::{store_scale, Layout, Quantized};
 use crate::formats::{lookup, Codebook};
+use crate::stats::abs_max;
 use rayon::prelude::*;
 
 /// floor(log2(a)) for a positive finite f32, exactly (from the bits, subnormals included).
@@ -38,8 +40,8 @@ pub(crate) fn by_groups<T: Send>(
     block: impl Fn(&[f32], &mut [f32], &mut [i16]) -> T + Sync,
 ) -> (Vec<f32>, Vec<i16>, Vec<T>, Acc) {
     let n = x.len();
-    let mut dequant = zeroed_f32(n);
-    let mut codes = zeroed_i16(n);
+    let mut dequant = f32_zeroed(n);
+    let mut codes = i16_zeroed(n);
     let cols = layout.cols;
     let g = layout.group;
     let rows: Vec<(Vec<T>, Acc)> = x
@@ -65,12 +67,11 @@ fn row_inner<T, F: Fn(&[f32], &mut [f32], &mut [i16]) -> T>(
     cr: &mut [i16],
     block: &F,
 ) -> (Vec<T>, Acc) {
-    let t = xr
-        .chunks(g)
-        .zip(or.chunks_mut(g))
-        .zip(cr.chunks_mut(g))
-        .map(|((xs, os), cs)| block(xs, os, cs))
-        .collect::<Vec<_>>();
+    // a plain loop, not iterator adapters: everything inlines here and gets the AVX2 copy
+    let mut t = Vec::with_capacity(xr.len().div_ceil(g));
+    for ((xs, os), cs) in xr.chunks(g).zip(or.chunks_mut(g)).zip(cr.chunks_mut(g)) {
+        t.push(block(xs, os, cs));
+    }
     let mut acc = Acc::default();
     acc.add(xr, or);
     (t, acc)
@@ -158,29 +159,63 @@ pub fn mx(x: &[f32], layout: Layout, spec: &Spec, elem: MxElem) -> (Quantized, A
         MxElem::Float(f) => f.emax(),
         MxElem::Int8 => 0,
     };
+    let binary = rounder.as_ref().and_then(|r| r.binary()).copied();
     let parts = by_groups(x, layout, |xs, os, cs| {
-        let amax = xs.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let amax = abs_max(xs); // the input is finite (checked by the caller)
         let e = if amax > 0.0 {
             (floor_log2(amax) - emax).clamp(-127, 127)
         } else {
             -127
         };
-        let (down, up) = (pow2(-e), pow2(e));
-        for ((&v, o), c) in xs.iter().zip(os.iter_mut()).zip(cs.iter_mut()) {
-            let scaled = (v as f64 * down) as f32; // exact: a power-of-two scaling within range
-            let (val, code) = match &rounder {
-                Some(r) => r.round(scaled),
-                None => {
-                    let q = rne((scaled * 64.0).clamp(-128.0, 128.0)).clamp(-127.0, 127.0);
-                    (q / 64.0, q as i16 as u16)
+        // powers of two within f32's range (2^-127 is a subnormal, held exactly): scaling down is
+        // exact, and scaling the element back rounds once, as a cast from the exact f64 product would
+        let (down, up) = (pow2(-e) as f32, pow2(e) as f32);
+        let items = xs.iter().zip(os.iter_mut()).zip(cs.iter_mut());
+        match (&binary, &rounder) {
+            (Some(b), _) => scaled_elements(b, xs, os, cs, down, up),
+            (None, Some(r)) => {
+                for ((&v, o), c) in items {
+                    let (val, code) = r.round(v * down);
+                    *c = code as i16;
+                    *o = val * up;
                 }
-            };
-            *c = code as i16;
-            *o = (val as f64 * up) as f32;
+            }
+            (None, None) => {
+                for ((&v, o), c) in items {
+                    let q = rne((v * down * 64.0).clamp(-128.0, 128.0)).clamp(-127.0, 127.0);
+                    *c = q as i16;
+                    *o = q / 64.0 * up;
+                }
+            }
         }
-        up as f32
+        up
     });
     result(spec, layout, parts)
+}
+
+multiversion! {
+    /// A block's elements in a binary float format after a power-of-two scaling (MX): `x·down`
+    /// rounded, the value times `up`. Its own function, compiled for AVX2 too, so that it vectorises
+    /// (the closures of `by_groups` are not inlined into the AVX2 copy of the row loop).
+    fn scaled_elements(b: &Binary, xs: &[f32], os: &mut [f32], cs: &mut [i16], down: f32, up: f32) -> () {
+        for ((&v, o), c) in xs.iter().zip(os.iter_mut()).zip(cs.iter_mut()) {
+            let (val, code) = b.round(v * down);
+            *c = code as i16;
+            *o = val * up;
+        }
+    }
+}
+
+multiversion! {
+    /// An NVFP4 block's elements: `x/denom` clamped to ±6 and rounded to E2M1 by the bit-level
+    /// rounder (equal to [`e2m1_round`], branch-free), the value times `denom`.
+    fn nvfp4_elements(b: &Binary, xs: &[f32], os: &mut [f32], cs: &mut [i16], denom: f32) -> () {
+        for ((&v, o), c) in xs.iter().zip(os.iter_mut()).zip(cs.iter_mut()) {
+            let (val, code) = b.round((v / denom).clamp(-6.0, 6.0));
+            *c = code as i16;
+            *o = denom * val;
+        }
+    }
 }
 
 /// NVFP4: `s_tensor = amax/(448·6)` in FP32; per block of 16, `s_blk = (amax_blk/6)/s_tensor` cast to
@@ -188,6 +223,9 @@ pub fn mx(x: &[f32], layout: Layout, spec: &Spec, elem: MxElem) -> (Quantized, A
 /// rounds to 0 is all zeros (quantization.md §2.4, after torchao's `nvfp4_quantize`).
 pub fn nvfp4(x: &[f32], layout: Layout, spec: &Spec) -> (Quantized, Acc) {
     let e4m3 = Rounder::new(&lookup("fp8_e4m3").expect("catalog").format);
+    let e2m1 = *Rounder::new(&lookup("fp4_e2m1").expect("catalog").format)
+        .binary()
+        .expect("E2M1 is a binary float");
     let amax = x
         .par_iter()
         .fold(|| 0f32, |m, v| m.max(v.abs()))
@@ -198,7 +236,7 @@ pub fn nvfp4(x: &[f32], layout: Layout, spec: &Spec) -> (Quantized, Acc) {
         1.0
     };
     let parts = by_groups(x, layout, |xs, os, cs| {
-        let bmax = xs.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let bmax = abs_max(xs);
         let raw = ((bmax / 6.0) / s_tensor).min(448.0);
         // the fast rounder agrees with the exact encoder (rounder.rs tests), saturating at 448
         let s_blk = e4m3.round(raw).0;
@@ -208,11 +246,7 @@ pub fn nvfp4(x: &[f32], layout: Layout, spec: &Spec) -> (Quantized, Acc) {
             return 0.0;
         }
         let denom = s_tensor * s_blk;
-        for ((&v, o), c) in xs.iter().zip(os.iter_mut()).zip(cs.iter_mut()) {
-            let (val, code) = e2m1_round((v / denom).clamp(-6.0, 6.0));
-            *c = code as i16;
-            *o = denom * val;
-        }
+        nvfp4_elements(&e2m1, xs, os, cs, denom);
         s_blk
     });
     let (mut q, acc) = result(spec, layout, parts);
@@ -226,8 +260,9 @@ pub fn nvfp4(x: &[f32], layout: Layout, spec: &Spec) -> (Quantized, Acc) {
 /// gives the even code, because the code's last bit is the mantissa bit and the mantissa counts the
 /// steps (a tie at the top of a binade goes up to the next power of two, which has an even code).
 /// Checked against the table rounder on every tie and between every pair of values (tests below).
-#[inline(always)]
-pub(crate) fn e2m1_round(v: f32) -> (f32, u16) {
+/// The quantizer uses the general bit-level rounder; this one stays as an independent oracle.
+#[cfg(test)]
+fn e2m1_round(v: f32) -> (f32, u16) {
     let a = v.abs().min(6.0);
     let (val, code) = if a < 2.0 {
         let m = rne(a * 2.0); // 0..=4 (a value rounding up to 2.0 gets code 4, its own)

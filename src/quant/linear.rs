@@ -17,6 +17,7 @@ use super::spec::{Clip, Family, RoundMode, Spec};
 use super::{store_scale, uniform, Layout, Quantized};
 use crate::calib::{abs_max, asymmetric_range_batch, finite_min_max, symmetric_threshold_batch};
 use crate::formats::lookup;
+use crate::stats::count_non_finite;
 use rayon::prelude::*;
 
 /// Round to nearest, ties to even, for |v| < 2^22: adding and subtracting 1.5·2^23 leaves the integer
@@ -148,6 +149,15 @@ impl Kernel {
             }
             Family::Float(_) => {
                 let r = self.rounder.as_ref().expect("float formats have a rounder");
+                if let (RoundMode::Nearest, Some(b)) = (self.round, r.binary()) {
+                    // the bit-level rounder, in a loop of its own so that it vectorises
+                    for ((&v, o), c) in x.iter().zip(out.iter_mut()).zip(codes.iter_mut()) {
+                        let (val, code) = b.round(v / s);
+                        *c = code as i16;
+                        *o = val * s;
+                    }
+                    return;
+                }
                 for (k, ((&v, o), c)) in x
                     .iter()
                     .zip(out.iter_mut())
@@ -597,7 +607,9 @@ mod avx2 {
 }
 
 multiversion! {
-    /// Fit, quantize and measure one row (its groups); the row is in cache for all three.
+    /// Fit, quantize and measure one row (its groups); the row is in cache for all passes. A row
+    /// holding NaN/Inf is left as it is and only counted (the caller reports the error), so the
+    /// finiteness check costs no pass over memory of its own.
     fn row(
         k: &Kernel,
         spec: &Spec,
@@ -606,17 +618,20 @@ multiversion! {
         or: &mut [f32],
         cr: &mut [i16],
         base: u64,
-    ) -> (Vec<Params>, Acc) {
-        let mut ps: Vec<Params> = xr
-            .chunks(g)
-            .enumerate()
-            .map(|(j, xs)| {
-                let b = base + (j * g) as u64;
-                // the search's closure is a function of its own, not compiled inside this one:
-                // it calls the multiversioned kernel
-                k.fit_with(xs, spec, &|c: &[Params]| errors_of_piece(k, c, xs, b))
-            })
-            .collect();
+    ) -> (Vec<Params>, Acc, usize) {
+        let bad = count_non_finite(xr);
+        if bad > 0 {
+            return (Vec::new(), Acc::default(), bad);
+        }
+        // plain loops rather than iterator adapters, so that everything inlines into this function
+        // and gets its AVX2 copy
+        let mut ps: Vec<Params> = Vec::with_capacity(xr.len().div_ceil(g));
+        for (j, xs) in xr.chunks(g).enumerate() {
+            let b = base + (j * g) as u64;
+            // the search's closure is a function of its own, not compiled inside this one:
+            // it calls the multiversioned kernel
+            ps.push(k.fit_with(xs, spec, &|c: &[Params]| errors_of_piece(k, c, xs, b)));
+        }
         if spec.vsq {
             vsq_rescale(&mut ps, spec);
         }
@@ -630,7 +645,7 @@ multiversion! {
         }
         let mut acc = Acc::default();
         acc.add(xr, or);
-        (ps, acc)
+        (ps, acc, 0)
     }
 }
 
@@ -653,8 +668,9 @@ multiversion! {
     }
 }
 
-/// Quantize with an int, uint or scaled-float spec; also returns the metric sums.
-pub fn quantize(x: &[f32], layout: Layout, spec: &Spec) -> (Quantized, Acc) {
+/// Quantize with an int, uint or scaled-float spec; also returns the metric sums. The tensor is
+/// checked for NaN/Inf here, on the way (`Err` holds how many there are).
+pub fn quantize(x: &[f32], layout: Layout, spec: &Spec) -> Result<(Quantized, Acc), usize> {
     let rounder = match spec.family {
         Family::Float(f) => Some(Rounder::new(
             &lookup(f.name()).expect("catalog format").format,
@@ -668,10 +684,15 @@ pub fn quantize(x: &[f32], layout: Layout, spec: &Spec) -> (Quantized, Acc) {
         rounder,
     };
     let n = x.len();
-    let mut dequant = super::simd::zeroed_f32(n);
-    let mut codes = super::simd::zeroed_i16(n);
+    // every element is written below (a row with NaN/Inf is an error, and its result is dropped)
+    let mut dequant = super::buffers::f32_overwritten(n);
+    let mut codes = super::buffers::i16_overwritten(n);
     let (params, acc): (Vec<Params>, Acc) = if layout.rows == 1 && layout.group >= layout.cols {
         // one group for everything: fit once (the clip search runs over all data), apply in parallel chunks
+        let bad: usize = x.par_chunks(1 << 16).map(count_non_finite).sum();
+        if bad > 0 {
+            return Err(bad);
+        }
         let p = fit_whole(&k, x, spec);
         let accs: Vec<Acc> = dequant
             .par_chunks_mut(1 << 16)
@@ -684,16 +705,20 @@ pub fn quantize(x: &[f32], layout: Layout, spec: &Spec) -> (Quantized, Acc) {
     } else {
         let cols = layout.cols;
         let g = layout.group;
-        let rows: Vec<(Vec<Params>, Acc)> = x
+        let rows: Vec<(Vec<Params>, Acc, usize)> = x
             .par_chunks(cols)
             .zip(dequant.par_chunks_mut(cols))
             .zip(codes.par_chunks_mut(cols))
             .enumerate()
             .map(|(r, ((xr, or), cr))| row(&k, spec, g, xr, or, cr, (r * cols) as u64))
             .collect();
+        let bad: usize = rows.iter().map(|r| r.2).sum();
+        if bad > 0 {
+            return Err(bad);
+        }
         let mut params = Vec::with_capacity(layout.groups());
         let mut acc = Acc::default();
-        for (ps, a) in rows {
+        for (ps, a, _) in rows {
             params.extend(ps);
             acc = acc.merge(a);
         }
@@ -732,7 +757,7 @@ pub fn quantize(x: &[f32], layout: Layout, spec: &Spec) -> (Quantized, Acc) {
             .collect(),
         metrics: Default::default(),
     };
-    (q, acc)
+    Ok((q, acc))
 }
 
 /// The clip thresholds `quantize` reports for a per-tensor int/uint/float spec (symmetric: `[t]`;
@@ -745,7 +770,7 @@ pub fn tensor_thresholds(
     let n: usize = shape.iter().product();
     if n != x.len() || n == 0 || spec.granularity != super::Granularity::Tensor || spec.vsq {
         // anything unusual: the full quantizer (which also reports bad input)
-        return Ok(super::quantize(x, shape, spec)?.thresholds);
+        return Ok(super::quantize(x, shape, spec)?.thresholds.clone());
     }
     if x.iter().any(|v| !v.is_finite()) {
         return Err(super::QuantError::NotFinite(
@@ -757,7 +782,7 @@ pub fn tensor_thresholds(
             &lookup(f.name()).expect("catalog format").format,
         )),
         Family::Int(_) | Family::Uint(_) => None,
-        _ => return Ok(super::quantize(x, shape, spec)?.thresholds),
+        _ => return Ok(super::quantize(x, shape, spec)?.thresholds.clone()),
     };
     let k = Kernel {
         family: spec.family,

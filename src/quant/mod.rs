@@ -9,6 +9,7 @@
 pub mod adaround;
 mod binary;
 mod blocks;
+pub mod buffers;
 pub mod fixed;
 mod kmeans;
 mod linear;
@@ -106,6 +107,22 @@ pub struct Quantized {
     pub metrics: Metrics,
 }
 
+impl Quantized {
+    /// The dequantized values, keeping them (a plain move out of a `Quantized` is not allowed: it
+    /// gives its buffers back when dropped).
+    pub fn into_dequant(mut self) -> Vec<f32> {
+        std::mem::take(&mut self.dequant)
+    }
+}
+
+/// A dropped result gives its large buffers back for the next quantizer (see [`buffers`]).
+impl Drop for Quantized {
+    fn drop(&mut self) {
+        buffers::give_f32(std::mem::take(&mut self.dequant));
+        buffers::give_i16(std::mem::take(&mut self.codes));
+    }
+}
+
 /// Quantize `x` (row-major, `shape`) with `spec`.
 pub fn quantize(x: &[f32], shape: &[usize], spec: &Spec) -> Result<Quantized, QuantError> {
     let n: usize = shape.iter().product();
@@ -125,18 +142,24 @@ pub fn quantize(x: &[f32], shape: &[usize], spec: &Spec) -> Result<Quantized, Qu
                 .into(),
         ));
     }
-    let bad: usize = x
-        .par_chunks(1 << 16)
-        .map(|c| c.iter().filter(|v| !v.is_finite()).count())
-        .sum();
-    if bad > 0 {
-        return Err(QuantError::NotFinite(bad));
-    }
     let layout = Layout::new(shape, spec.granularity);
+    // the scaled quantizers check for NaN/Inf on their way through the tensor; the others first
+    if !matches!(
+        spec.family,
+        Family::Int(_) | Family::Uint(_) | Family::Float(_)
+    ) {
+        let bad: usize = x
+            .par_chunks(1 << 16)
+            .map(crate::stats::count_non_finite)
+            .sum();
+        if bad > 0 {
+            return Err(QuantError::NotFinite(bad));
+        }
+    }
     // most quantizers add up the metrics while each row is in cache; the others get a separate pass
     let (mut q, acc) = match spec.family {
         Family::Int(_) | Family::Uint(_) | Family::Float(_) => {
-            let (q, a) = linear::quantize(x, layout, spec);
+            let (q, a) = linear::quantize(x, layout, spec).map_err(QuantError::NotFinite)?;
             (q, Some(a))
         }
         Family::Nf4 => some(blocks::nf4(x, layout, spec)),

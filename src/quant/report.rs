@@ -420,7 +420,7 @@ mod tests {
             let lines = clip_lines(&x, &[64, 128], &spec).unwrap();
             for ((_, t), clip) in lines.lines.iter().zip(["minmax", "p99.9", "mse", "kl"]) {
                 let s = Spec::parse(&format!("{base}:tensor:clip={clip}")).unwrap();
-                let th = quantize(&x, &[64, 128], &s).unwrap().thresholds;
+                let th = quantize(&x, &[64, 128], &s).unwrap().thresholds.clone();
                 let want = if base.starts_with('u') {
                     th[0].abs().max(th[1].abs())
                 } else {

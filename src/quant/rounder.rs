@@ -6,7 +6,13 @@
 //! so rounding a magnitude is a short binary search plus a tie check. It saturates at ±max (no Inf/NaN),
 //! and tests check it against the exact encoder on every tie and between every pair of values. It needs
 //! a grid symmetric about zero (a sign bit), so NF4, whose two halves differ, uses its codebook search.
+//!
+//! Binary floats whose grid is the IEEE one (OCP FP8/FP6/FP4: specials only at the very top, which
+//! saturation never reaches) take a faster path with no search: [`Binary`] rounds the f32 bit pattern
+//! at the format's mantissa width, and its codes are the f32 fields re-biased. Tests check it against
+//! the table on every tie and between every pair of values.
 
+use crate::formats::Specials;
 use crate::formats::{Format, Overflow};
 
 #[derive(Debug, Clone)]
@@ -21,6 +27,52 @@ pub struct Rounder {
     codes: Vec<u16>,
     sign_bit: u16,
     pub max: f32,
+    fast: Option<Binary>,
+}
+
+/// Rounding onto the grid of a signed binary float with at most 7 mantissa bits, by bit arithmetic on
+/// f32; built only where every value of the format is a normal f32 or a multiple of its subnormal
+/// step that f32 holds exactly.
+#[derive(Debug, Clone, Copy)]
+pub struct Binary {
+    /// f32 mantissa bits dropped: 23 − m
+    shift: u32,
+    man_mask: u32,
+    /// f32 exponent bias minus the format's
+    rebias: i32,
+    min_normal: f32,
+    /// 1.5·2^23 times the subnormal step: adding and subtracting it rounds to a multiple of the step
+    magic: f32,
+    inv_step: f32,
+    max: f32,
+    sign_bit: u16,
+}
+
+impl Binary {
+    /// Round `v` (finite): the value on the grid, saturated at ±max, and its code. A negative input
+    /// keeps its sign (and sign bit) when it rounds to zero, as the table does.
+    #[inline(always)]
+    pub fn round(&self, v: f32) -> (f32, u16) {
+        let a = v.abs();
+        let b = a.to_bits();
+        // round to nearest, ties to even, at bit `shift`: a carry out of the mantissa moves to the
+        // next binade, as it should
+        let half = (1u32 << (self.shift - 1)) - 1;
+        let rn = f32::from_bits((b + half + ((b >> self.shift) & 1)) & !((1u32 << self.shift) - 1));
+        let rs = (a + self.magic) - self.magic;
+        let r = if a < self.min_normal { rs } else { rn };
+        let r = if r < self.max { r } else { self.max };
+        let rb = r.to_bits();
+        let normal = ((((rb >> 23) as i32 - self.rebias) as u32) << (23 - self.shift))
+            | ((rb >> self.shift) & self.man_mask);
+        let sub = (r * self.inv_step) as u32;
+        let code = (if r < self.min_normal { sub } else { normal }) as u16;
+        if v.is_sign_negative() {
+            (-r, code | self.sign_bit)
+        } else {
+            (r, code)
+        }
+    }
 }
 
 impl Rounder {
@@ -45,7 +97,31 @@ impl Rounder {
         let neg = format.encode(-(max as f64), Overflow::Saturate).code as u16;
         let pos = format.encode(max as f64, Overflow::Saturate).code as u16;
         let sign_bit = neg & !pos;
+        let fast = match format {
+            Format::Float(f)
+                if matches!(
+                    f.specials,
+                    Specials::Ieee | Specials::AllOnesNan | Specials::Finite
+                ) && f.man_bits <= 7
+                    && (1 - f.bias - f.man_bits as i32) >= -126
+                    && max < 1e30 =>
+            {
+                let step = 2f32.powi(1 - f.bias - f.man_bits as i32);
+                Some(Binary {
+                    shift: 23 - f.man_bits,
+                    man_mask: (1u32 << f.man_bits) - 1,
+                    rebias: 127 - f.bias,
+                    min_normal: 2f32.powi(1 - f.bias),
+                    magic: 12_582_912.0 * step,
+                    inv_step: 1.0 / step,
+                    max: max as f32,
+                    sign_bit: sign_bit as u16,
+                })
+            }
+            _ => None,
+        };
         Rounder {
+            fast,
             even: pairs.iter().map(|p| p.1 & 1 == 0).collect(),
             codes: pairs.iter().map(|p| p.1).collect(),
             values,
@@ -76,6 +152,19 @@ impl Rounder {
     /// when it rounds to zero (−0, as IEEE and ml_dtypes casts do), where the format has a sign bit.
     #[inline]
     pub fn round(&self, v: f32) -> (f32, u16) {
+        if let Some(f) = &self.fast {
+            return f.round(v);
+        }
+        self.round_by_table(v)
+    }
+
+    /// The bit-level rounder, where the format has one (see [`Binary`]).
+    pub fn binary(&self) -> Option<&Binary> {
+        self.fast.as_ref()
+    }
+
+    #[inline]
+    fn round_by_table(&self, v: f32) -> (f32, u16) {
         let a = v.abs();
         let i = self.nearest_index(a);
         self.signed(v, i)
@@ -149,6 +238,45 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn the_bit_level_path_equals_the_table() {
+        let mut covered = 0;
+        for name in [
+            "fp8_e4m3", "fp8_e5m2", "fp6_e3m2", "fp6_e2m3", "fp4_e2m1", "e3m3", "fp4_e1m2",
+            "fp4_e3m0",
+        ] {
+            let f = lookup(name).unwrap().format;
+            let r = Rounder::new(&f);
+            let Some(fast) = r.binary() else { continue };
+            covered += 1;
+            let vals = f.finite_values_sorted().unwrap();
+            let mut probes: Vec<f32> = vec![0.0, -0.0, 1e-30, -1e-30, 1e30, -3e38, 3e38];
+            for w in vals.windows(2) {
+                let (a, b) = (w[0] as f32, w[1] as f32);
+                let m = a + (b - a) * 0.5;
+                for p in [a, b, m, a + (m - a) * 0.5, m + (b - m) * 0.5] {
+                    probes.extend([p, -p]);
+                    for d in 1..3u32 {
+                        probes.push(f32::from_bits(p.abs().to_bits() + d));
+                        probes.push(f32::from_bits(p.abs().to_bits().saturating_sub(d)));
+                    }
+                }
+            }
+            for k in 0..20000 {
+                probes.push(((k as f32) * 0.61803).sin() * r.max * 1.2);
+            }
+            for v in probes {
+                let (fv, fc) = fast.round(v);
+                let (tv, tc) = r.round_by_table(v);
+                assert!(
+                    fv.to_bits() == tv.to_bits() && fc == tc,
+                    "{name} {v:e}: bits ({fv:e}, {fc:#x}), table ({tv:e}, {tc:#x})"
+                );
+            }
+        }
+        assert!(covered >= 6, "{covered}");
     }
 
     #[test]
