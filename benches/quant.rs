@@ -49,6 +49,8 @@ fn bench(c: &mut Criterion) {
         "mxfp4",
         "nf4",
         "int8:tensor:clip=mse",
+        "uint4:tensor:clip=mse",
+        "fp8_e4m3:tensor:clip=mse",
         "int4:channel:clip=mse",
     ] {
         let s = Spec::parse(spec).unwrap();

@@ -8,6 +8,7 @@
 
 pub mod adaround;
 mod binary;
+mod binned;
 mod blocks;
 pub mod buffers;
 pub mod fixed;

@@ -1,0 +1,317 @@
+//! A binned summary of a large group (a whole tensor) that gives the squared quantization error of a
+//! candidate scale without quantizing every value: the MSE clip search ranks its ~60 candidates with
+//! it, then measures the best few exactly (see `linear::fit_whole`).
+//!
+//! The values go once into bins; each bin keeps its count and the sums of `x − m` and `(x − m)²`
+//! about a point `m` inside it (f64). Integer grids are evenly spaced, so their bins are too: [`BINS`]
+//! of equal width over [min, max]. Float grids are evenly spaced in log scale, so theirs are the top
+//! 16 bits of the f32 pattern (sign, exponent, 7 mantissa bits: 1/128 of an octave), at least 16 per
+//! step of an 8-bit float's grid. Nearest rounding is monotone, so when
+//! both edges of a bin quantize to the same `c`, so does every value in it, and the bin's squared
+//! error is exactly `S₂ + 2(m − c)S₁ + n(m − c)²`. A bin that a rounding boundary cuts is estimated
+//! the same way with `c` the quantized value of the bin's mean; only those bins (at most one per level)
+//! are approximate, so the estimate is close enough to rank candidates whose errors differ by more
+//! than a hair, and the final choice among near ties is made on exact errors.
+//!
+//! Sums are added in a fixed order (fixed pieces, merged in order): the result does not depend on the
+//! number of threads.
+
+use rayon::prelude::*;
+
+/// Bins over [min, max] for integer grids: enough that few values fall in cut bins, few enough that
+/// the tables of the parallel pieces stay in the L2 cache.
+pub const BINS: usize = 1 << 14;
+/// Bins of the f32 bit pattern's top 16 bits, for float grids.
+const BIT_BINS: usize = 1 << 16;
+/// The data is cut into this many pieces for the parallel pass (merged in order).
+const PIECES: usize = 8;
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Bin {
+    s1: f64,
+    s2: f64,
+    n: u64,
+}
+
+/// How values are assigned to bins: a monotone map, so each bin holds a contiguous range.
+#[derive(Debug, Clone, Copy)]
+enum Binning {
+    /// `lo`, `width` and `scale` = 1/width as f32 too: the slot is computed in f32 (monotone all the same)
+    Linear {
+        lo: f64,
+        width: f64,
+        lo32: f32,
+        scale32: f32,
+    },
+    Bits,
+}
+
+impl Binning {
+    fn count(&self) -> usize {
+        match self {
+            Binning::Linear { .. } => BINS,
+            Binning::Bits => BIT_BINS,
+        }
+    }
+
+    #[inline(always)]
+    fn slot(&self, v: f32) -> usize {
+        match *self {
+            // f32 subtraction and multiplication round monotonically; a negative result saturates to 0
+            Binning::Linear { lo32, scale32, .. } => {
+                (((v - lo32) * scale32) as usize).min(BINS - 1)
+            }
+            Binning::Bits => (ordered(v) >> 16) as usize,
+        }
+    }
+
+    /// A point inside bin `i` (near its middle), about which its sums are taken (as f32).
+    #[inline(always)]
+    fn centre(&self, i: usize) -> f64 {
+        match *self {
+            Binning::Linear { lo, width, .. } => lo + (i as f64 + 0.5) * width,
+            Binning::Bits => unordered(((i as u32) << 16) | 0x8000) as f64,
+        }
+    }
+
+    /// The f32 values just below and just above bin `i`: every value in the bin lies strictly
+    /// between them.
+    fn outer(&self, i: usize, lo: f32, hi: f32) -> (f32, f32) {
+        match *self {
+            Binning::Linear {
+                lo: l, width: w, ..
+            } => {
+                // step from the nominal edges until the neighbour's bin is reached
+                let mut a = (l + i as f64 * w) as f32;
+                while i > 0 && a > f32::MIN && self.slot(a) >= i {
+                    a = next_down(a);
+                }
+                let mut b = (l + (i + 1) as f64 * w) as f32;
+                while i + 1 < BINS && b < f32::MAX && self.slot(b) <= i {
+                    b = next_up(b);
+                }
+                (
+                    if i == 0 { next_down(lo) } else { a },
+                    if i + 1 == BINS { next_up(hi) } else { b },
+                )
+            }
+            Binning::Bits => {
+                let first = unordered((i as u32) << 16);
+                let last = unordered(((i as u32) << 16) | 0xFFFF);
+                (next_down(first), next_up(last))
+            }
+        }
+    }
+}
+
+/// The f32 bit pattern mapped so that integer order is value order (−0 just below +0).
+#[inline(always)]
+fn ordered(v: f32) -> u32 {
+    let b = v.to_bits();
+    if b & 0x8000_0000 != 0 {
+        !b
+    } else {
+        b | 0x8000_0000
+    }
+}
+
+fn unordered(k: u32) -> f32 {
+    f32::from_bits(if k & 0x8000_0000 != 0 {
+        k & 0x7fff_ffff
+    } else {
+        !k
+    })
+}
+
+/// The binned summary of one group's values.
+pub struct Binned {
+    binning: Binning,
+    /// the point of each bin about which its sums are taken
+    centres: Vec<f32>,
+    bins: Vec<Bin>,
+    /// The non-empty bins, with (side by side, for the quantizer) the f32 values just outside each
+    /// one and its mean.
+    used: Vec<u32>,
+    below: Vec<f32>,
+    above: Vec<f32>,
+    means: Vec<f32>,
+}
+
+impl Binned {
+    /// One pass over `x` (finite values); `log` bins for float grids, even ones for integer grids.
+    pub fn new(x: &[f32], log: bool) -> Binned {
+        let (lo, hi) = crate::stats::par_min_max(x);
+        let binning = if log {
+            Binning::Bits
+        } else {
+            let width = if hi > lo {
+                (hi as f64 - lo as f64) / BINS as f64
+            } else {
+                1.0
+            };
+            Binning::Linear {
+                lo: lo as f64,
+                width,
+                lo32: lo,
+                scale32: (1.0 / width) as f32,
+            }
+        };
+        let count = binning.count();
+        let centres: Vec<f32> = (0..count).map(|i| binning.centre(i) as f32).collect();
+        let piece = x.len().div_ceil(PIECES).max(1);
+        let tables: Vec<Vec<Bin>> = x
+            .par_chunks(piece)
+            .map(|xs| {
+                let mut t = vec![Bin::default(); count];
+                for &v in xs {
+                    let i = binning.slot(v);
+                    // about the bin's f32 centre: v − c is exact in f32 (Sterbenz) for all but the
+                    // bins next to 0, and tiny there; its square is exact in f64
+                    let d = (v - centres[i]) as f64;
+                    let b = &mut t[i];
+                    b.s1 += d;
+                    b.s2 += d * d;
+                    b.n += 1;
+                }
+                t
+            })
+            .collect();
+        let mut bins = vec![Bin::default(); count];
+        for t in &tables {
+            for (b, p) in bins.iter_mut().zip(t) {
+                b.s1 += p.s1;
+                b.s2 += p.s2;
+                b.n += p.n;
+            }
+        }
+        let used: Vec<u32> = (0..count as u32)
+            .filter(|&i| bins[i as usize].n > 0)
+            .collect();
+        let (below, above) = used
+            .iter()
+            .map(|&i| binning.outer(i as usize, lo, hi))
+            .unzip();
+        let means = used
+            .iter()
+            .map(|&i| {
+                let b = &bins[i as usize];
+                (centres[i as usize] as f64 + b.s1 / b.n as f64) as f32
+            })
+            .collect();
+        Binned {
+            binning,
+            centres,
+            bins,
+            used,
+            below,
+            above,
+            means,
+        }
+    }
+
+    /// The estimated `Σ(x − x̂)²` of every candidate, where `quant(c, xs, out)` writes the quantized
+    /// values of `xs` under candidate `c` (nearest rounding: monotone in x). Exact for every bin whose
+    /// values all quantize alike.
+    pub fn errors(
+        &self,
+        candidates: usize,
+        quant: &(dyn Fn(usize, &[f32], &mut [f32]) + Sync),
+    ) -> Vec<f64> {
+        let m = self.used.len();
+        (0..candidates)
+            .into_par_iter()
+            .map(|c| {
+                let (mut a, mut b, mut mid) = (vec![0f32; m], vec![0f32; m], vec![0f32; m]);
+                quant(c, &self.below, &mut a);
+                quant(c, &self.above, &mut b);
+                quant(c, &self.means, &mut mid);
+                let mut total = 0f64;
+                for (j, &i) in self.used.iter().enumerate() {
+                    let bin = &self.bins[i as usize];
+                    // every value in the bin quantizes to a[j] when both outer neighbours do
+                    let q = if a[j] == b[j] { a[j] } else { mid[j] };
+                    let d = self.centres[i as usize] as f64 - q as f64;
+                    total += bin.s2 + 2.0 * d * bin.s1 + bin.n as f64 * d * d;
+                }
+                total
+            })
+            .collect()
+    }
+}
+
+fn next_up(v: f32) -> f32 {
+    if v.is_nan() || v == f32::INFINITY {
+        return v;
+    }
+    let b = v.to_bits();
+    f32::from_bits(if v == 0.0 {
+        1
+    } else if v > 0.0 {
+        b + 1
+    } else {
+        b - 1
+    })
+}
+
+fn next_down(v: f32) -> f32 {
+    -next_up(-v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn estimates_are_close_and_exact_where_no_bin_is_cut() {
+        let x: Vec<f32> = (0..200_000)
+            .map(|i| ((i as f32 * 0.7548).sin() * 3.0).powi(3) * 0.01)
+            .collect();
+        let b = Binned::new(&x, false);
+        let steps = [0.001f32, 0.004, 0.013, 0.05, 1.0];
+        let quant = |c: usize, xs: &[f32], out: &mut [f32]| {
+            let s = steps[c];
+            for (o, &v) in out.iter_mut().zip(xs) {
+                *o = ((v / s).round_ties_even().clamp(-7.0, 7.0)) * s;
+            }
+        };
+        let got = b.errors(steps.len(), &quant);
+        for (c, &g) in got.iter().enumerate() {
+            let mut out = vec![0f32; x.len()];
+            quant(c, &x, &mut out);
+            let want: f64 = x
+                .iter()
+                .zip(&out)
+                .map(|(&u, &v)| (u as f64 - v as f64).powi(2))
+                .sum();
+            assert!(
+                (g - want).abs() <= 1e-3 * want,
+                "step {}: {g} vs {want}",
+                steps[c]
+            );
+            if steps[c] == 1.0 {
+                // |x| ≤ 0.27: everything rounds to 0, no bin is cut, the sum is exact
+                assert!((g - want).abs() <= 1e-9 * want, "{g} vs {want}");
+            }
+        }
+    }
+
+    #[test]
+    fn every_value_lies_between_its_bins_outer_neighbours() {
+        let x: Vec<f32> = (0..50_000)
+            .map(|i| (i as f32 * 0.013).sin() * 5.0)
+            .chain([0.0, -0.0, 1e-30, -1e-30])
+            .collect();
+        for log in [false, true] {
+            let b = Binned::new(&x, log);
+            for &v in &x {
+                let i = b.binning.slot(v) as u32;
+                let j = b.used.binary_search(&i).unwrap();
+                assert!(b.below[j] < v && v < b.above[j], "log {log}: {v}");
+            }
+        }
+        for v in [-3.5f32, -0.0, 0.0, 1e-38, 7.25] {
+            assert_eq!(unordered(ordered(v)).to_bits(), v.to_bits());
+        }
+        assert!(ordered(-0.0) < ordered(0.0) && ordered(-1.0) < ordered(-0.5));
+    }
+}
