@@ -4,6 +4,7 @@
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use quantscope::calib::{kl_threshold, KL_BINS};
+use quantscope::quant::report::{clip_lines, layer_report_with, original_histogram};
 use quantscope::quant::{kmeans_1d, quantize, Spec};
 use quantscope::stats::{abs_percentiles, histogram};
 use std::hint::black_box;
@@ -58,6 +59,18 @@ fn bench(c: &mut Criterion) {
             b.iter(|| black_box(quantize(&x, &shape, &s).unwrap().metrics))
         });
     }
+    // what the window computes for the selected layer after a spec toggle (96 bins, as it draws)
+    let h = original_histogram(&x, 96);
+    for spec in ["int8", "int4:g128", "nvfp4"] {
+        let s = Spec::parse(spec).unwrap();
+        g.bench_function(format!("window_report {spec}"), |b| {
+            b.iter(|| black_box(layer_report_with(&x, &shape, &s, 96, Some(&h)).unwrap().0))
+        });
+    }
+    let s = Spec::parse("int8").unwrap();
+    g.bench_function("window_clip_lines int8", |b| {
+        b.iter(|| black_box(clip_lines(&x, &shape, &s).unwrap()))
+    });
     g.bench_function("histogram_2048", |b| {
         b.iter(|| black_box(histogram(&x, 2048, None)))
     });

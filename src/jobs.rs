@@ -130,20 +130,54 @@ impl<M> Drop for Job<M> {
 
 /// The thread pool for background work started from the window: one core fewer than the machine has
 /// (from three cores up), so the UI thread always finds a free core while a large layer is being
-/// quantized. The command line uses rayon's global pool (every core).
+/// quantized. Its threads run at a lower priority (nice +10 on Linux), so that the work the person
+/// is waiting for ([`foreground_pool`]) and the UI thread get the cores first. The command line uses
+/// rayon's global pool (every core).
 pub fn background_pool() -> &'static rayon::ThreadPool {
     static POOL: std::sync::OnceLock<rayon::ThreadPool> = std::sync::OnceLock::new();
     POOL.get_or_init(|| {
-        let n = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(2);
         rayon::ThreadPoolBuilder::new()
-            // on two cores or fewer, halving the compute costs more than the UI gains
-            .num_threads(if n <= 2 { n } else { n - 1 })
+            .num_threads(window_threads())
             .thread_name(|i| format!("quantscope-bg-{i}"))
+            .start_handler(|_| lower_priority())
             .build()
             .expect("a thread pool")
     })
+}
+
+/// A pool of its own for what the window shows right now in answer to an edit (the selected layer
+/// under its new spec): normal priority, and never queued behind other work, not even behind the item
+/// a stale job of the same kind is still finishing (that one keeps its own pool until it ends).
+pub fn foreground_pool() -> rayon::ThreadPool {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(window_threads())
+        .thread_name(|i| format!("quantscope-fg-{i}"))
+        .build()
+        .expect("a thread pool")
+}
+
+/// Threads of a window pool: one core fewer than the machine has, from three cores up (on two cores
+/// or fewer, halving the compute costs more than the UI gains).
+fn window_threads() -> usize {
+    let n = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2);
+    if n <= 2 {
+        n
+    } else {
+        n - 1
+    }
+}
+
+/// Lower the calling thread's priority. On Linux `setpriority` with a thread id applies to that
+/// thread alone; elsewhere, and if the call fails, nothing changes but the scheduling.
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: plain system calls on the calling thread's own id; no memory is passed.
+    unsafe {
+        let tid = libc::gettid();
+        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 10);
+    }
 }
 
 #[cfg(test)]

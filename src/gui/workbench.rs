@@ -9,7 +9,7 @@ use crate::jobs::{Job, Worker};
 use crate::model::Model;
 use crate::plan::{Choice, Plan};
 use crate::quant::report::{
-    clip_lines, layer_report_with, original_histogram, report_levels, ClipLines, LayerReport,
+    clip_lines_until, layer_report_with, original_histogram, report_levels, ClipLines, LayerReport,
 };
 use crate::quant::Spec;
 use egui::{Color32, RichText, Ui};
@@ -109,9 +109,13 @@ pub struct Workbench {
     undo: Vec<Snapshot>,
     redo: Vec<Snapshot>,
     job: Option<Job<Msg>>,
+    /// The selected layer's report under its current spec, and its clip lines: what a spec toggle
+    /// changes and the person is waiting for. A job of its own on the foreground pool, so it never
+    /// waits behind the background list (candidates, other layers), which runs at low priority.
+    front_job: Option<Job<Msg>>,
+    front_wants: (Option<Key>, Option<Key>),
     /// What the running job was asked to compute, so a plan change can tell whether to restart it.
     job_wants: Vec<Key>,
-    job_clip: Option<Key>,
     /// Messages received from the running job: the index of the item it is working on.
     job_done: usize,
     /// For runnable sample models: (plan signature, float accuracy, accuracy under the plan, examples).
@@ -156,8 +160,9 @@ impl Default for Workbench {
             undo: Vec::new(),
             redo: Vec::new(),
             job: None,
+            front_job: None,
+            front_wants: (None, None),
             job_wants: Vec::new(),
-            job_clip: None,
             job_done: 0,
             accuracy: None,
             plan_json: (None, String::new()),
@@ -345,6 +350,11 @@ impl Workbench {
         out
     }
 
+    /// Whether the selected layer's report or clip lines under its current spec are being computed.
+    pub fn front_busy(&self) -> bool {
+        self.front_job.is_some()
+    }
+
     /// Keep the background job working on what the view needs now; called every frame.
     pub fn schedule(&mut self, model: &Arc<Model>, ctx: &egui::Context) {
         let ptr = Arc::as_ptr(model) as usize;
@@ -367,29 +377,39 @@ impl Workbench {
                 .find(|&t| model.tensors[t].quantizable());
             self.sync_layer_text(model);
             self.job = None;
+            self.front_job = None;
             if let Ok(mut c) = self.tensor_cache.lock() {
                 *c = None;
             }
         }
-        if let Some(job) = &mut self.job {
-            for m in job.poll() {
-                self.job_done += 1;
-                match m {
-                    Msg::Report(k, r) => {
-                        self.reports.insert(k, r);
-                    }
-                    Msg::Clip(k, c) => {
-                        self.clips.insert(k, c);
-                    }
-                    Msg::Failed(k, e) => {
-                        self.failures.insert(k, e);
-                    }
-                    Msg::Group(k, h) => self.group_hist = Some((k, h)),
-                    Msg::Accuracy(..) => {}
-                }
+        let mut messages = Vec::new();
+        if let Some(job) = &mut self.front_job {
+            messages.extend(job.poll());
+            if job.is_finished() {
+                self.front_job = None;
             }
+        }
+        if let Some(job) = &mut self.job {
+            let m = job.poll();
+            self.job_done += m.len();
+            messages.extend(m);
             if job.is_finished() {
                 self.job = None;
+            }
+        }
+        for m in messages {
+            match m {
+                Msg::Report(k, r) => {
+                    self.reports.insert(k, r);
+                }
+                Msg::Clip(k, c) => {
+                    self.clips.insert(k, c);
+                }
+                Msg::Failed(k, e) => {
+                    self.failures.insert(k, e);
+                }
+                Msg::Group(k, h) => self.group_hist = Some((k, h)),
+                Msg::Accuracy(..) => {}
             }
         }
         if let Some(job) = &mut self.group_job {
@@ -410,7 +430,7 @@ impl Workbench {
         let sig = self.plan_json.1.clone();
         self.autosave(model, &sig);
         self.schedule_accuracy(model, &sig, ctx);
-        let wanted = self.wanted(model);
+        let mut wanted = self.wanted(model);
         let clip_key = self
             .selected
             .and_then(|t| self.spec_of(model, t).map(|s| (t, clip_family(&s))));
@@ -418,7 +438,33 @@ impl Workbench {
             .as_ref()
             .filter(|k| !self.clips.contains_key(*k))
             .cloned();
-        if wanted.is_empty() && clip_needed.is_none() {
+        // the selected layer under its current spec goes to the front job
+        let front_key = self
+            .selected
+            .and_then(|t| self.spec_of(model, t).map(|s| (t, s.to_string())))
+            .filter(|k| wanted.first() == Some(k));
+        if front_key.is_some() {
+            wanted.remove(0);
+        }
+        let front = (front_key, clip_needed);
+        if (front.0.is_some() || front.1.is_some())
+            && (self.front_job.is_none() || self.front_wants != front)
+        {
+            self.front_wants = front.clone();
+            let model = model.clone();
+            let ctx = ctx.clone();
+            let wake: Arc<dyn Fn() + Send + Sync> = Arc::new(move || ctx.request_repaint());
+            let cache = (self.model_id.clone(), self.tensor_cache.clone());
+            let (key, clip) = front;
+            self.front_job = Some(Job::spawn(wake, move |w: &Worker<Msg>| {
+                crate::jobs::foreground_pool()
+                    .install(|| compute(&model, &cache, key.into_iter().collect(), clip, w))
+            }));
+        }
+        if wanted.is_empty() {
+            if self.front_job.is_some() {
+                ctx.request_repaint_after(std::time::Duration::from_millis(100));
+            }
             return;
         }
         // restart only when the running job does not cover what is needed first (the selection or the
@@ -428,19 +474,16 @@ impl Workbench {
         let covers_front = wanted
             .first()
             .is_none_or(|k| self.job_wants.get(self.job_done) == Some(k));
-        let covers_clip = clip_needed.is_none() || self.job_clip == clip_needed;
-        let stale = self.job.is_none() || !covers_front || !covers_clip;
+        let stale = self.job.is_none() || !covers_front;
         if stale {
             self.job_wants = wanted.clone();
             self.job_done = 0;
-            self.job_clip = clip_needed.clone();
             let model = model.clone();
             let ctx = ctx.clone();
             let wake: Arc<dyn Fn() + Send + Sync> = Arc::new(move || ctx.request_repaint());
             let cache = (self.model_id.clone(), self.tensor_cache.clone());
             self.job = Some(Job::spawn(wake, move |w: &Worker<Msg>| {
-                crate::jobs::background_pool()
-                    .install(|| compute(&model, &cache, wanted, clip_needed, w))
+                crate::jobs::background_pool().install(|| compute(&model, &cache, wanted, None, w))
             }));
         }
         ctx.request_repaint_after(std::time::Duration::from_millis(100));
@@ -1465,9 +1508,11 @@ fn compute(
         let result = data(*t).and_then(|x| {
             let spec = Spec::parse(spec_text).map_err(|e| e.to_string())?;
             if is_clip {
-                clip_lines(&x, &info.shape, &spec)
-                    .map(|c| Msg::Clip(key.clone(), Arc::new(c)))
-                    .map_err(|e| e.to_string())
+                match clip_lines_until(&x, &info.shape, &spec, &|| w.cancelled()) {
+                    Ok(Some(c)) => Ok(Msg::Clip(key.clone(), Arc::new(c))),
+                    Ok(None) => Err(String::new()), // cancelled: nothing is sent
+                    Err(e) => Err(e.to_string()),
+                }
             } else {
                 let h = original(*t, &x);
                 layer_report_with(&x, &info.shape, &spec, BINS, Some(&h))
@@ -1475,6 +1520,9 @@ fn compute(
                     .map_err(|e| e.to_string())
             }
         });
+        if w.cancelled() {
+            return;
+        }
         let msg = result.unwrap_or_else(|e| Msg::Failed(key.clone(), e));
         if !w.send(msg) {
             return;

@@ -81,18 +81,32 @@ impl Binning {
             Binning::Linear {
                 lo: l, width: w, ..
             } => {
-                // step from the nominal edges until the neighbour's bin is reached
+                // step out from the nominal edges until the neighbouring bin is reached; the slot's
+                // f32 rounding moves an edge by a few units of the larger of |lo| and |v|, which near
+                // 0 is a vast number of f32 steps: the step starts there and doubles
+                let first = |e: f32| {
+                    (e.abs().max(lo.abs()).max(hi.abs()) * f32::EPSILON).max(f32::MIN_POSITIVE)
+                };
                 let mut a = (l + i as f64 * w) as f32;
-                while i > 0 && a > f32::MIN && self.slot(a) >= i {
-                    a = next_down(a);
+                let mut d = first(a);
+                while i > 0 && a > lo && self.slot(a) >= i {
+                    a -= d;
+                    d *= 2.0;
                 }
                 let mut b = (l + (i + 1) as f64 * w) as f32;
-                while i + 1 < BINS && b < f32::MAX && self.slot(b) <= i {
-                    b = next_up(b);
+                let mut d = first(b);
+                while i + 1 < BINS && b < hi && self.slot(b) <= i {
+                    b += d;
+                    d *= 2.0;
                 }
+                // (reaching the data's extremes, the outer value is the one beyond them)
                 (
-                    if i == 0 { next_down(lo) } else { a },
-                    if i + 1 == BINS { next_up(hi) } else { b },
+                    if i == 0 || a <= lo { next_down(lo) } else { a },
+                    if i + 1 == BINS || b >= hi {
+                        next_up(hi)
+                    } else {
+                        b
+                    },
                 )
             }
             Binning::Bits => {
@@ -125,6 +139,7 @@ fn unordered(k: u32) -> f32 {
 
 /// The binned summary of one group's values.
 pub struct Binned {
+    #[cfg(test)]
     binning: Binning,
     /// the point of each bin about which its sums are taken
     centres: Vec<f32>,
@@ -199,6 +214,7 @@ impl Binned {
             })
             .collect();
         Binned {
+            #[cfg(test)]
             binning,
             centres,
             bins,

@@ -226,10 +226,7 @@ pub fn nvfp4(x: &[f32], layout: Layout, spec: &Spec) -> (Quantized, Acc) {
     let e2m1 = *Rounder::new(&lookup("fp4_e2m1").expect("catalog").format)
         .binary()
         .expect("E2M1 is a binary float");
-    let amax = x
-        .par_iter()
-        .fold(|| 0f32, |m, v| m.max(v.abs()))
-        .reduce(|| 0f32, f32::max);
+    let amax = x.par_chunks(1 << 16).map(abs_max).reduce(|| 0f32, f32::max);
     let s_tensor = if amax > 0.0 {
         amax / (448.0 * 6.0)
     } else {

@@ -154,26 +154,7 @@ fn paired_histograms(
     let (hq, he, below, above, zeros) = x
         .par_chunks(1 << 16)
         .zip(xq.par_chunks(1 << 16))
-        .map(|(a, b)| {
-            // slots: the bins, then below and above
-            let (mut hq, mut he) = (vec![0u32; bins + 2], vec![0u32; bins]);
-            let mut zeros = 0u64;
-            for (&u, &v) in a.iter().zip(b) {
-                let v64 = v as f64;
-                let slot = if v64 < lo {
-                    bins
-                } else if v64 > hi {
-                    bins + 1
-                } else {
-                    (((v64 - lo) * qs) as usize).min(bins - 1)
-                };
-                hq[slot] += 1;
-                zeros += (v == 0.0) as u64;
-                let d = (v - u) as f64;
-                he[(((d + e) * es).max(0.0) as usize).min(bins - 1)] += 1;
-            }
-            (hq, he, zeros)
-        })
+        .map(|(a, b)| paired_piece(a, b, bins, lo, hi, qs, e, es))
         .collect::<Vec<_>>()
         .into_iter()
         .fold(
@@ -201,6 +182,74 @@ fn paired_histograms(
         },
         zeros,
     )
+}
+
+crate::quant::simd::multiversion! {
+    /// One piece of [`paired_histograms`]: the counts of `b` in `bins` slots then below and above,
+    /// of `b − a` on [−e, e], and the zeros of `b`. Consecutive values go to four separate tables,
+    /// added at the end: most dequantized values share a few bins, and increments of one counter in a
+    /// row would wait on each other.
+    #[allow(clippy::too_many_arguments)]
+    fn paired_piece(
+        a: &[f32],
+        b: &[f32],
+        bins: usize,
+        lo: f64,
+        hi: f64,
+        qs: f64,
+        e: f64,
+        es: f64,
+    ) -> (Vec<u32>, Vec<u32>, u64) {
+        let (wq, we) = (bins + 2, bins);
+        let (mut hq, mut he) = (vec![0u32; 4 * wq], vec![0u32; 4 * we]);
+        let mut zeros = 0u64;
+        // slots in f32 (a value within rounding of a bin edge may count in the neighbouring bin)
+        let (lo32, hi32, qs32) = (lo as f32, hi as f32, qs as f32);
+        let (e32, es32) = (e as f32, es as f32);
+        let top = (bins - 1) as i32;
+        let qslot = |v: f32| -> usize {
+            let t = (v - lo32) * qs32;
+            if !(t >= 0.0) {
+                bins
+            } else if v > hi32 {
+                bins + 1
+            } else {
+                (t as i32).min(top) as usize
+            }
+        };
+        let eslot = |u: f32, v: f32| -> usize { ((((v - u) + e32) * es32) as i32).clamp(0, top) as usize };
+        {
+            let (q01, q23) = hq.split_at_mut(2 * wq);
+            let (q0, q1) = q01.split_at_mut(wq);
+            let (q2, q3) = q23.split_at_mut(wq);
+            let (e01, e23) = he.split_at_mut(2 * we);
+            let (e0, e1) = e01.split_at_mut(we);
+            let (e2, e3) = e23.split_at_mut(we);
+            let (ca, cb) = (a.chunks_exact(4), b.chunks_exact(4));
+            let (ra, rb) = (ca.remainder(), cb.remainder());
+            // value 4k + j goes to table j
+            for (pa, pb) in ca.zip(cb) {
+                q0[qslot(pb[0])] += 1;
+                q1[qslot(pb[1])] += 1;
+                q2[qslot(pb[2])] += 1;
+                q3[qslot(pb[3])] += 1;
+                e0[eslot(pa[0], pb[0])] += 1;
+                e1[eslot(pa[1], pb[1])] += 1;
+                e2[eslot(pa[2], pb[2])] += 1;
+                e3[eslot(pa[3], pb[3])] += 1;
+                zeros += pb.iter().filter(|&&v| v == 0.0).count() as u64;
+            }
+            for (&u, &v) in ra.iter().zip(rb) {
+                q0[qslot(v)] += 1;
+                e0[eslot(u, v)] += 1;
+                zeros += (v == 0.0) as u64;
+            }
+        }
+        let fold = |t: &[u32], w: usize| -> Vec<u32> {
+            (0..w).map(|i| t[i] + t[w + i] + t[2 * w + i] + t[3 * w + i]).collect()
+        };
+        (fold(&hq, wq), fold(&he, we), zeros)
+    }
 }
 
 /// (first index, min, max) of `v` over at most `n` equal stretches.
@@ -242,11 +291,23 @@ fn window(x: &[f32], shape: &[usize], codes: &[i16]) -> Window {
 /// The clip threshold each method picks for this tensor, quantized per tensor with the spec's format
 /// (only for the scaled families, where clipping applies).
 pub fn clip_lines(x: &[f32], shape: &[usize], spec: &Spec) -> Result<ClipLines, QuantError> {
+    clip_lines_until(x, shape, spec, &|| false)
+        .map(|c| c.unwrap_or(ClipLines { lines: Vec::new() }))
+}
+
+/// [`clip_lines`] that gives up (`Ok(None)`) as soon as `stop()` says so, checked between methods:
+/// a window job whose result is no longer wanted ends without finishing the others.
+pub fn clip_lines_until(
+    x: &[f32],
+    shape: &[usize],
+    spec: &Spec,
+    stop: &dyn Fn() -> bool,
+) -> Result<Option<ClipLines>, QuantError> {
     if !matches!(
         spec.family,
         Family::Int(_) | Family::Uint(_) | Family::Float(_)
     ) {
-        return Ok(ClipLines { lines: Vec::new() });
+        return Ok(Some(ClipLines { lines: Vec::new() }));
     }
     let mut lines = Vec::new();
     for (name, clip) in [
@@ -255,6 +316,9 @@ pub fn clip_lines(x: &[f32], shape: &[usize], spec: &Spec) -> Result<ClipLines, 
         ("MSE", Clip::Mse),
         ("KL", Clip::Kl),
     ] {
+        if stop() {
+            return Ok(None);
+        }
         let s = Spec {
             clip,
             granularity: super::Granularity::Tensor,
@@ -271,7 +335,7 @@ pub fn clip_lines(x: &[f32], shape: &[usize], spec: &Spec) -> Result<ClipLines, 
         };
         lines.push((name.to_string(), t));
     }
-    Ok(ClipLines { lines })
+    Ok(Some(ClipLines { lines }))
 }
 
 /// The values group `g` can represent after scaling (sorted), to draw the quantization grid.
