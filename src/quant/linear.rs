@@ -661,6 +661,13 @@ multiversion! {
 }
 
 multiversion! {
+    /// [`Kernel::apply`] on its own, compiled for AVX2 too (for callers that are closures).
+    fn apply_wide(k: &Kernel, p: &Params, xs: &[f32], os: &mut [f32], cs: &mut [i16]) -> () {
+        k.apply(p, xs, os, cs, 0);
+    }
+}
+
+multiversion! {
     /// The MSE search's errors of every candidate on one piece.
     fn errors_of_piece(k: &Kernel, ps: &[Params], xs: &[f32], base: u64) -> Vec<f64> {
         let mut e = vec![0f64; ps.len()];
@@ -824,38 +831,7 @@ fn fit_whole(k: &Kernel, x: &[f32], spec: &Spec) -> Params {
         }
         (_, Clip::MinMax) => k.symmetric(par_abs_max(x), spec),
         (_, Clip::Mse) if k.round == RoundMode::Nearest && x.len() >= BINNED_FROM => {
-            // the search runs on errors from a binned summary (exact but for the few bins a rounding
-            // boundary cuts); the best few candidates it saw are then measured on every value, and
-            // the exact best is chosen (ties: the least clipping, as the search does)
-            let b = Binned::new(x, matches!(k.family, Family::Float(_)));
-            let seen = std::sync::Mutex::new(Vec::<(f64, Params)>::new());
-            let estimate = |ps: &[Params]| -> Vec<f64> {
-                let e = b.errors(ps.len(), &|c: usize, xs: &[f32], out: &mut [f32]| {
-                    let mut codes = vec![0i16; xs.len()];
-                    k.apply(&ps[c], xs, out, &mut codes, 0);
-                });
-                if let Ok(mut s) = seen.lock() {
-                    s.extend(e.iter().copied().zip(ps.iter().copied()));
-                }
-                e
-            };
-            let fallback = k.fit_with(x, spec, &estimate);
-            let mut seen = seen.into_inner().unwrap_or_default();
-            seen.sort_by(|a, b| a.0.total_cmp(&b.0).then(span(&b.1).total_cmp(&span(&a.1))));
-            seen.dedup_by(|a, b| a.1.threshold == b.1.threshold);
-            let finalists: Vec<Params> = seen.iter().take(FINALISTS).map(|s| s.1).collect();
-            if finalists.is_empty() {
-                return fallback;
-            }
-            let exact = errs(&finalists);
-            let mut best = 0;
-            for i in 1..finalists.len() {
-                let (e, b) = (exact[i], exact[best]);
-                if e < b || (e == b && span(&finalists[i]) > span(&finalists[best])) {
-                    best = i;
-                }
-            }
-            finalists[best]
+            ranked_mse(k, x, spec, &errs)
         }
         _ => k.fit_with(x, spec, &errs),
     }
@@ -865,6 +841,51 @@ fn fit_whole(k: &Kernel, x: &[f32], spec: &Spec) -> Params {
 /// (`binned`) and measures only the best [`FINALISTS`] on every value.
 const BINNED_FROM: usize = 1 << 20;
 const FINALISTS: usize = 4;
+
+/// The MSE search run on errors from a binned summary (exact but for the few bins a rounding
+/// boundary cuts); the best few candidates it saw are then measured on every value with `exact`, and
+/// the exact best is chosen (ties: the least clipping, as the search does).
+fn ranked_mse(
+    k: &Kernel,
+    x: &[f32],
+    spec: &Spec,
+    exact: &(dyn Fn(&[Params]) -> Vec<f64> + Sync),
+) -> Params {
+    let b = Binned::new(x, matches!(k.family, Family::Float(_)));
+    let seen = std::sync::Mutex::new(Vec::<(f64, Params)>::new());
+    let estimate = |ps: &[Params]| -> Vec<f64> {
+        let e = b.errors(ps.len(), &|c: usize, xs: &[f32], out: &mut [f32]| {
+            thread_local! {
+                static CODES: std::cell::RefCell<Vec<i16>> = const { std::cell::RefCell::new(Vec::new()) };
+            }
+            CODES.with_borrow_mut(|codes| {
+                codes.resize(xs.len(), 0);
+                apply_wide(k, &ps[c], xs, out, codes);
+            });
+        });
+        if let Ok(mut s) = seen.lock() {
+            s.extend(e.iter().copied().zip(ps.iter().copied()));
+        }
+        e
+    };
+    let fallback = k.fit_with(x, spec, &estimate);
+    let mut seen = seen.into_inner().unwrap_or_default();
+    seen.sort_by(|a, b| a.0.total_cmp(&b.0).then(span(&b.1).total_cmp(&span(&a.1))));
+    seen.dedup_by(|a, b| a.1.threshold == b.1.threshold);
+    let finalists: Vec<Params> = seen.iter().take(FINALISTS).map(|s| s.1).collect();
+    if finalists.is_empty() {
+        return fallback;
+    }
+    let errors = exact(&finalists);
+    let mut best = 0;
+    for i in 1..finalists.len() {
+        let (e, b) = (errors[i], errors[best]);
+        if e < b || (e == b && span(&finalists[i]) > span(&finalists[best])) {
+            best = i;
+        }
+    }
+    finalists[best]
+}
 
 /// How much of the line a group's range covers (larger: less clipping).
 fn span(p: &Params) -> f32 {
