@@ -434,6 +434,7 @@ pub fn abs_max(x: &[f32]) -> f32 {
 /// `v − v` is +0 (all bits clear) for every finite value and NaN otherwise; the bits are OR-ed
 /// together (one cycle, no chain of additions). Only then are they counted.
 #[inline(always)]
+#[allow(clippy::eq_op)] // `v - v` on purpose: 0 for finite values, NaN otherwise
 pub fn count_non_finite(x: &[f32]) -> usize {
     let mut acc = [0u32; 8];
     let chunks = x.chunks_exact(8);

@@ -147,6 +147,9 @@ fn unordered(k: u32) -> f32 {
     })
 }
 
+/// `quant(c, xs, out)`: the quantized values of `xs` under candidate `c`.
+pub type Quantizer<'a> = dyn Fn(usize, &[f32], &mut [f32]) + Sync + 'a;
+
 /// The binned summary of one group's values.
 pub struct Binned {
     #[cfg(test)]
@@ -245,11 +248,7 @@ impl Binned {
     /// The estimated `Σ(x − x̂)²` of every candidate, where `quant(c, xs, out)` writes the quantized
     /// values of `xs` under candidate `c` (nearest rounding: monotone in x). Exact for every bin whose
     /// values all quantize alike.
-    pub fn errors(
-        &self,
-        candidates: usize,
-        quant: &(dyn Fn(usize, &[f32], &mut [f32]) + Sync),
-    ) -> Vec<f64> {
+    pub fn errors(&self, candidates: usize, quant: &Quantizer<'_>) -> Vec<f64> {
         let m = self.used.len();
         let one = |c: usize, a: &mut [f32], b: &mut [f32], mid: &mut [f32]| -> f64 {
             quant(c, &self.below, a);

@@ -209,7 +209,7 @@ crate::quant::simd::multiversion! {
         let top = (bins - 1) as i32;
         let qslot = |v: f32| -> usize {
             let t = (v - lo32) * qs32;
-            if !(t >= 0.0) {
+            if t.is_nan() || t < 0.0 {
                 bins
             } else if v > hi32 {
                 bins + 1

@@ -114,8 +114,8 @@ impl Rounder {
                     min_normal: 2f32.powi(1 - f.bias),
                     magic: 12_582_912.0 * step,
                     inv_step: 1.0 / step,
-                    max: max as f32,
-                    sign_bit: sign_bit as u16,
+                    max,
+                    sign_bit,
                 })
             }
             _ => None,
