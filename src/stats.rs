@@ -598,11 +598,11 @@ fn slot(v: f32, lo: f64, hi: f64, scale: f64, bins: usize) -> usize {
     }
 }
 
-/// Counts of one piece (fewer than 2^32 values) in `bins + 3` slots (see [`slot`]). Four interleaved
+/// Counts of one piece (fewer than 2^32 values) in `bins + 3` slots (see [`slot`]). Eight interleaved
 /// tables, so consecutive values in the same bin do not wait on each other's increment.
 fn bin_counts(c: &[f32], lo: f64, hi: f64, scale: f64, bins: usize) -> Vec<u64> {
     let w = bins + 3;
-    let mut t = vec![0u32; 4 * w];
+    let mut t = vec![0u32; TABLES * w];
     #[cfg(target_arch = "x86_64")]
     if crate::quant::simd::avx2() && bins < (1 << 30) {
         // SAFETY: the CPU supports AVX2 (checked just above)
@@ -610,14 +610,17 @@ fn bin_counts(c: &[f32], lo: f64, hi: f64, scale: f64, bins: usize) -> Vec<u64> 
         return merge_tables(&t, w);
     }
     for (k, &v) in c.iter().enumerate() {
-        t[(k & 3) * w + slot(v, lo, hi, scale, bins)] += 1;
+        t[(k % TABLES) * w + slot(v, lo, hi, scale, bins)] += 1;
     }
     merge_tables(&t, w)
 }
 
+/// Interleaved count tables of [`bin_counts`].
+const TABLES: usize = 8;
+
 fn merge_tables(t: &[u32], w: usize) -> Vec<u64> {
     (0..w)
-        .map(|i| (0..4).map(|j| t[j * w + i] as u64).sum())
+        .map(|i| (0..TABLES).map(|j| t[j * w + i] as u64).sum())
         .collect()
 }
 
@@ -665,12 +668,12 @@ fn avx2_bin_counts(c: &[f32], lo: f64, hi: f64, scale: f64, bins: usize, t: &mut
             }
         }
         for (j, &i) in idx.iter().enumerate() {
-            t[(j & 3) * w + i as usize] += 1;
+            t[j * w + i as usize] += 1;
         }
         k += 8;
     }
     for (j, &v) in c[n8..].iter().enumerate() {
-        t[((n8 + j) & 3) * w + slot(v, lo, hi, scale, bins)] += 1;
+        t[((n8 + j) % TABLES) * w + slot(v, lo, hi, scale, bins)] += 1;
     }
 }
 

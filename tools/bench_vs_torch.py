@@ -85,6 +85,12 @@ if torch is not None:
     cases["int4:channel"] = ("torch fake_quantize_per_channel_affine + metrics", per_channel(4))
     cases["int4:channel "] = ("  the same without the metrics", per_channel_only(4))
     cases["int8:channel"] = ("torch fake_quantize_per_channel_affine + metrics", per_channel(8))
+    def fp8_channel():
+        s = x.abs().amax(dim=1, keepdim=True) / 448.0
+        y = (x / s).to(torch.float8_e4m3fn).float() * s
+        return metrics_t(x, y)
+    if hasattr(torch, "float8_e4m3fn"):
+        cases["fp8_e4m3:channel"] = ("torch cast to float8_e4m3fn per channel + metrics", fp8_channel)
     cases["int4:g128"] = ("torch group ops (fp16 scales)", group(4, 128))
     cases["uint4:g128"] = ("torch group ops (fp16 scales)", group(4, 128, asym=True))
     cases["int8:tensor:clip=mse"] = ("torch 63 x fake_quantize_per_tensor", mse_tensor)
