@@ -44,6 +44,7 @@ fn bench(c: &mut Criterion) {
         "int4:channel",
         "int8:channel",
         "int4:g128",
+        "int4:g128:scale=fp32",
         "uint4:g128",
         "fp8_e4m3:channel",
         "nvfp4",

@@ -18,7 +18,7 @@ use super::spec::{Clip, Family, RoundMode, Spec};
 use super::{store_scale, uniform, Layout, Quantized};
 use crate::calib::{abs_max, asymmetric_range_batch, finite_min_max, symmetric_threshold_batch};
 use crate::formats::lookup;
-use crate::stats::count_non_finite;
+use crate::stats::{count_non_finite, min_max_of_finite};
 use rayon::prelude::*;
 
 /// Round to nearest, ties to even, for |v| < 2^22: adding and subtracting 1.5·2^23 leaves the integer
@@ -281,7 +281,8 @@ impl Kernel {
         match (self.family, spec.clip) {
             // min-max needs no search: the extremes, computed here so they vectorise with the rest
             (Family::Uint(_), Clip::MinMax) => {
-                let (lo, hi) = finite_min_max(x);
+                // every caller has checked the values are finite
+                let (lo, hi) = min_max_of_finite(x);
                 let (lo, hi) = if lo > hi { (0.0, 0.0) } else { (lo, hi) };
                 self.asymmetric(lo, hi, spec)
             }
@@ -753,16 +754,14 @@ pub fn quantize(x: &[f32], layout: Layout, spec: &Spec) -> Result<(Quantized, Ac
         },
         outer_scales,
         codebook: Vec::new(),
-        thresholds: params
-            .iter()
-            .flat_map(|p| {
-                if matches!(spec.family, Family::Uint(_)) {
-                    vec![p.threshold.0, p.threshold.1]
-                } else {
-                    vec![p.threshold.1]
-                }
-            })
-            .collect(),
+        thresholds: if matches!(spec.family, Family::Uint(_)) {
+            params
+                .iter()
+                .flat_map(|p| [p.threshold.0, p.threshold.1])
+                .collect()
+        } else {
+            params.iter().map(|p| p.threshold.1).collect()
+        },
         metrics: Default::default(),
     };
     Ok((q, acc))
