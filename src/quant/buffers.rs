@@ -1,10 +1,11 @@
 //! The large output buffers of the quantizers (dequantized values, codes): 100 MB for one 4096 × 4096
 //! layer. A fresh buffer costs the kernel a page fault and a page of zeros per 4 KiB it touches:
-//! ~6 ms per such layer (measured: int4 per channel 17 → 11.5 ms with reuse). So buffers are kept for reuse: when a
-//! [`Quantized`](super::Quantized) is dropped its buffers come back here, and the next quantizer takes
-//! them instead of fresh memory (the CLI over a model's layers, a sensitivity scan, the window's cache
-//! evicting a result, a benchmark's loop). The pool is small and bounded (see [`KEEP_BYTES`]); fresh
-//! memory is asked to be backed by 2 MiB huge pages (~50 faults instead of ~25,000 per 100 MB).
+//! ~6 ms per such layer (measured: int4 per channel 17 → 11.5 ms with reuse). So buffers are kept
+//! for reuse: when a [`Quantized`](super::Quantized) is dropped its buffers come back here, and the
+//! next quantizer takes them instead of fresh memory (the CLI over a model's layers, a sensitivity
+//! scan, the window's cache evicting a result, a benchmark's loop). The pool is small and bounded (see
+//! [`KEEP_BYTES`]); fresh memory is asked to be backed by 2 MiB huge pages (~50 faults instead of
+//! ~25,000 per 100 MB).
 //!
 //! The allocator could not do this for us: glibc serves these sizes with `mmap` and returns them to
 //! the kernel on `free` (its threshold for keeping them is capped at 32 MiB).
