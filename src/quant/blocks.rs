@@ -132,19 +132,76 @@ fn result(
 pub fn nf4(x: &[f32], layout: Layout, spec: &Spec) -> (Quantized, Acc) {
     let cb = Codebook::nf4();
     let table: Vec<f32> = cb.values.iter().map(|&v| v as f32).collect();
+    let cuts = Cuts::of(&cb);
     let parts = by_groups(x, layout, |xs, os, cs| {
-        let amax = xs.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let amax = abs_max(xs); // the input is finite (checked by the caller)
         let s = store_scale(if amax > 0.0 { amax } else { 1.0 }, spec.scale);
-        for ((&v, o), c) in xs.iter().zip(os.iter_mut()).zip(cs.iter_mut()) {
-            let e = cb.encode((v / s) as f64);
-            *c = e.code as i16;
-            *o = table[e.code as usize] * s;
-        }
+        codebook_elements(&cuts, &table, xs, os, cs, s);
         s
     });
     let (mut q, acc) = result(spec, layout, parts);
     q.codebook = table;
     (q, acc)
+}
+
+/// Where the nearest-entry choice of a sorted 16-entry codebook changes, as f32 values: `cut[i]` is
+/// the smallest f32 `x` that [`Codebook::encode`] maps to entry `i + 1` or above. Encoding is monotone
+/// in `x`, so the entry of any f32 is the number of cuts at or below it, which a loop computes
+/// without branches; found once per codebook by bisection on the f32 bit patterns, so the result is
+/// the exact encoder's, ties (toward zero) included.
+pub(crate) struct Cuts([f32; 15]);
+
+impl Cuts {
+    pub(crate) fn of(cb: &Codebook) -> Cuts {
+        assert_eq!(cb.values.len(), 16, "a 4-bit codebook");
+        let code = |x: f32| cb.encode(x as f64).code as usize;
+        let mut cut = [0f32; 15];
+        for (i, c) in cut.iter_mut().enumerate() {
+            // bisection on the ordered bit patterns of f32: below `lo` the code is ≤ i, at `hi` > i
+            let key = |v: f32| -> i64 {
+                let b = v.to_bits() as i64;
+                if v.is_sign_negative() {
+                    -(b & 0x7fff_ffff)
+                } else {
+                    b
+                }
+            };
+            let unkey = |k: i64| -> f32 {
+                if k < 0 {
+                    f32::from_bits((-k) as u32 | 0x8000_0000)
+                } else {
+                    f32::from_bits(k as u32)
+                }
+            };
+            let (mut lo, mut hi) = (key(-2.0), key(2.0));
+            while hi - lo > 1 {
+                let mid = lo + (hi - lo) / 2;
+                if code(unkey(mid)) > i {
+                    hi = mid;
+                } else {
+                    lo = mid;
+                }
+            }
+            *c = unkey(hi);
+        }
+        Cuts(cut)
+    }
+
+    #[inline(always)]
+    fn index(&self, x: f32) -> usize {
+        self.0.iter().map(|&c| (x >= c) as usize).sum()
+    }
+}
+
+multiversion! {
+    /// A block's elements on a 4-bit codebook: `x/s` to its entry by [`Cuts`], the value times `s`.
+    fn codebook_elements(cuts: &Cuts, table: &[f32], xs: &[f32], os: &mut [f32], cs: &mut [i16], s: f32) -> () {
+        for ((&v, o), c) in xs.iter().zip(os.iter_mut()).zip(cs.iter_mut()) {
+            let i = cuts.index(v / s);
+            *c = i as i16;
+            *o = table[i.min(15)] * s;
+        }
+    }
 }
 
 /// OCP MX v1.0: per block of 32, `e = floor(log2(amax)) − emax_elem` (clamped to E8M0's −127…127; an
@@ -361,6 +418,29 @@ mod tests {
         assert!((q.dequant[1] + 3.0).abs() < 1e-6);
         assert!((q.dequant[2] - 0.5).abs() < 1e-6, "{}", q.dequant[2]);
         assert!((q.metrics.bits_per_weight - (4.0 + 8.0 / 16.0 + 32.0 / 16.0)).abs() < 1e-9);
+    }
+
+    #[test]
+    fn codebook_cuts_encode_like_the_exact_encoder() {
+        let cb = Codebook::nf4();
+        let cuts = Cuts::of(&cb);
+        let mut probes: Vec<f32> = vec![0.0, -0.0, 1.0, -1.0, 1.5, -1.5, 1e-30, -1e-30];
+        for w in cb.values.windows(2) {
+            let m = ((w[0] + w[1]) / 2.0) as f32;
+            for p in [w[0] as f32, w[1] as f32, m] {
+                for d in 0..4u32 {
+                    probes.push(f32::from_bits(p.to_bits().wrapping_add(d)));
+                    probes.push(f32::from_bits(p.to_bits().wrapping_sub(d)));
+                }
+            }
+        }
+        for k in 0..100_000 {
+            probes.push(((k as f32) * 0.7071).sin() * 1.1);
+        }
+        // (the quantizer never sees NaN: the tensor is checked first)
+        for x in probes.into_iter().filter(|x| x.is_finite()) {
+            assert_eq!(cuts.index(x) as u64, cb.encode(x as f64).code, "{x:e}");
+        }
     }
 
     #[test]
