@@ -10,6 +10,7 @@ pub mod adaround;
 mod binary;
 mod binned;
 mod blocks;
+mod bucketed;
 pub mod buffers;
 pub mod fixed;
 mod kmeans;
