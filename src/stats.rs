@@ -173,13 +173,22 @@ pub fn percentiles(x: &[f32], ps: &[f64]) -> Vec<f64> {
 /// top 16 bits no finite value has: |v| ≥ 0x7F80_0000 (unsigned); below 0x0080_0000 (−Inf, −NaN) or
 /// at least 0xFF80_0000 (+Inf, +NaN) (signed).
 #[inline(always)]
-fn order_key(v: f32, signed: bool) -> u32 {
+pub(crate) fn order_key(v: f32, signed: bool) -> u32 {
     let b = v.to_bits();
     if signed {
         b ^ (((b as i32 >> 31) as u32) | 0x8000_0000)
     } else {
         b & 0x7fff_ffff
     }
+}
+
+/// The value of a signed [`order_key`].
+pub(crate) fn from_order_key(k: u32) -> f32 {
+    f32::from_bits(if k & 0x8000_0000 != 0 {
+        k & 0x7fff_ffff
+    } else {
+        !k
+    })
 }
 
 /// Whether bucket (top 16 bits of the key) holds only non-finite values.

@@ -16,6 +16,7 @@
 //! Sums are added in a fixed order (fixed pieces, merged in order): the result does not depend on the
 //! number of threads.
 
+use crate::stats::{from_order_key, order_key};
 use rayon::prelude::*;
 
 /// Bins over [min, max] for integer grids on a large group: enough that few values fall in cut bins,
@@ -68,7 +69,7 @@ impl Binning {
                 bins,
                 ..
             } => (((v - lo32) * scale32) as usize).min(bins - 1),
-            Binning::Bits => (ordered(v) >> 16) as usize,
+            Binning::Bits => (order_key(v, true) >> 16) as usize,
         }
     }
 
@@ -77,7 +78,7 @@ impl Binning {
     fn centre(&self, i: usize) -> f64 {
         match *self {
             Binning::Linear { lo, width, .. } => lo + (i as f64 + 0.5) * width,
-            Binning::Bits => unordered(((i as u32) << 16) | 0x8000) as f64,
+            Binning::Bits => from_order_key(((i as u32) << 16) | 0x8000) as f64,
         }
     }
 
@@ -111,40 +112,25 @@ impl Binning {
                 }
                 // (reaching the data's extremes, the outer value is the one beyond them)
                 (
-                    if i == 0 || a <= lo { next_down(lo) } else { a },
+                    if i == 0 || a <= lo {
+                        f32::next_down(lo)
+                    } else {
+                        a
+                    },
                     if i + 1 == bins || b >= hi {
-                        next_up(hi)
+                        f32::next_up(hi)
                     } else {
                         b
                     },
                 )
             }
             Binning::Bits => {
-                let first = unordered((i as u32) << 16);
-                let last = unordered(((i as u32) << 16) | 0xFFFF);
-                (next_down(first), next_up(last))
+                let first = from_order_key((i as u32) << 16);
+                let last = from_order_key(((i as u32) << 16) | 0xFFFF);
+                (f32::next_down(first), f32::next_up(last))
             }
         }
     }
-}
-
-/// The f32 bit pattern mapped so that integer order is value order (−0 just below +0).
-#[inline(always)]
-fn ordered(v: f32) -> u32 {
-    let b = v.to_bits();
-    if b & 0x8000_0000 != 0 {
-        !b
-    } else {
-        b | 0x8000_0000
-    }
-}
-
-fn unordered(k: u32) -> f32 {
-    f32::from_bits(if k & 0x8000_0000 != 0 {
-        k & 0x7fff_ffff
-    } else {
-        !k
-    })
 }
 
 /// `quant(c, xs, out)`: the quantized values of `xs` under candidate `c`.
@@ -281,24 +267,6 @@ impl Binned {
     }
 }
 
-fn next_up(v: f32) -> f32 {
-    if v.is_nan() || v == f32::INFINITY {
-        return v;
-    }
-    let b = v.to_bits();
-    f32::from_bits(if v == 0.0 {
-        1
-    } else if v > 0.0 {
-        b + 1
-    } else {
-        b - 1
-    })
-}
-
-fn next_down(v: f32) -> f32 {
-    -next_up(-v)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -352,8 +320,8 @@ mod tests {
             }
         }
         for v in [-3.5f32, -0.0, 0.0, 1e-38, 7.25] {
-            assert_eq!(unordered(ordered(v)).to_bits(), v.to_bits());
+            assert_eq!(from_order_key(order_key(v, true)).to_bits(), v.to_bits());
         }
-        assert!(ordered(-0.0) < ordered(0.0) && ordered(-1.0) < ordered(-0.5));
+        assert!(order_key(-0.0, true) < order_key(0.0, true));
     }
 }

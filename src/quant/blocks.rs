@@ -9,7 +9,7 @@ use super::simd::multiversion;
 use super::spec::{MicroExp, MxElem, Spec};
 use super::{store_scale, Layout, Quantized};
 use crate::formats::{lookup, Codebook};
-use crate::stats::abs_max;
+use crate::stats::{abs_max, from_order_key, order_key};
 use rayon::prelude::*;
 
 /// floor(log2(a)) for a positive finite f32, exactly (from the bits, subnormals included).
@@ -157,32 +157,17 @@ impl Cuts {
         let code = |x: f32| cb.encode(x as f64).code as usize;
         let mut cut = [0f32; 15];
         for (i, c) in cut.iter_mut().enumerate() {
-            // bisection on the ordered bit patterns of f32: below `lo` the code is ≤ i, at `hi` > i
-            let key = |v: f32| -> i64 {
-                let b = v.to_bits() as i64;
-                if v.is_sign_negative() {
-                    -(b & 0x7fff_ffff)
-                } else {
-                    b
-                }
-            };
-            let unkey = |k: i64| -> f32 {
-                if k < 0 {
-                    f32::from_bits((-k) as u32 | 0x8000_0000)
-                } else {
-                    f32::from_bits(k as u32)
-                }
-            };
-            let (mut lo, mut hi) = (key(-2.0), key(2.0));
+            // bisection on the ordered bit patterns of f32: at `lo` the code is ≤ i, at `hi` > i
+            let (mut lo, mut hi) = (order_key(-2.0, true), order_key(2.0, true));
             while hi - lo > 1 {
                 let mid = lo + (hi - lo) / 2;
-                if code(unkey(mid)) > i {
+                if code(from_order_key(mid)) > i {
                     hi = mid;
                 } else {
                     lo = mid;
                 }
             }
-            *c = unkey(hi);
+            *c = from_order_key(hi);
         }
         Cuts(cut)
     }
