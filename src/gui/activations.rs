@@ -324,25 +324,7 @@ impl ActivationsView {
                 "Show counts on a log scale: the tails that decide the range become visible",
             );
         let log = self.log_counts;
-        let bars = |h: &crate::stats::Histogram| -> Vec<Bar> {
-            let w = h.bin_width();
-            h.counts
-                .iter()
-                .enumerate()
-                .map(|(i, &c)| {
-                    let y = if log {
-                        if c > 0 {
-                            (c as f64).log10() + 1.0
-                        } else {
-                            0.0
-                        }
-                    } else {
-                        c as f64
-                    };
-                    Bar::new(h.center(i), y).width(w)
-                })
-                .collect()
-        };
+        let bars = |h: &crate::stats::Histogram| super::bars::histogram_bars(h, log, 1.0);
         ui.strong("Input activations with every range method's threshold");
         Plot::new("act_in_hist")
             .height(200.0)

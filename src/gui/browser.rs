@@ -7,7 +7,7 @@ use crate::jobs::{Job, Worker};
 use crate::model::{group_layers, layer_patterns, Layer, LayerPattern, Model};
 use crate::stats::{summarize_tensor, Summary};
 use egui::{Color32, RichText, Ui};
-use egui_plot::{Bar, BarChart, Line, Plot, PlotPoints, VLine};
+use egui_plot::{BarChart, Line, Plot, PlotPoints, VLine};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -726,24 +726,7 @@ impl Browser {
 
 fn histogram_plot(ui: &mut Ui, s: &Summary, log: bool, numel: usize) {
     let h = &s.histogram;
-    let w = h.bin_width();
-    let bars: Vec<Bar> = h
-        .counts
-        .iter()
-        .enumerate()
-        .map(|(i, &c)| {
-            let y = if log {
-                if c > 0 {
-                    (c as f64).log10() + 1.0
-                } else {
-                    0.0
-                }
-            } else {
-                c as f64
-            };
-            Bar::new(h.center(i), y).width(w)
-        })
-        .collect();
+    let bars = super::bars::histogram_bars(h, log, 1.0);
     let st = s.stats;
     Plot::new("weight_hist")
         .height(220.0)

@@ -13,7 +13,7 @@ use crate::intmm::{parse_weights, OutputType};
 use crate::jobs::{Job, Worker};
 use crate::model::Model;
 use egui::{Color32, RichText, Ui};
-use egui_plot::{Bar, BarChart, Legend, Line, Plot, PlotPoints, Points, VLine};
+use egui_plot::{BarChart, Legend, Line, Plot, PlotPoints, Points, VLine};
 use std::sync::Arc;
 
 /// The labs the view offers.
@@ -573,13 +573,7 @@ fn plots_ui(ui: &mut Ui, r: &MatmulLab) {
         );
     }
     let h = &r.error_hist_lsb;
-    let w = h.bin_width();
-    let bars: Vec<Bar> = h
-        .counts
-        .iter()
-        .enumerate()
-        .map(|(i, &c)| Bar::new(h.center(i), c as f64).width(w))
-        .collect();
+    let bars = super::bars::histogram_bars(h, false, 1.0);
     Plot::new("intmm_err_hist")
         .height(170.0)
         .allow_scroll(false)

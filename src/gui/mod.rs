@@ -1,6 +1,7 @@
 //! The window. Panels draw what the engine computed; they hold no numerics of their own.
 
 mod activations;
+mod bars;
 pub(crate) mod browser;
 mod formats_lab;
 mod labs;

@@ -812,12 +812,7 @@ impl TrainLab {
                 c.iter().map(|&v| v as f64).collect()
             }
         };
-        let bars: Vec<Bar> = h
-            .counts
-            .iter()
-            .enumerate()
-            .map(|(i, &c)| Bar::new(h.center(i), c as f64).width(h.bin_width()))
-            .collect();
+        let bars = super::bars::histogram_bars(h, false, 1.0);
         let (l0, l1) = (levels(&first), levels(&last));
         let k = l1.len();
         Plot::new("train_codebook")

@@ -638,13 +638,7 @@ impl Workbench {
             "Group {g} alone: its values and its grid ({} levels)",
             levels.len()
         ));
-        let w = h.bin_width();
-        let bars: Vec<Bar> = h
-            .counts
-            .iter()
-            .enumerate()
-            .map(|(i, &c)| Bar::new(h.center(i), c as f64).width(w))
-            .collect();
+        let bars = super::bars::histogram_bars(h, false, 1.0);
         Plot::new("wb_group")
             .height(140.0)
             .allow_scroll(false)
@@ -1246,32 +1240,12 @@ fn hist_ui(
     threshold: Option<f32>,
     log: bool,
 ) {
-    let y = |c: u64| {
-        if log {
-            if c > 0 {
-                (c as f64).log10() + 1.0
-            } else {
-                0.0
-            }
-        } else {
-            c as f64
-        }
-    };
-    let h = &r.original;
-    let w = h.bin_width();
-    let orig: Vec<Bar> = h
-        .counts
-        .iter()
-        .enumerate()
-        .map(|(i, &c)| Bar::new(h.center(i), y(c)).width(w))
-        .collect();
-    let q = &r.quantized;
-    let quant: Vec<Bar> = q
-        .counts
-        .iter()
-        .enumerate()
-        .filter(|(_, &c)| c > 0)
-        .map(|(i, &c)| Bar::new(q.center(i), y(c)).width(w * 0.45))
+    use super::bars::histogram_bars;
+    let orig = histogram_bars(&r.original, log, 1.0);
+    // the quantized values sit on a few levels: only their bins, narrower, over the original's
+    let quant: Vec<Bar> = histogram_bars(&r.quantized, log, 0.45)
+        .into_iter()
+        .filter(|b| b.value > 0.0)
         .collect();
     let clip_colors = [
         Color32::from_rgb(224, 108, 117),
@@ -1317,14 +1291,7 @@ fn hist_ui(
                 }
             }
         });
-    let e = &r.error;
-    let ew = e.bin_width();
-    let err: Vec<Bar> = e
-        .counts
-        .iter()
-        .enumerate()
-        .map(|(i, &c)| Bar::new(e.center(i), y(c)).width(ew))
-        .collect();
+    let err = histogram_bars(&r.error, log, 1.0);
     ui.strong("Error: quantized − original");
     Plot::new("wb_err")
         .height(120.0)
