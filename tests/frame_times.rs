@@ -3,34 +3,15 @@
 //! `cargo test --release --test frame_times -- --ignored --nocapture` (MiniLM: set QUANTSCOPE_MINILM).
 #![cfg(feature = "gui")]
 
-use egui_kittest::Harness;
-use quantscope::gui::{App, FilePicker, Source, View};
+use quantscope::gui::{Source, View};
 use quantscope::quant::Spec;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-struct NoPicker;
-impl FilePicker for NoPicker {
-    fn pick(&self, _: bool) -> Option<PathBuf> {
-        None
-    }
-}
+mod common;
 
 fn measure(path: PathBuf, tensor: &str) {
-    let mut h = Harness::builder()
-        .with_size(egui::vec2(1280.0, 900.0))
-        .build_ui_state(
-            |ui, app: &mut App| app.show(ui),
-            App::new(Some(Source::Path(path)), Arc::new(NoPicker), None),
-        );
-    for _ in 0..20_000 {
-        h.step();
-        if h.state().browser.model.is_some() && !h.state().browser.is_loading() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(2));
-    }
+    let mut h = common::gui::open(Source::Path(path), (1280.0, 900.0));
     h.state_mut().view = View::Workbench;
     h.step();
     let t = {

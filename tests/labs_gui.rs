@@ -5,17 +5,11 @@
 use egui::accesskit::Role;
 use egui_kittest::kittest::Queryable as _;
 use egui_kittest::Harness;
-use quantscope::gui::{App, FilePicker, Lab, Source, View};
+use quantscope::gui::{App, Lab, Source, View};
 use std::path::PathBuf;
-use std::sync::Arc;
 
-struct NoPicks;
-
-impl FilePicker for NoPicks {
-    fn pick(&self, _folder: bool) -> Option<PathBuf> {
-        None
-    }
-}
+mod common;
+use common::gui::open;
 
 /// Step until the lab has a result for its current settings and no work is running.
 fn settle(h: &mut Harness<'static, App>) {
@@ -33,19 +27,7 @@ fn settle(h: &mut Harness<'static, App>) {
 
 fn on_cnn_labs() -> Harness<'static, App> {
     let path = PathBuf::from("sample_models/mnist_cnn.safetensors");
-    let mut h = Harness::builder()
-        .with_size(egui::vec2(1400.0, 1000.0))
-        .build_ui_state(
-            |ui, app: &mut App| app.show(ui),
-            App::new(Some(Source::Path(path)), Arc::new(NoPicks), None),
-        );
-    for _ in 0..2000 {
-        h.step();
-        if h.state().browser.model.is_some() && !h.state().browser.is_loading() {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
+    let mut h = open(Source::Path(path), (1400.0, 1000.0));
     h.get_by_role_and_label(Role::Button, "Labs").click();
     h.step();
     assert_eq!(h.state().view, View::Labs);

@@ -5,34 +5,15 @@
 use egui::accesskit::Role;
 use egui_kittest::kittest::Queryable as _;
 use egui_kittest::Harness;
-use quantscope::gui::{App, FilePicker, LayerSetting, Source, View};
+use quantscope::gui::{App, LayerSetting, Source, View};
 use quantscope::plan::choose::Budget;
-use std::path::PathBuf;
-use std::sync::Arc;
 
-struct NoPicks;
-
-impl FilePicker for NoPicks {
-    fn pick(&self, _folder: bool) -> Option<PathBuf> {
-        None
-    }
-}
+mod common;
+use common::gui::open;
 
 /// The sample model open on the Mixed-precision tab, sensitivity computed for a few candidates.
 fn computed(candidates: &str) -> Harness<'static, App> {
-    let mut h = Harness::builder()
-        .with_size(egui::vec2(1280.0, 900.0))
-        .build_ui_state(
-            |ui, app: &mut App| app.show(ui),
-            App::new(Some(Source::Sample), Arc::new(NoPicks), None),
-        );
-    for _ in 0..2000 {
-        h.step();
-        if h.state().browser.model.is_some() && !h.state().browser.is_loading() {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
+    let mut h = open(Source::Sample, (1280.0, 900.0));
     h.get_by_role_and_label(Role::Button, "Mixed precision")
         .click();
     h.run();

@@ -3,13 +3,13 @@
 //! Training tab.
 #![cfg(feature = "gui")]
 
+mod common;
 use egui::accesskit::Role;
 use egui_kittest::kittest::Queryable as _;
 use egui_kittest::Harness;
-use quantscope::gui::{App, FilePicker, RunState, Source, TrainLab, View};
+use quantscope::gui::{RunState, Source, TrainLab, View};
 use quantscope::model::Model;
 use quantscope::nn::{dataset_bytes, evaluate, held_out, Network};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -137,29 +137,9 @@ fn pause_resume_and_stop_a_run_then_save_it() {
     assert_eq!(h.state().lab.open_request.as_deref(), Some(out.as_path()));
 }
 
-struct NoPicks;
-
-impl FilePicker for NoPicks {
-    fn pick(&self, _folder: bool) -> Option<PathBuf> {
-        None
-    }
-}
-
 #[test]
 fn the_window_has_a_training_tab() {
-    let mut h = Harness::builder()
-        .with_size(egui::vec2(1280.0, 900.0))
-        .build_ui_state(
-            |ui, app: &mut App| app.show(ui),
-            App::new(Some(Source::Sample), Arc::new(NoPicks), None),
-        );
-    for _ in 0..2000 {
-        h.step();
-        if h.state().browser.model.is_some() && !h.state().browser.is_loading() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    let mut h = common::gui::open(Source::Sample, (1280.0, 900.0));
     h.get_by_role_and_label(Role::Button, "Training").click();
     h.step();
     assert_eq!(h.state().view, View::Training);
