@@ -254,14 +254,9 @@ pub fn accuracy_under(
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use std::sync::Arc;
 
     pub(crate) fn cnn() -> Model {
-        Model::from_bytes(
-            "mnist_cnn.safetensors",
-            Arc::from(&include_bytes!("../../sample_models/mnist_cnn.safetensors")[..]),
-        )
-        .unwrap()
+        crate::nn::sample_cnn()
     }
 
     #[test]

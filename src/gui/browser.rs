@@ -18,7 +18,7 @@ const RECENT_MAX: usize = 10;
 
 /// The bundled sample model, so the window always opens on something real.
 pub const SAMPLE_NAME: &str = "digits_mlp.safetensors (bundled sample)";
-pub const SAMPLE_BYTES: &[u8] = include_bytes!("../../sample_models/digits_mlp.safetensors");
+pub const SAMPLE_BYTES: &[u8] = crate::nn::SAMPLE_MLP;
 
 /// What to open.
 #[derive(Debug, Clone, PartialEq)]

@@ -695,14 +695,9 @@ fn terms(
 mod tests {
     use super::*;
     use crate::activations::capture;
-    use std::sync::Arc;
 
     fn digits() -> Model {
-        Model::from_bytes(
-            "digits_mlp.safetensors",
-            Arc::from(&include_bytes!("../../sample_models/digits_mlp.safetensors")[..]),
-        )
-        .unwrap()
+        crate::nn::sample_mlp()
     }
 
     #[test]

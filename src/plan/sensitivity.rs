@@ -693,14 +693,9 @@ pub fn default_layers(model: &Model) -> Vec<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
 
     fn sample() -> Model {
-        Model::from_bytes(
-            "digits_mlp.safetensors",
-            Arc::from(&include_bytes!("../../sample_models/digits_mlp.safetensors")[..]),
-        )
-        .unwrap()
+        crate::nn::sample_mlp()
     }
 
     #[test]
