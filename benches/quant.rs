@@ -54,6 +54,10 @@ fn bench(c: &mut Criterion) {
         "uint4:tensor:clip=mse",
         "fp8_e4m3:tensor:clip=mse",
         "int4:channel:clip=mse",
+        "int8:channel:clip=mse",
+        "uint4:channel:clip=mse",
+        "fp8_e4m3:channel:clip=mse",
+        "int4:g128:clip=mse",
     ] {
         let s = Spec::parse(spec).unwrap();
         g.bench_function(spec, |b| {

@@ -23,45 +23,70 @@ pub use crate::stats::{abs_max, finite_min_max};
 /// step's neighbours, then 10 more across the best of those (a resolution of (hi − lo)/2000).
 /// Returns the best `t` seen (ties: the larger, i.e. the least clipping).
 pub fn search_min(lo: f32, hi: f32, err: &(dyn Fn(f32) -> f64 + Sync)) -> f32 {
-    search_min_batch(lo, hi, &|ts: &[f32]| ts.iter().map(|&t| err(t)).collect())
+    search_min_batch(lo, hi, &|ts: &[f32], _, out: &mut [f64]| {
+        out.iter_mut().zip(ts).for_each(|(o, &t)| *o = err(t))
+    })
 }
 
-/// [`search_min`] with the candidates of each round given to `errs` at once (`errs(ts)[i]` is the
-/// error of `ts[i]`), so one pass over the data can evaluate them all. The same candidates, in the
-/// same order, and the same choice as `search_min`.
-pub fn search_min_batch(lo: f32, hi: f32, errs: &(dyn Fn(&[f32]) -> Vec<f64> + Sync)) -> f32 {
+/// The errors of a round of candidates: `errs(ts, bar, out)` writes the error of `ts[i]` to `out[i]`
+/// (both of one length, at most [`ROUND`]). `bar` is the smallest error seen so far: a candidate
+/// whose error exceeds it cannot be chosen, so `errs` may stop summing it once its partial sum (of
+/// non-negative terms, in the order of the full sum) exceeds `bar` (or the smallest error it has
+/// itself finished in this call), and report that partial sum. A candidate that ties or beats the bar
+/// is always summed to the end, so the choice is that of the exact errors.
+pub type Errors<'a, T> = dyn Fn(&[T], f64, &mut [f64]) + Sync + 'a;
+
+/// The most candidates [`search_min_batch`] gives `errs` at once (its first round: `hi` and a grid
+/// of 20), so callers can keep a round in fixed arrays: the search runs once per group, up to 10^5
+/// times per tensor, and allocating there cost more than the arithmetic on small groups.
+pub const ROUND: usize = 21;
+
+/// [`search_min`] with the candidates of each round given to `errs` at once, so one pass over the data
+/// can evaluate them all, with the best error so far as the bar (see [`Errors`]). The same candidates
+/// and the same choice as `search_min`: the refining rounds do not ask again for their centre (the best
+/// so far, whose error is known) and list the others nearest first, so the bar tightens early.
+pub fn search_min_batch(lo: f32, hi: f32, errs: &Errors<'_, f32>) -> f32 {
     if hi <= lo || !hi.is_finite() {
         return hi;
     }
     let valid = |t: f32| t > 0.0 && t <= hi;
-    let consider = |ts: &[f32], best: &mut (f64, f32)| {
-        let es = errs(ts);
-        for (&t, &e) in ts.iter().zip(&es) {
-            if e < best.0 || (e == best.0 && t > best.1) {
-                *best = (e, t);
-            }
-        }
-    };
+    let (mut ts, mut es) = ([0f32; ROUND], [0f64; ROUND]);
     let mut step = (hi - lo) / 20.0;
-    // round 1: hi itself first (the starting best), then the coarse grid
-    let mut first: Vec<f32> = vec![hi];
-    first.extend((0..20).map(|i| lo + step * i as f32).filter(|&t| valid(t)));
-    let es = errs(&first);
-    let mut best = (es[0], hi);
-    for (&t, &e) in first.iter().zip(&es).skip(1) {
-        if e < best.0 || (e == best.0 && t > best.1) {
-            best = (e, t);
+    // round 1: hi itself first (the starting best), then the coarse grid; hi's error (the first) is
+    // the bar for the rest of the round
+    ts[0] = hi;
+    let mut n = 1;
+    for i in 0..20 {
+        let t = lo + step * i as f32;
+        if valid(t) {
+            ts[n] = t;
+            n += 1;
         }
     }
-    for refine in [10.0f32, 10.0] {
-        let centre = best.1;
-        let fine = step / refine;
-        let ts: Vec<f32> = (-(refine as i32)..=(refine as i32))
-            .map(|i| centre + fine * i as f32)
-            .filter(|&t| valid(t))
-            .collect();
-        consider(&ts, &mut best);
-        step = fine;
+    errs(&ts[..n], f64::INFINITY, &mut es[..n]);
+    let mut best = (es[0], hi);
+    for refine in [None, Some(10i32), Some(10)] {
+        if let Some(r) = refine {
+            let centre = best.1;
+            let fine = step / r as f32;
+            // −1, 1, −2, 2, …: the choice does not depend on the order (least error, then largest t)
+            n = 0;
+            for i in 1..=r {
+                for t in [centre - fine * i as f32, centre + fine * i as f32] {
+                    if valid(t) {
+                        ts[n] = t;
+                        n += 1;
+                    }
+                }
+            }
+            errs(&ts[..n], best.0, &mut es[..n]);
+            step = fine;
+        }
+        for (&t, &e) in ts[..n].iter().zip(&es[..n]) {
+            if e < best.0 || (e == best.0 && t > best.1) {
+                best = (e, t);
+            }
+        }
     }
     best.1
 }
@@ -69,15 +94,13 @@ pub fn search_min_batch(lo: f32, hi: f32, errs: &(dyn Fn(&[f32]) -> Vec<f64> + S
 /// The symmetric threshold (the magnitude mapped to the largest code) for one group.
 /// `err(t)` is the sum of squared quantization errors with threshold `t` (used by `Clip::Mse`).
 pub fn symmetric_threshold(x: &[f32], clip: Clip, err: &(dyn Fn(f32) -> f64 + Sync)) -> f32 {
-    symmetric_threshold_batch(x, clip, &|ts: &[f32]| ts.iter().map(|&t| err(t)).collect())
+    symmetric_threshold_batch(x, clip, &|ts: &[f32], _, out: &mut [f64]| {
+        out.iter_mut().zip(ts).for_each(|(o, &t)| *o = err(t))
+    })
 }
 
 /// [`symmetric_threshold`] with the MSE search's candidates evaluated a round at a time.
-pub fn symmetric_threshold_batch(
-    x: &[f32],
-    clip: Clip,
-    errs: &(dyn Fn(&[f32]) -> Vec<f64> + Sync),
-) -> f32 {
+pub fn symmetric_threshold_batch(x: &[f32], clip: Clip, errs: &Errors<'_, f32>) -> f32 {
     let amax = abs_max(x);
     if amax == 0.0 {
         return 0.0;
@@ -98,16 +121,15 @@ pub fn asymmetric_range(
     clip: Clip,
     err: &(dyn Fn(f32, f32) -> f64 + Sync),
 ) -> (f32, f32) {
-    asymmetric_range_batch(x, clip, &|c: &[(f32, f32)]| {
-        c.iter().map(|&(lo, hi)| err(lo, hi)).collect()
+    asymmetric_range_batch(x, clip, &|c: &[(f32, f32)], _, out: &mut [f64]| {
+        out.iter_mut()
+            .zip(c)
+            .for_each(|(o, &(lo, hi))| *o = err(lo, hi))
     })
 }
 
-/// The errors of candidate ranges `(lo, hi)`, one per range.
-pub type RangeErrors<'a> = dyn Fn(&[(f32, f32)]) -> Vec<f64> + Sync + 'a;
-
 /// [`asymmetric_range`] with the MSE search's candidate ranges evaluated a round at a time.
-pub fn asymmetric_range_batch(x: &[f32], clip: Clip, errs: &RangeErrors<'_>) -> (f32, f32) {
+pub fn asymmetric_range_batch(x: &[f32], clip: Clip, errs: &Errors<'_, (f32, f32)>) -> (f32, f32) {
     let (lo, hi) = finite_min_max(x);
     if lo > hi {
         return (0.0, 0.0);
@@ -119,9 +141,12 @@ pub fn asymmetric_range_batch(x: &[f32], clip: Clip, errs: &RangeErrors<'_>) -> 
             (q[0] as f32, q[1] as f32)
         }
         Clip::Mse => {
-            let f = search_min_batch(1.0 / 20.0, 1.0, &|fs: &[f32]| {
-                let c: Vec<(f32, f32)> = fs.iter().map(|&a| (lo * a, hi * a)).collect();
-                errs(&c)
+            let f = search_min_batch(1.0 / 20.0, 1.0, &|fs: &[f32], bar, out: &mut [f64]| {
+                let mut c = [(0f32, 0f32); ROUND];
+                for (c, &a) in c.iter_mut().zip(fs) {
+                    *c = (lo * a, hi * a);
+                }
+                errs(&c[..fs.len()], bar, out)
             });
             (lo * f, hi * f)
         }

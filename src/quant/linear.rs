@@ -17,7 +17,9 @@ use super::rounder::Rounder;
 use super::simd::{fmax, fmin, multiversion};
 use super::spec::{Clip, Family, RoundMode, Spec};
 use super::{store_scale, uniform, Layout, Quantized};
-use crate::calib::{abs_max, asymmetric_range_batch, finite_min_max, symmetric_threshold_batch};
+use crate::calib::{
+    abs_max, asymmetric_range_batch, finite_min_max, symmetric_threshold_batch, Errors, ROUND,
+};
 use crate::formats::lookup;
 use crate::stats::{count_non_finite, min_max_of_finite};
 use rayon::prelude::*;
@@ -38,9 +40,12 @@ const MAGIC_BITS: i32 = 0x4B40_0000;
 /// Lanes and block length of the MSE search's error sums (see [`Kernel::sse_many`]).
 const LANES: usize = 8;
 const BLOCK: usize = 64;
-/// A value `y = |x|·(1/S)` at least this far from an integer is at least 2^-9 from a rounding tie, far
-/// beyond the ≤ 2^-15 by which it can differ from `|x|/S` (|y| ≤ 256 after clamping): it rounds the same.
-const TIE: f32 = 0.5 - 1.0 / 512.0;
+/// A value `y = |x|·(1/S)` at least this far from an integer is at least 2^-13 from a rounding tie,
+/// beyond the ≤ 1.5·2^-15 by which it can differ from `|x|/S`: `1/S` and the product each round by at
+/// most 2^-24 relative, the quotient too, and |y| ≤ 256 after clamping (at most 8 bits). So it rounds
+/// the same. (2^-13 rather than a wider margin: a block holding one such value is recomputed with the
+/// division, and a wider margin sent a fifth of int8's blocks there.)
+const TIE: f32 = 0.5 - 1.0 / 8192.0;
 
 /// floor(v + u) for stochastic rounding, |v| < 2^22.
 #[inline(always)]
@@ -55,7 +60,7 @@ fn stochastic(v: f32, u: f32) -> f32 {
 }
 
 /// How one group is quantized once its parameters are known.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 struct Params {
     /// the scale actually used (stored; for VS-Quant the product of both levels)
     scale: f32,
@@ -181,8 +186,9 @@ impl Kernel {
     }
 
     /// Sum of squared errors of one group with the given parameters, by running `apply` on pieces
-    /// (stochastic rounding and the float formats, whose search is not on a hot path).
-    fn sse(&self, p: &Params, x: &[f32], base: u64) -> f64 {
+    /// (stochastic rounding and the float formats). Stops once the sum exceeds `bar` (see
+    /// [`crate::calib::Errors`]).
+    fn sse(&self, p: &Params, x: &[f32], base: u64, bar: f64) -> f64 {
         const CHUNK: usize = 1024;
         let mut out = [0f32; CHUNK];
         let mut codes = [0i16; CHUNK];
@@ -201,12 +207,19 @@ impl Kernel {
                 .zip(&out[..n])
                 .map(|(&a, &b)| ((a - b) as f64).powi(2))
                 .sum::<f64>();
+            if total > bar {
+                break;
+            }
         }
         total
     }
 
     /// The sum of squared errors of a piece `x` (starting at element `base`) under each candidate of
     /// `ps`, added to `out`. This is the MSE search's inner loop, ~60 candidates per group.
+    ///
+    /// With `bar` (`x` is the whole group), a candidate's sum stops early once it exceeds the bar or
+    /// the least error finished before it (see [`crate::calib::Errors`]); without, every sum is whole
+    /// (`x` is one piece of a group, whose sums are added up by the caller).
     ///
     /// For int/uint with nearest rounding every element's error is exactly the one `apply` gives
     /// (`x − x̂` in f32); the squares are summed in 8 f32 lanes over blocks of 64 elements, and the
@@ -215,23 +228,21 @@ impl Kernel {
     /// value lies within 2^-9 of a tie; a block holding such a value is recomputed with the division.
     /// Either way the block's sum is the same function of the same errors.
     #[inline(always)]
-    fn sse_many(&self, ps: &[Params], x: &[f32], base: u64, out: &mut [f64]) {
+    fn sse_many(&self, ps: &[Params], x: &[f32], base: u64, bar: Option<f64>, out: &mut [f64]) {
         let qmax = self.qmax();
-        match (self.family, self.round) {
-            (Family::Int(_), RoundMode::Nearest) => {
-                for (p, o) in ps.iter().zip(out.iter_mut()) {
-                    *o += sse_int(x, p.scale, qmax);
+        let mut b = bar.unwrap_or(f64::INFINITY);
+        for (p, o) in ps.iter().zip(out.iter_mut()) {
+            let e = match (self.family, self.round) {
+                (Family::Int(_), RoundMode::Nearest) => sse_int(x, p.scale, qmax, b),
+                (Family::Uint(_), RoundMode::Nearest) => {
+                    sse_uint(x, p.scale, p.zero as f32, qmax, b)
                 }
-            }
-            (Family::Uint(_), RoundMode::Nearest) => {
-                for (p, o) in ps.iter().zip(out.iter_mut()) {
-                    *o += sse_uint(x, p.scale, p.zero as f32, qmax);
-                }
-            }
-            _ => {
-                for (p, o) in ps.iter().zip(out.iter_mut()) {
-                    *o += self.sse(p, x, base);
-                }
+                _ => self.sse(p, x, base, b),
+            };
+            *o += e;
+            if bar.is_some() {
+                // a sum that stopped early is above `b`, so this keeps `b`
+                b = b.min(e);
             }
         }
     }
@@ -273,12 +284,7 @@ impl Kernel {
 
     /// Fit one group: clip, then scale (and zero point). `errs` evaluates candidates of the MSE search.
     #[inline(always)]
-    fn fit_with(
-        &self,
-        x: &[f32],
-        spec: &Spec,
-        errs: &(dyn Fn(&[Params]) -> Vec<f64> + Sync),
-    ) -> Params {
+    fn fit_with(&self, x: &[f32], spec: &Spec, errs: &Errors<'_, Params>) -> Params {
         match (self.family, spec.clip) {
             // min-max needs no search: the extremes, computed here so they vectorise with the rest
             (Family::Uint(_), Clip::MinMax) => {
@@ -288,20 +294,23 @@ impl Kernel {
                 self.asymmetric(lo, hi, spec)
             }
             (Family::Uint(_), _) => {
-                let (lo, hi) = asymmetric_range_batch(x, spec.clip, &|c: &[(f32, f32)]| {
-                    let ps: Vec<Params> = c
-                        .iter()
-                        .map(|&(lo, hi)| self.asymmetric(lo, hi, spec))
-                        .collect();
-                    errs(&ps)
+                let (lo, hi) = asymmetric_range_batch(x, spec.clip, &|c, bar, out| {
+                    let mut ps = [Params::default(); ROUND];
+                    for (p, &(lo, hi)) in ps.iter_mut().zip(c) {
+                        *p = self.asymmetric(lo, hi, spec);
+                    }
+                    errs(&ps[..c.len()], bar, out)
                 });
                 self.asymmetric(lo, hi, spec)
             }
             (_, Clip::MinMax) => self.symmetric(abs_max(x), spec),
             _ => {
-                let t = symmetric_threshold_batch(x, spec.clip, &|ts: &[f32]| {
-                    let ps: Vec<Params> = ts.iter().map(|&t| self.symmetric(t, spec)).collect();
-                    errs(&ps)
+                let t = symmetric_threshold_batch(x, spec.clip, &|ts, bar, out| {
+                    let mut ps = [Params::default(); ROUND];
+                    for (p, &t) in ps.iter_mut().zip(ts) {
+                        *p = self.symmetric(t, spec);
+                    }
+                    errs(&ps[..ts.len()], bar, out)
                 });
                 self.symmetric(t, spec)
             }
@@ -319,17 +328,18 @@ fn reciprocal_ok(s: f32) -> bool {
 /// every element's error is the one `apply` gives. The order of the additions (the same in the plain
 /// and the AVX2 code): blocks of [`BLOCK`] elements; in a block, element `8k + j` goes to f32 lane `j`
 /// of accumulator `k mod 2`; the two accumulators are added lane by lane, each lane is added to f64
-/// total `j`, and the eight totals are added pairwise at the end.
-fn sse_int(x: &[f32], s: f32, qmax: f32) -> f64 {
+/// total `j`, and the eight totals are added pairwise at the end. The sum stops early, at a
+/// [`checkpoint`], once the total so far exceeds `bar`.
+fn sse_int(x: &[f32], s: f32, qmax: f32, bar: f64) -> f64 {
     let r = 1.0 / s;
     let fast = reciprocal_ok(s);
     #[cfg(target_arch = "x86_64")]
     if super::simd::avx2() {
         // SAFETY: the CPU supports AVX2 (checked just above).
-        return unsafe { avx2::sse_int(x, s, r, qmax, fast) };
+        return unsafe { avx2::sse_int(x, s, r, qmax, fast, bar) };
     }
     let mut tot = [0f64; LANES];
-    for c in x.chunks(BLOCK) {
+    for (b, c) in x.chunks(BLOCK).enumerate() {
         let (acc, near) = if fast {
             block(c, |v, a, n| int_one::<false>(v, s, r, qmax, a, n))
         } else {
@@ -341,21 +351,24 @@ fn sse_int(x: &[f32], s: f32, qmax: f32) -> f64 {
             acc
         };
         tot.iter_mut().zip(&acc).for_each(|(t, &a)| *t += a as f64);
+        if checkpoint(b) && total_of(tot) > bar {
+            break;
+        }
     }
     total_of(tot)
 }
 
 /// The same for uint with zero point `z`.
-fn sse_uint(x: &[f32], s: f32, z: f32, qmax: f32) -> f64 {
+fn sse_uint(x: &[f32], s: f32, z: f32, qmax: f32, bar: f64) -> f64 {
     let r = 1.0 / s;
     let fast = reciprocal_ok(s);
     #[cfg(target_arch = "x86_64")]
     if super::simd::avx2() {
         // SAFETY: the CPU supports AVX2 (checked just above).
-        return unsafe { avx2::sse_uint(x, s, r, z, qmax, fast) };
+        return unsafe { avx2::sse_uint(x, s, r, z, qmax, fast, bar) };
     }
     let mut tot = [0f64; LANES];
-    for c in x.chunks(BLOCK) {
+    for (b, c) in x.chunks(BLOCK).enumerate() {
         let (acc, near) = if fast {
             block(c, |v, a, n| uint_one::<false>(v, s, r, z, qmax, a, n))
         } else {
@@ -367,8 +380,21 @@ fn sse_uint(x: &[f32], s: f32, z: f32, qmax: f32) -> f64 {
             acc
         };
         tot.iter_mut().zip(&acc).for_each(|(t, &a)| *t += a as f64);
+        if checkpoint(b) && total_of(tot) > bar {
+            break;
+        }
     }
     total_of(tot)
+}
+
+/// Whether the running total is compared with the bar after block `b` (0-based): after blocks 1, 2,
+/// 4 and then every 8th, so a hopeless candidate stops at once and a close one pays ~1 % for the
+/// checks. Every lane and the total are sums of non-negative terms in a fixed order, so a partial
+/// total never exceeds the whole (f64 addition is monotone).
+#[inline(always)]
+fn checkpoint(b: usize) -> bool {
+    let n = b + 1;
+    n & (n - 1) == 0 || n % 8 == 0
 }
 
 #[inline(always)]
@@ -438,7 +464,7 @@ fn uint_one<const EXACT: bool>(
 /// of 8 runs the plain code.
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    use super::{block, int_one, total_of, uint_one, BLOCK, LANES, MAGIC, TIE};
+    use super::{block, checkpoint, int_one, total_of, uint_one, BLOCK, LANES, MAGIC, TIE};
     use std::arch::x86_64::*;
 
     /// The per-vector step of a search: the squared errors of 8 values, and the near-tie mask.
@@ -560,15 +586,21 @@ mod avx2 {
     }
 
     #[inline(always)]
-    fn sse(k: &impl Step, x: &[f32], fast: bool) -> f64 {
+    fn sse(k: &impl Step, x: &[f32], fast: bool, bar: f64) -> f64 {
         // SAFETY: as for `Int`
         unsafe {
             let (mut t0, mut t1) = (_mm256_setzero_pd(), _mm256_setzero_pd());
-            let mut add = |acc: __m256| {
-                t0 = _mm256_add_pd(t0, _mm256_cvtps_pd(_mm256_castps256_ps128(acc)));
-                t1 = _mm256_add_pd(t1, _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(acc)));
+            let add = |t0: &mut __m256d, t1: &mut __m256d, acc: __m256| {
+                *t0 = _mm256_add_pd(*t0, _mm256_cvtps_pd(_mm256_castps256_ps128(acc)));
+                *t1 = _mm256_add_pd(*t1, _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(acc)));
             };
-            for c in x.chunks(BLOCK) {
+            let total = |t0: __m256d, t1: __m256d| {
+                let mut t = [0f64; LANES];
+                _mm256_storeu_pd(t.as_mut_ptr(), t0);
+                _mm256_storeu_pd(t.as_mut_ptr().add(4), t1);
+                total_of(t)
+            };
+            for (b, c) in x.chunks(BLOCK).enumerate() {
                 if c.len() % LANES != 0 {
                     // a ragged last block: the plain code, same lanes
                     let (acc, near) = if fast {
@@ -581,7 +613,7 @@ mod avx2 {
                     } else {
                         acc
                     };
-                    add(_mm256_loadu_ps(acc.as_ptr()));
+                    add(&mut t0, &mut t1, _mm256_loadu_ps(acc.as_ptr()));
                     continue;
                 }
                 let (acc, near) = if fast {
@@ -589,23 +621,36 @@ mod avx2 {
                 } else {
                     (_mm256_setzero_ps(), true)
                 };
-                add(if near { vblock::<true>(k, c).0 } else { acc });
+                add(
+                    &mut t0,
+                    &mut t1,
+                    if near { vblock::<true>(k, c).0 } else { acc },
+                );
+                if checkpoint(b) && total(t0, t1) > bar {
+                    break;
+                }
             }
-            let mut t = [0f64; LANES];
-            _mm256_storeu_pd(t.as_mut_ptr(), t0);
-            _mm256_storeu_pd(t.as_mut_ptr().add(4), t1);
-            total_of(t)
+            total(t0, t1)
         }
     }
 
     #[target_feature(enable = "avx2,fma")]
-    pub(super) fn sse_int(x: &[f32], s: f32, r: f32, qmax: f32, fast: bool) -> f64 {
-        sse(&Int { s, r, qmax }, x, fast)
+    pub(super) fn sse_int(x: &[f32], s: f32, r: f32, qmax: f32, fast: bool, bar: f64) -> f64 {
+        sse(&Int { s, r, qmax }, x, fast, bar)
     }
 
     #[target_feature(enable = "avx2,fma")]
-    pub(super) fn sse_uint(x: &[f32], s: f32, r: f32, z: f32, qmax: f32, fast: bool) -> f64 {
-        sse(&Uint { s, r, z, qmax }, x, fast)
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn sse_uint(
+        x: &[f32],
+        s: f32,
+        r: f32,
+        z: f32,
+        qmax: f32,
+        fast: bool,
+        bar: f64,
+    ) -> f64 {
+        sse(&Uint { s, r, z, qmax }, x, fast, bar)
     }
 }
 
@@ -638,11 +683,16 @@ multiversion! {
                     // exact errors from the group's magnitudes in buckets (see `bucketed`)
                     let buckets = Buckets::new(xs);
                     let qmax = k.qmax();
-                    k.fit_with(xs, spec, &|c: &[Params]| {
-                        c.iter().map(|p| buckets.sse(p.scale, qmax)).collect()
+                    k.fit_with(xs, spec, &|c: &[Params], _, out: &mut [f64]| {
+                        out.iter_mut()
+                            .zip(c)
+                            .for_each(|(o, p)| *o = buckets.sse(p.scale, qmax))
                     })
                 } else {
-                    k.fit_with(xs, spec, &|c: &[Params]| errors_of_piece(k, c, xs, b))
+                    k.fit_with(xs, spec, &|c: &[Params], bar, out: &mut [f64]| {
+                        out.fill(0.0);
+                        errors_of_piece(k, c, xs, b, Some(bar), out)
+                    })
                 },
             );
         }
@@ -681,11 +731,16 @@ multiversion! {
 }
 
 multiversion! {
-    /// The MSE search's errors of every candidate on one piece.
-    fn errors_of_piece(k: &Kernel, ps: &[Params], xs: &[f32], base: u64) -> Vec<f64> {
-        let mut e = vec![0f64; ps.len()];
-        k.sse_many(ps, xs, base, &mut e);
-        e
+    /// The MSE search's errors of every candidate on one piece, added to `out`.
+    fn errors_of_piece(
+        k: &Kernel,
+        ps: &[Params],
+        xs: &[f32],
+        base: u64,
+        bar: Option<f64>,
+        out: &mut [f64],
+    ) -> () {
+        k.sse_many(ps, xs, base, bar, out);
     }
 }
 
@@ -822,17 +877,21 @@ pub fn tensor_thresholds(
 /// multiple of the search's blocks, so the sums are those of one sequential pass up to f64 rounding).
 fn fit_whole(k: &Kernel, x: &[f32], spec: &Spec) -> Params {
     const PIECE: usize = 1 << 14;
-    let errs = |ps: &[Params]| -> Vec<f64> {
+    // the pieces' sums are whole (no bar: a piece's partial sum says nothing about the total)
+    let errs = |ps: &[Params], _bar: f64, out: &mut [f64]| {
         let parts: Vec<Vec<f64>> = x
             .par_chunks(PIECE)
             .enumerate()
-            .map(|(ci, xs)| errors_of_piece(k, ps, xs, (ci * PIECE) as u64))
+            .map(|(ci, xs)| {
+                let mut e = vec![0f64; ps.len()];
+                errors_of_piece(k, ps, xs, (ci * PIECE) as u64, None, &mut e);
+                e
+            })
             .collect();
-        let mut total = vec![0f64; ps.len()];
+        out.fill(0.0);
         for p in parts {
-            total.iter_mut().zip(&p).for_each(|(t, v)| *t += v);
+            out.iter_mut().zip(&p).for_each(|(t, v)| *t += v);
         }
-        total
     };
     match (k.family, spec.clip) {
         (Family::Uint(_), Clip::MinMax) => {
@@ -856,15 +915,11 @@ const FINALISTS: usize = 4;
 /// The MSE search run on errors from a binned summary (exact but for the few bins a rounding
 /// boundary cuts); the best few candidates it saw are then measured on every value with `exact`, and
 /// the exact best is chosen (ties: the least clipping, as the search does).
-fn ranked_mse(
-    k: &Kernel,
-    x: &[f32],
-    spec: &Spec,
-    exact: &(dyn Fn(&[Params]) -> Vec<f64> + Sync),
-) -> Params {
+fn ranked_mse(k: &Kernel, x: &[f32], spec: &Spec, exact: &Errors<'_, Params>) -> Params {
     let b = Binned::new(x, matches!(k.family, Family::Float(_)));
     let seen = std::sync::Mutex::new(Vec::<(f64, Params)>::new());
-    let estimate = |ps: &[Params]| -> Vec<f64> {
+    // estimates are not sums in order, so the bar is not used
+    let estimate = |ps: &[Params], _bar: f64, out: &mut [f64]| {
         let e = b.errors(ps.len(), &|c: usize, xs: &[f32], out: &mut [f32]| {
             thread_local! {
                 static CODES: std::cell::RefCell<Vec<i16>> = const { std::cell::RefCell::new(Vec::new()) };
@@ -877,7 +932,7 @@ fn ranked_mse(
         if let Ok(mut s) = seen.lock() {
             s.extend(e.iter().copied().zip(ps.iter().copied()));
         }
-        e
+        out.copy_from_slice(&e);
     };
     let fallback = k.fit_with(x, spec, &estimate);
     let mut seen = seen.into_inner().unwrap_or_default();
@@ -887,7 +942,9 @@ fn ranked_mse(
     if finalists.is_empty() {
         return fallback;
     }
-    let errors = exact(&finalists);
+    let mut errors = [0f64; FINALISTS];
+    let errors = &mut errors[..finalists.len()];
+    exact(&finalists, f64::INFINITY, errors);
     let mut best = 0;
     for i in 1..finalists.len() {
         let (e, b) = (errors[i], errors[best]);
@@ -1069,15 +1126,30 @@ mod tests {
         let g = gauss(5000, 21);
         for x in [&ties[..], &ties[..1001], &g[..], &g[..77]] {
             for (s, qmax) in [(0.1f32, 7.0f32), (0.013, 127.0), (0.7, 1.0), (1e-3, 7.0)] {
-                assert_eq!(sse_int(x, s, qmax), exact_int(x, s, qmax), "int s={s}");
+                let inf = f64::INFINITY;
+                let full = sse_int(x, s, qmax, inf);
+                assert_eq!(full, exact_int(x, s, qmax), "int s={s}");
+                bar_stops_within_the_sum(full, &|bar| sse_int(x, s, qmax, bar));
                 for z in [0.0f32, 3.0, 8.0] {
                     let q = 2.0 * qmax + 1.0;
-                    assert_eq!(
-                        sse_uint(x, s, z, q),
-                        exact_uint(x, s, z, q),
-                        "uint s={s} z={z}"
-                    );
+                    let full = sse_uint(x, s, z, q, inf);
+                    assert_eq!(full, exact_uint(x, s, z, q), "uint s={s} z={z}");
+                    bar_stops_within_the_sum(full, &|bar| sse_uint(x, s, z, q, bar));
                 }
+            }
+        }
+    }
+
+    /// With a bar, a sum at or below it is whole; one above it may stop early, but only above the bar
+    /// and never above the whole sum.
+    fn bar_stops_within_the_sum(full: f64, sum: &dyn Fn(f64) -> f64) {
+        for f in [0.0, 0.01, 0.3, 0.9, 0.999, 1.0, 1.5] {
+            let bar = full * f;
+            let got = sum(bar);
+            if full <= bar {
+                assert_eq!(got, full, "bar {bar}");
+            } else {
+                assert!(got > bar && got <= full, "bar {bar}: {got} of {full}");
             }
         }
     }
@@ -1153,7 +1225,9 @@ mod tests {
                     .map(|(&a, &b)| (a as f64 - b as f64).powi(2))
                     .sum()
             };
-            let exhaustive = k.fit_with(&x, &spec, &|ps: &[Params]| ps.iter().map(sse).collect());
+            let exhaustive = k.fit_with(&x, &spec, &|ps: &[Params], _, out: &mut [f64]| {
+                out.iter_mut().zip(ps).for_each(|(o, p)| *o = sse(p))
+            });
             let binned = super::fit_whole(&k, &x, &spec);
             // the ranking is on estimates: among near ties it may pick another candidate, whose
             // error is within 1e-4 of the exhaustive choice's (under 0.0005 dB of SQNR)
@@ -1201,8 +1275,9 @@ mod tests {
                         .map(|(&a, &b)| (a as f64 - b as f64).powi(2))
                         .sum()
                 };
-                let exhaustive =
-                    k.fit_with(xs, &spec, &|ps: &[Params]| ps.iter().map(sse).collect());
+                let exhaustive = k.fit_with(xs, &spec, &|ps: &[Params], _, out: &mut [f64]| {
+                    out.iter_mut().zip(ps).for_each(|(o, p)| *o = sse(p))
+                });
                 if r.thresholds[j] == exhaustive.threshold.1 {
                     same += 1;
                 } else {
