@@ -394,7 +394,7 @@ fn sse_uint(x: &[f32], s: f32, z: f32, qmax: f32, bar: f64) -> f64 {
 #[inline(always)]
 fn checkpoint(b: usize) -> bool {
     let n = b + 1;
-    n & (n - 1) == 0 || n % 8 == 0
+    n & (n - 1) == 0 || n.is_multiple_of(8)
 }
 
 #[inline(always)]
