@@ -351,7 +351,7 @@ fn sse_int(x: &[f32], s: f32, qmax: f32, bar: f64) -> f64 {
             acc
         };
         tot.iter_mut().zip(&acc).for_each(|(t, &a)| *t += a as f64);
-        if checkpoint(b) && total_of(tot) > bar {
+        if checkpoint(b, x.len()) && total_of(tot) > bar {
             break;
         }
     }
@@ -380,21 +380,22 @@ fn sse_uint(x: &[f32], s: f32, z: f32, qmax: f32, bar: f64) -> f64 {
             acc
         };
         tot.iter_mut().zip(&acc).for_each(|(t, &a)| *t += a as f64);
-        if checkpoint(b) && total_of(tot) > bar {
+        if checkpoint(b, x.len()) && total_of(tot) > bar {
             break;
         }
     }
     total_of(tot)
 }
 
-/// Whether the running total is compared with the bar after block `b` (0-based): after blocks 1, 2,
-/// 4 and then every 8th, so a hopeless candidate stops at once and a close one pays ~1 % for the
-/// checks. Every lane and the total are sums of non-negative terms in a fixed order, so a partial
-/// total never exceeds the whole (f64 addition is monotone).
+/// Whether the running total of a sum over `len` values is compared with the bar after block `b`
+/// (0-based): after blocks 1, 2, 4 and then every 8th, but not the last (the whole total follows), so
+/// a hopeless candidate stops at once and a close one pays ~1 % for the checks. Every lane and the
+/// total are sums of non-negative terms in a fixed order, so a partial total never exceeds the whole
+/// (f64 addition is monotone).
 #[inline(always)]
-fn checkpoint(b: usize) -> bool {
+fn checkpoint(b: usize, len: usize) -> bool {
     let n = b + 1;
-    n & (n - 1) == 0 || n.is_multiple_of(8)
+    n * BLOCK < len && (n & (n - 1) == 0 || n.is_multiple_of(8))
 }
 
 #[inline(always)]
@@ -626,7 +627,7 @@ mod avx2 {
                     &mut t1,
                     if near { vblock::<true>(k, c).0 } else { acc },
                 );
-                if checkpoint(b) && total(t0, t1) > bar {
+                if checkpoint(b, x.len()) && total(t0, t1) > bar {
                     break;
                 }
             }
