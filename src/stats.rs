@@ -466,6 +466,17 @@ pub fn count_non_finite(x: &[f32]) -> usize {
 /// and max are exact: the order does not matter).
 #[inline(always)]
 pub fn finite_min_max(x: &[f32]) -> (f32, f32) {
+    #[cfg(target_arch = "x86_64")]
+    if x.len() >= 16 && crate::quant::simd::avx2() {
+        // SAFETY: the CPU supports AVX2 (checked just above). Callers outside an AVX2 function
+        // (the clip search) would otherwise run the plain loop in 4-lane SSE2.
+        return unsafe { avx2_min_max(x) };
+    }
+    finite_min_max_plain(x)
+}
+
+#[inline(always)]
+fn finite_min_max_plain(x: &[f32]) -> (f32, f32) {
     #[inline(always)]
     fn one(lo: &mut f32, hi: &mut f32, v: f32) {
         let fin = v.abs() <= f32::MAX;
@@ -567,7 +578,7 @@ fn min_max_piece(x: &[f32]) -> (f32, f32) {
         // SAFETY: the CPU supports AVX2 (checked just above)
         return unsafe { avx2_min_max(x) };
     }
-    finite_min_max(x)
+    finite_min_max_plain(x)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -606,7 +617,7 @@ fn avx2_min_max(x: &[f32]) -> (f32, f32) {
         _mm256_storeu_ps(u.as_mut_ptr(), hi[0]);
         _mm256_storeu_ps(u.as_mut_ptr().add(8), hi[1]);
     }
-    let (a, b) = finite_min_max(&x[k..]);
+    let (a, b) = finite_min_max_plain(&x[k..]);
     (
         l.iter().copied().fold(a, f32::min),
         u.iter().copied().fold(b, f32::max),

@@ -681,14 +681,27 @@ multiversion! {
             // it calls the multiversioned kernel
             ps.push(
                 if bucketed_search(k, spec, xs.len()) {
-                    // exact errors from the group's magnitudes in buckets (see `bucketed`)
-                    let buckets = Buckets::new(xs);
+                    // exact errors from the group's values in buckets (see `bucketed`)
                     let qmax = k.qmax();
-                    k.fit_with(xs, spec, &|c: &[Params], _, out: &mut [f64]| {
-                        out.iter_mut()
-                            .zip(c)
-                            .for_each(|(o, p)| *o = buckets.sse(p.scale, qmax))
-                    })
+                    if matches!(k.family, Family::Uint(_)) {
+                        let buckets = Buckets::signed(xs);
+                        k.fit_with(xs, spec, &|c: &[Params], bar, out: &mut [f64]| {
+                            let mut bar = bar;
+                            for (o, p) in out.iter_mut().zip(c) {
+                                *o = buckets.sse_uint(p.scale, p.zero as f32, qmax, bar);
+                                bar = bar.min(*o);
+                            }
+                        })
+                    } else {
+                        let buckets = Buckets::new(xs);
+                        k.fit_with(xs, spec, &|c: &[Params], bar, out: &mut [f64]| {
+                            let mut bar = bar;
+                            for (o, p) in out.iter_mut().zip(c) {
+                                *o = buckets.sse(p.scale, qmax, bar);
+                                bar = bar.min(*o);
+                            }
+                        })
+                    }
                 } else {
                     k.fit_with(xs, spec, &|c: &[Params], bar, out: &mut [f64]| {
                         out.fill(0.0);
@@ -956,13 +969,15 @@ fn ranked_mse(k: &Kernel, x: &[f32], spec: &Spec, exact: &Errors<'_, Params>) ->
     finalists[best]
 }
 
-/// Whether a group's MSE search sums its errors from buckets of magnitudes (`bucketed`): symmetric
-/// int with nearest rounding, at most 6 bits (few boundaries), groups of at least 256 values.
+/// Whether a group's MSE search sums its errors from buckets of sorted values (`bucketed`): int or
+/// uint with nearest rounding and at most 32 levels per sign (int up to 6 bits, uint up to 5; few
+/// boundaries), groups of at least 256 values.
 #[inline(always)]
 fn bucketed_search(k: &Kernel, spec: &Spec, len: usize) -> bool {
     spec.clip == Clip::Mse
         && k.round == RoundMode::Nearest
         && matches!(k.family, Family::Int(b) if b <= 6)
+            | matches!(k.family, Family::Uint(b) if b <= 5)
         && len >= 256
 }
 
@@ -1243,7 +1258,8 @@ mod tests {
 
     #[test]
     fn bucketed_row_search_equals_the_exhaustive_one() {
-        // rows of 4,096 with outliers, int2..int6 per channel and int4 per group of 256: the
+        // rows of 4,096 with outliers, int2..int6 and uint2..uint5 per channel and 4 bits per group
+        // of 256: the
         // thresholds equal those of the same search with every value's error summed in f64 (a
         // different choice only between candidates whose errors agree to 1e-9)
         let cols = 4096;
@@ -1256,6 +1272,10 @@ mod tests {
             "int4:channel:clip=mse",
             "int6:channel:clip=mse",
             "int4:g256:clip=mse",
+            "uint2:channel:clip=mse",
+            "uint4:channel:clip=mse",
+            "uint5:channel:clip=mse",
+            "uint4:g256:clip=mse",
         ] {
             let spec = Spec::parse(spec).unwrap();
             let k = Kernel {
@@ -1279,10 +1299,16 @@ mod tests {
                 let exhaustive = k.fit_with(xs, &spec, &|ps: &[Params], _, out: &mut [f64]| {
                     out.iter_mut().zip(ps).for_each(|(o, p)| *o = sse(p))
                 });
-                if r.thresholds[j] == exhaustive.threshold.1 {
+                let chosen = if matches!(spec.family, Family::Uint(_)) {
+                    let (lo, hi) = (r.thresholds[2 * j], r.thresholds[2 * j + 1]);
+                    k.asymmetric(lo, hi, &spec)
+                } else {
+                    k.symmetric(r.thresholds[j], &spec)
+                };
+                if chosen.threshold == exhaustive.threshold {
                     same += 1;
                 } else {
-                    let (a, b) = (sse(&k.symmetric(r.thresholds[j], &spec)), sse(&exhaustive));
+                    let (a, b) = (sse(&chosen), sse(&exhaustive));
                     assert!((a - b).abs() <= 1e-9 * b, "{spec} group {j}: {a} vs {b}");
                 }
             }
