@@ -38,18 +38,27 @@ pub struct Buckets {
 fn sorted(x: &[f32], signed: bool) -> Vec<f32> {
     let mut a: Vec<u32> = x.iter().map(|&v| order_key(v, signed)).collect();
     let mut tmp = vec![0u32; a.len()];
-    for shift in [0u32, 11, 22] {
-        let mut count = [0usize; 2049];
-        for &v in &a {
-            count[((v >> shift) & 0x7ff) as usize + 1] += 1;
+    // the three digits' counts in one pass (u32: a group has far fewer than 2^32 values)
+    let mut count = vec![[0u32; 3]; 2048];
+    for &v in &a {
+        count[(v & 0x7ff) as usize][0] += 1;
+        count[((v >> 11) & 0x7ff) as usize][1] += 1;
+        count[(v >> 22) as usize][2] += 1;
+    }
+    // exclusive prefix sums: where each digit's values start
+    let mut run = [0u32; 3];
+    for c in count.iter_mut() {
+        for p in 0..3 {
+            let n = c[p];
+            c[p] = run[p];
+            run[p] += n;
         }
-        for i in 0..2048 {
-            count[i + 1] += count[i];
-        }
+    }
+    for (p, shift) in [0u32, 11, 22].into_iter().enumerate() {
         for &v in &a {
             let d = ((v >> shift) & 0x7ff) as usize;
-            tmp[count[d]] = v;
-            count[d] += 1;
+            tmp[count[d][p] as usize] = v;
+            count[d][p] += 1;
         }
         std::mem::swap(&mut a, &mut tmp);
     }
@@ -244,6 +253,23 @@ mod tests {
             }
         }
         assert_eq!(Buckets::new(&[0.0; 64]).sse(1.0, 7.0, 0.0), 0.0);
+    }
+
+    #[test]
+    fn the_radix_sort_orders_like_a_comparison_sort() {
+        let x: Vec<f32> = (0..5000)
+            .map(|i| ((i as f32) * 1.618).sin() * 10f32.powi(i % 9 - 4))
+            .chain([0.0, -0.0, 1e-40, -1e-40, f32::MAX, f32::MIN])
+            .collect();
+        let mut want: Vec<f32> = x.clone();
+        want.sort_by(f32::total_cmp);
+        let got = sorted(&x, true);
+        assert_eq!(got.len(), want.len());
+        // −0 and +0 are equal values; every other position holds the same value
+        assert!(got.iter().zip(&want).all(|(a, b)| a == b));
+        let mut mags: Vec<f32> = x.iter().map(|v| v.abs()).collect();
+        mags.sort_by(f32::total_cmp);
+        assert_eq!(sorted(&x, false), mags);
     }
 
     #[test]
