@@ -48,10 +48,10 @@ fn sorted(x: &[f32], signed: bool) -> Vec<f32> {
     // exclusive prefix sums: where each digit's values start
     let mut run = [0u32; 3];
     for c in count.iter_mut() {
-        for p in 0..3 {
-            let n = c[p];
-            c[p] = run[p];
-            run[p] += n;
+        let n = *c;
+        *c = run;
+        for (r, k) in run.iter_mut().zip(n) {
+            *r += k;
         }
     }
     for (p, shift) in [0u32, 11, 22].into_iter().enumerate() {
