@@ -10,7 +10,8 @@
 //!   bins 128…2047, each compared with its 128-level quantized version by KL divergence.
 
 use crate::quant::spec::Clip;
-use crate::stats::{abs_percentiles, histogram, percentiles};
+use crate::stats::{abs_histogram, abs_percentiles, percentiles};
+use rayon::prelude::*;
 
 /// Bins of the |x| histogram for KL calibration.
 pub const KL_BINS: usize = 2048;
@@ -160,12 +161,14 @@ pub fn asymmetric_range_batch(x: &[f32], clip: Clip, errs: &Errors<'_, (f32, f32
 /// KL threshold of raw values: histogram |x| into 2048 bins over [0, max|x|], then [`kl_threshold`].
 /// Returns (threshold, bins kept).
 pub fn kl_threshold_of(x: &[f32]) -> (f32, usize) {
-    let amax = abs_max(x) as f64;
+    let amax = x
+        .par_chunks(1 << 16)
+        .map(abs_max)
+        .reduce(|| 0.0, f32::max) as f64;
     if amax == 0.0 {
         return (0.0, KL_BINS);
     }
-    let abs: Vec<f32> = x.iter().map(|v| v.abs()).collect();
-    let h = histogram(&abs, KL_BINS, Some((0.0, amax)));
+    let h = abs_histogram(x, KL_BINS, amax);
     kl_threshold(&h.counts, amax)
 }
 
