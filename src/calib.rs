@@ -161,10 +161,7 @@ pub fn asymmetric_range_batch(x: &[f32], clip: Clip, errs: &Errors<'_, (f32, f32
 /// KL threshold of raw values: histogram |x| into 2048 bins over [0, max|x|], then [`kl_threshold`].
 /// Returns (threshold, bins kept).
 pub fn kl_threshold_of(x: &[f32]) -> (f32, usize) {
-    let amax = x
-        .par_chunks(1 << 16)
-        .map(abs_max)
-        .reduce(|| 0.0, f32::max) as f64;
+    let amax = x.par_chunks(1 << 16).map(abs_max).reduce(|| 0.0, f32::max) as f64;
     if amax == 0.0 {
         return (0.0, KL_BINS);
     }

@@ -3,6 +3,7 @@
 //! threshold every method would pick, and the codebook with its usage. Computed by the engine so the
 //! window only draws, and small enough to cache per (tensor, spec).
 
+use super::simd::{fmax, fmin};
 use super::spec::{Clip, Family, MxElem};
 use super::{quantize, Metrics, QuantError, Quantized, Spec};
 use crate::formats::{lookup, Codebook};
@@ -206,43 +207,41 @@ crate::quant::simd::multiversion! {
         // slots in f32 (a value within rounding of a bin edge may count in the neighbouring bin)
         let (lo32, hi32, qs32) = (lo as f32, hi as f32, qs as f32);
         let (e32, es32) = (e as f32, es as f32);
-        let top = (bins - 1) as i32;
-        let qslot = |v: f32| -> usize {
+        let top = (bins - 1) as f32;
+        // branch-free slots, so that a block of them is computed in vectors: clamped in f32 before
+        // the conversion (truncation, as `as i32` then `min`/`clamp` would give)
+        let qslot = |v: f32| -> u32 {
             let t = (v - lo32) * qs32;
-            if t.is_nan() || t < 0.0 {
-                bins
-            } else if v > hi32 {
-                bins + 1
-            } else {
-                (t as i32).min(top) as usize
-            }
+            // SAFETY: the clamped value is in 0..=top, an integer range i32 holds
+            let k: i32 = unsafe { fmin(fmax(t, 0.0), top).to_int_unchecked() };
+            // NaN or below lo: slot `bins`; above hi: `bins + 1`
+            let below = !(t >= 0.0);
+            let k = if v > hi32 { bins as i32 + 1 } else { k };
+            (if below { bins as i32 } else { k }) as u32
         };
-        let eslot = |u: f32, v: f32| -> usize { ((((v - u) + e32) * es32) as i32).clamp(0, top) as usize };
-        {
-            let (q01, q23) = hq.split_at_mut(2 * wq);
-            let (q0, q1) = q01.split_at_mut(wq);
-            let (q2, q3) = q23.split_at_mut(wq);
-            let (e01, e23) = he.split_at_mut(2 * we);
-            let (e0, e1) = e01.split_at_mut(we);
-            let (e2, e3) = e23.split_at_mut(we);
-            let (ca, cb) = (a.chunks_exact(4), b.chunks_exact(4));
-            let (ra, rb) = (ca.remainder(), cb.remainder());
-            // value 4k + j goes to table j
-            for (pa, pb) in ca.zip(cb) {
-                q0[qslot(pb[0])] += 1;
-                q1[qslot(pb[1])] += 1;
-                q2[qslot(pb[2])] += 1;
-                q3[qslot(pb[3])] += 1;
-                e0[eslot(pa[0], pb[0])] += 1;
-                e1[eslot(pa[1], pb[1])] += 1;
-                e2[eslot(pa[2], pb[2])] += 1;
-                e3[eslot(pa[3], pb[3])] += 1;
-                zeros += pb.iter().filter(|&&v| v == 0.0).count() as u64;
+        let eslot = |u: f32, v: f32| -> u32 {
+            let t = ((v - u) + e32) * es32;
+            // SAFETY: as above
+            let k: i32 = unsafe { fmin(fmax(t, 0.0), top).to_int_unchecked() };
+            k as u32
+        };
+        const B: usize = 64;
+        let (mut sq, mut se) = ([0u32; B], [0u32; B]);
+        for (ca, cb) in a.chunks(B).zip(b.chunks(B)) {
+            let n = ca.len();
+            for j in 0..n {
+                sq[j] = qslot(cb[j]);
+                se[j] = eslot(ca[j], cb[j]);
             }
-            for (&u, &v) in ra.iter().zip(rb) {
-                q0[qslot(v)] += 1;
-                e0[eslot(u, v)] += 1;
-                zeros += (v == 0.0) as u64;
+            let mut z = 0u32;
+            for &v in cb {
+                z += (v == 0.0) as u32;
+            }
+            zeros += z as u64;
+            // value j goes to table j mod 4
+            for j in 0..n {
+                hq[(j % 4) * wq + sq[j] as usize] += 1;
+                he[(j % 4) * we + se[j] as usize] += 1;
             }
         }
         let fold = |t: &[u32], w: usize| -> Vec<u32> {
@@ -447,6 +446,49 @@ fn element_values(name: &str) -> Vec<f32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn paired_histograms_count_like_a_plain_loop() {
+        // the slots as written plainly (branches, `as i32`), on values inside, on and outside the
+        // range, with errors beyond ±e
+        let n = 200_003;
+        let a: Vec<f32> = (0..n).map(|i| ((i as f32) * 0.61).sin() * 2.0).collect();
+        let b: Vec<f32> = a
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| match i % 11 {
+                0 => 0.0,
+                1 => v * 3.0,
+                2 => -1.0,
+                _ => (v * 8.0).round() / 8.0,
+            })
+            .collect();
+        let (bins, lo, hi, e) = (96usize, -1.0f64, 1.9f64, 0.05f64);
+        let (h, he, zeros) = paired_histograms(&a, &b, bins, (lo, hi), e);
+        let (qs, es) = (
+            (bins as f64 / (hi - lo)) as f32,
+            (bins as f64 / (2.0 * e)) as f32,
+        );
+        let (mut wq, mut we, mut wz) = (vec![0u64; bins + 2], vec![0u64; bins], 0u64);
+        for (&u, &v) in a.iter().zip(&b) {
+            let t = (v - lo as f32) * qs;
+            let k = if t.is_nan() || t < 0.0 {
+                bins
+            } else if v > hi as f32 {
+                bins + 1
+            } else {
+                (t as i32).min(bins as i32 - 1) as usize
+            };
+            wq[k] += 1;
+            let k = ((((v - u) + e as f32) * es) as i32).clamp(0, bins as i32 - 1);
+            we[k as usize] += 1;
+            wz += (v == 0.0) as u64;
+        }
+        assert_eq!(h.counts, wq[..bins]);
+        assert_eq!((h.below, h.above), (wq[bins], wq[bins + 1]));
+        assert_eq!(he.counts, we);
+        assert_eq!(zeros, wz);
+    }
 
     #[test]
     fn a_report_has_consistent_histograms_and_levels() {
