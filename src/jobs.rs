@@ -145,6 +145,34 @@ pub fn background_pool() -> &'static rayon::ThreadPool {
     })
 }
 
+/// How many foreground jobs are running (see [`Foreground`]).
+static FOREGROUND: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Held while a foreground job runs: background jobs that call [`yield_to_foreground`] between
+/// their items wait until none is left. Lower priority alone did not keep them off the cores: on this
+/// 2-core VM a background item running beside the selected layer's report doubled its latency.
+pub struct Foreground(());
+
+impl Foreground {
+    pub fn enter() -> Foreground {
+        FOREGROUND.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Foreground(())
+    }
+}
+
+impl Drop for Foreground {
+    fn drop(&mut self) {
+        FOREGROUND.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// Wait (in 2 ms naps) while a foreground job runs, unless `stop()` says to give up.
+pub fn yield_to_foreground(stop: &dyn Fn() -> bool) {
+    while FOREGROUND.load(std::sync::atomic::Ordering::SeqCst) > 0 && !stop() {
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+}
+
 /// A pool of its own for what the window shows right now in answer to an edit (the selected layer
 /// under its new spec): normal priority, and never queued behind other work, not even behind the item
 /// a stale job of the same kind is still finishing (that one keeps its own pool until it ends).

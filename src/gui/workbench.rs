@@ -457,8 +457,9 @@ impl Workbench {
             let cache = (self.model_id.clone(), self.tensor_cache.clone());
             let (key, clip) = front;
             self.front_job = Some(Job::spawn(wake, move |w: &Worker<Msg>| {
+                let _front = crate::jobs::Foreground::enter();
                 crate::jobs::foreground_pool()
-                    .install(|| compute(&model, &cache, key.into_iter().collect(), clip, w))
+                    .install(|| compute(&model, &cache, key.into_iter().collect(), clip, false, w))
             }));
         }
         if wanted.is_empty() {
@@ -483,7 +484,8 @@ impl Workbench {
             let wake: Arc<dyn Fn() + Send + Sync> = Arc::new(move || ctx.request_repaint());
             let cache = (self.model_id.clone(), self.tensor_cache.clone());
             self.job = Some(Job::spawn(wake, move |w: &Worker<Msg>| {
-                crate::jobs::background_pool().install(|| compute(&model, &cache, wanted, None, w))
+                crate::jobs::background_pool()
+                    .install(|| compute(&model, &cache, wanted, None, true, w))
             }));
         }
         ctx.request_repaint_after(std::time::Duration::from_millis(100));
@@ -1400,6 +1402,7 @@ fn compute(
     (model_id, cache): &(String, SharedTensor),
     wanted: Vec<Key>,
     clip: Option<Key>,
+    background: bool,
     w: &Worker<Msg>,
 ) {
     w.progress
@@ -1467,6 +1470,9 @@ fn compute(
         jobs.push((c, true));
     }
     for (key, is_clip) in jobs {
+        if background {
+            crate::jobs::yield_to_foreground(&|| w.cancelled());
+        }
         if w.cancelled() {
             return;
         }

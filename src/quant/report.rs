@@ -215,7 +215,7 @@ crate::quant::simd::multiversion! {
             // SAFETY: the clamped value is in 0..=top, an integer range i32 holds
             let k: i32 = unsafe { fmin(fmax(t, 0.0), top).to_int_unchecked() };
             // NaN or below lo: slot `bins`; above hi: `bins + 1`
-            let below = !(t >= 0.0);
+            let below = t.is_nan() || t < 0.0;
             let k = if v > hi32 { bins as i32 + 1 } else { k };
             (if below { bins as i32 } else { k }) as u32
         };
