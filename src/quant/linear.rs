@@ -40,12 +40,6 @@ const MAGIC_BITS: i32 = 0x4B40_0000;
 /// Lanes and block length of the MSE search's error sums (see [`Kernel::sse_many`]).
 const LANES: usize = 8;
 const BLOCK: usize = 64;
-/// A value `y = |x|·(1/S)` at least this far from an integer is at least 2^-13 from a rounding tie,
-/// beyond the ≤ 1.5·2^-15 by which it can differ from `|x|/S`: `1/S` and the product each round by at
-/// most 2^-24 relative, the quotient too, and |y| ≤ 256 after clamping (at most 8 bits). So it rounds
-/// the same. (2^-13 rather than a wider margin: a block holding one such value is recomputed with the
-/// division, and a wider margin sent a fifth of int8's blocks there.)
-const TIE: f32 = 0.5 - 1.0 / 8192.0;
 
 /// floor(v + u) for stochastic rounding, |v| < 2^22.
 #[inline(always)]
@@ -231,11 +225,10 @@ impl Kernel {
     /// (`x` is one piece of a group, whose sums are added up by the caller).
     ///
     /// For int/uint with nearest rounding every element's error is exactly the one `apply` gives
-    /// (`x − x̂` in f32); the squares are summed in 8 f32 lanes over blocks of 64 elements, and the
-    /// blocks in f64. To avoid a division per element and candidate, `x/S` is computed as
-    /// `x·(1/S)`: the two differ by at most 2^-15 here, so they round to the same integer unless the
-    /// value lies within 2^-9 of a tie; a block holding such a value is recomputed with the division.
-    /// Either way the block's sum is the same function of the same errors.
+    /// (`x − x̂` in f32, with the same division `x/S`); the squares are summed in 8 f32 lanes over
+    /// blocks of 64 elements, and the blocks in f64. (Multiplying by `1/S` instead, and redoing the
+    /// blocks with a value near a rounding tie, was slower here: the tie checks cost more than the
+    /// division does on this CPU.)
     #[inline(always)]
     fn sse_many(&self, ps: &[Params], x: &[f32], base: u64, bar: Option<f64>, out: &mut [f64]) {
         let qmax = self.qmax();
@@ -327,12 +320,6 @@ impl Kernel {
     }
 }
 
-/// Whether `x·(1/S)` is within 2^-23 (relative) of `x/S`: both `S` and `1/S` normal numbers.
-#[inline(always)]
-fn reciprocal_ok(s: f32) -> bool {
-    (f32::MIN_POSITIVE..=f32::from_bits(0x7e80_0000)/* 2^126 */).contains(&s)
-}
-
 /// Σ(x − x̂)² of symmetric int with scale `s`, nearest rounding; see [`Kernel::sse_many`] for why
 /// every element's error is the one `apply` gives. The order of the additions (the same in the plain
 /// and the AVX2 code): blocks of [`BLOCK`] elements; in a block, element `8k + j` goes to f32 lane `j`
@@ -340,54 +327,30 @@ fn reciprocal_ok(s: f32) -> bool {
 /// total `j`, and the eight totals are added pairwise at the end. The sum stops early, at a
 /// [`checkpoint`], once the total so far exceeds `bar`.
 fn sse_int(x: &[f32], s: f32, qmax: f32, bar: f64) -> f64 {
-    let r = 1.0 / s;
-    let fast = reciprocal_ok(s);
     #[cfg(target_arch = "x86_64")]
     if super::simd::avx2() {
         // SAFETY: the CPU supports AVX2 (checked just above).
-        return unsafe { avx2::sse_int(x, s, r, qmax, fast, bar) };
+        return unsafe { avx2::sse_int(x, s, qmax, bar) };
     }
-    let mut tot = [0f64; LANES];
-    for (b, c) in x.chunks(BLOCK).enumerate() {
-        let (acc, near) = if fast {
-            block(c, |v, a, n| int_one::<false>(v, s, r, qmax, a, n))
-        } else {
-            ([0f32; LANES], true)
-        };
-        let acc = if near {
-            block(c, |v, a, n| int_one::<true>(v, s, r, qmax, a, n)).0
-        } else {
-            acc
-        };
-        tot.iter_mut().zip(&acc).for_each(|(t, &a)| *t += a as f64);
-        if checkpoint(b, x.len()) && total_of(tot) > bar {
-            break;
-        }
-    }
-    total_of(tot)
+    plain_sse(x, bar, |v, a| int_one(v, s, qmax, a))
 }
 
 /// The same for uint with zero point `z`.
 fn sse_uint(x: &[f32], s: f32, z: f32, qmax: f32, bar: f64) -> f64 {
-    let r = 1.0 / s;
-    let fast = reciprocal_ok(s);
     #[cfg(target_arch = "x86_64")]
     if super::simd::avx2() {
         // SAFETY: the CPU supports AVX2 (checked just above).
-        return unsafe { avx2::sse_uint(x, s, r, z, qmax, fast, bar) };
+        return unsafe { avx2::sse_uint(x, s, z, qmax, bar) };
     }
+    plain_sse(x, bar, |v, a| uint_one(v, s, z, qmax, a))
+}
+
+/// The search's sum in plain code: blocks, lanes and order as described at [`sse_int`].
+#[inline(always)]
+fn plain_sse(x: &[f32], bar: f64, one: impl Fn(f32, &mut f32)) -> f64 {
     let mut tot = [0f64; LANES];
     for (b, c) in x.chunks(BLOCK).enumerate() {
-        let (acc, near) = if fast {
-            block(c, |v, a, n| uint_one::<false>(v, s, r, z, qmax, a, n))
-        } else {
-            ([0f32; LANES], true)
-        };
-        let acc = if near {
-            block(c, |v, a, n| uint_one::<true>(v, s, r, z, qmax, a, n)).0
-        } else {
-            acc
-        };
+        let acc = block(c, &one);
         tot.iter_mut().zip(&acc).for_each(|(t, &a)| *t += a as f64);
         if checkpoint(b, x.len()) && total_of(tot) > bar {
             break;
@@ -414,56 +377,33 @@ fn total_of(t: [f64; LANES]) -> f64 {
 
 /// One block: element `8k + j` into lane `j` of accumulator `k mod 2`, then the two added.
 #[inline(always)]
-fn block(c: &[f32], one: impl Fn(f32, &mut f32, &mut u32)) -> ([f32; LANES], bool) {
+fn block(c: &[f32], one: impl Fn(f32, &mut f32)) -> [f32; LANES] {
     let mut acc = [[0f32; LANES]; 2];
-    let mut near = [0u32; LANES];
     for (k, &v) in c.iter().enumerate() {
-        let j = k % LANES;
-        one(v, &mut acc[(k / LANES) % 2][j], &mut near[j]);
+        one(v, &mut acc[(k / LANES) % 2][k % LANES]);
     }
     let mut out = [0f32; LANES];
     for j in 0..LANES {
         out[j] = acc[0][j] + acc[1][j];
     }
-    (out, near.iter().any(|&n| n != 0))
+    out
 }
 
-/// One element of the int search: the squared error added to its lane, and whether it was near a
-/// tie (only tracked when `EXACT` is false, i.e. when `x/S` is computed as `x·(1/S)`). Symmetric, so
-/// it works on |x|: the error of −x is minus that of x.
+/// One element of the int search: the squared error added to its lane. Symmetric, so it works on
+/// |x|: the error of −x is minus that of x.
 #[inline(always)]
-fn int_one<const EXACT: bool>(v: f32, s: f32, r: f32, qmax: f32, acc: &mut f32, near: &mut u32) {
+fn int_one(v: f32, s: f32, qmax: f32, acc: &mut f32) {
     let a = v.abs();
-    let y = fmin(if EXACT { a / s } else { a * r }, qmax + 1.0);
-    let q0 = (y + MAGIC) - MAGIC;
-    if !EXACT {
-        *near |= ((y - q0).abs() > TIE) as u32;
-    }
-    let e = a - fmin(q0, qmax) * s;
+    let q = fmin(rne(fmin(a / s, qmax + 1.0)), qmax);
+    let e = a - q * s;
     *acc += e * e;
 }
 
 /// One element of the uint search: `q = clamp(round(x/S) + Z, 0, qmax)`, `x̂ = (q − Z)·S`.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn uint_one<const EXACT: bool>(
-    v: f32,
-    s: f32,
-    r: f32,
-    z: f32,
-    qmax: f32,
-    acc: &mut f32,
-    near: &mut u32,
-) {
-    let y = fmin(
-        fmax(if EXACT { v / s } else { v * r }, -z - 1.0),
-        qmax - z + 1.0,
-    );
-    let q0 = (y + MAGIC) - MAGIC;
-    if !EXACT {
-        *near |= ((y - q0).abs() > TIE) as u32;
-    }
-    let q = fmin(fmax(q0 + z, 0.0), qmax);
+fn uint_one(v: f32, s: f32, z: f32, qmax: f32, acc: &mut f32) {
+    let y = fmin(fmax(v / s, -z - 1.0), qmax - z + 1.0);
+    let q = fmin(fmax(rne(y) + z, 0.0), qmax);
     let e = v - (q - z) * s;
     *acc += e * e;
 }
@@ -474,136 +414,103 @@ fn uint_one<const EXACT: bool>(
 /// of 8 runs the plain code.
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    use super::{block, checkpoint, int_one, total_of, uint_one, BLOCK, LANES, MAGIC, TIE};
+    use super::{block, checkpoint, int_one, total_of, uint_one, BLOCK, LANES, MAGIC};
     use std::arch::x86_64::*;
 
-    /// The per-vector step of a search: the squared errors of 8 values, and the near-tie mask.
+    /// The per-vector step of a search: the squared errors of 8 values.
     trait Step {
-        fn step<const EXACT: bool>(&self, v: __m256) -> (__m256, __m256);
-        fn one<const EXACT: bool>(&self, v: f32, acc: &mut f32, near: &mut u32);
+        fn step(&self, v: __m256) -> __m256;
+        fn one(&self, v: f32, acc: &mut f32);
     }
 
     struct Int {
         s: f32,
-        r: f32,
         qmax: f32,
     }
 
     impl Step for Int {
         #[inline(always)]
-        fn step<const EXACT: bool>(&self, v: __m256) -> (__m256, __m256) {
+        fn step(&self, v: __m256) -> __m256 {
             // SAFETY (all intrinsics here): only reached from `#[target_feature(enable = "avx2")]`
             // functions below, which run after the CPU check
             unsafe {
                 let abs = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fff_ffff));
                 let vs = _mm256_set1_ps(self.s);
                 let a = _mm256_and_ps(v, abs);
-                let y = if EXACT {
-                    _mm256_div_ps(a, vs)
-                } else {
-                    _mm256_mul_ps(a, _mm256_set1_ps(self.r))
-                };
-                let y = _mm256_min_ps(y, _mm256_set1_ps(self.qmax + 1.0));
+                let y = _mm256_min_ps(_mm256_div_ps(a, vs), _mm256_set1_ps(self.qmax + 1.0));
                 let m = _mm256_set1_ps(MAGIC);
-                let q0 = _mm256_sub_ps(_mm256_add_ps(y, m), m);
-                let near = if EXACT {
-                    _mm256_setzero_ps()
-                } else {
-                    let d = _mm256_and_ps(_mm256_sub_ps(y, q0), abs);
-                    _mm256_cmp_ps::<_CMP_GT_OQ>(d, _mm256_set1_ps(TIE))
-                };
-                let q = _mm256_min_ps(q0, _mm256_set1_ps(self.qmax));
+                let q = _mm256_min_ps(
+                    _mm256_sub_ps(_mm256_add_ps(y, m), m),
+                    _mm256_set1_ps(self.qmax),
+                );
                 let e = _mm256_sub_ps(a, _mm256_mul_ps(q, vs));
-                (_mm256_mul_ps(e, e), near)
+                _mm256_mul_ps(e, e)
             }
         }
         #[inline(always)]
-        fn one<const EXACT: bool>(&self, v: f32, acc: &mut f32, near: &mut u32) {
-            int_one::<EXACT>(v, self.s, self.r, self.qmax, acc, near)
+        fn one(&self, v: f32, acc: &mut f32) {
+            int_one(v, self.s, self.qmax, acc)
         }
     }
 
     struct Uint {
         s: f32,
-        r: f32,
         z: f32,
         qmax: f32,
     }
 
     impl Step for Uint {
         #[inline(always)]
-        fn step<const EXACT: bool>(&self, v: __m256) -> (__m256, __m256) {
+        fn step(&self, v: __m256) -> __m256 {
             // SAFETY: as for `Int`
             unsafe {
                 let vs = _mm256_set1_ps(self.s);
                 let vz = _mm256_set1_ps(self.z);
-                let y = if EXACT {
-                    _mm256_div_ps(v, vs)
-                } else {
-                    _mm256_mul_ps(v, _mm256_set1_ps(self.r))
-                };
                 let y = _mm256_min_ps(
-                    _mm256_max_ps(y, _mm256_set1_ps(-self.z - 1.0)),
+                    _mm256_max_ps(_mm256_div_ps(v, vs), _mm256_set1_ps(-self.z - 1.0)),
                     _mm256_set1_ps(self.qmax - self.z + 1.0),
                 );
                 let m = _mm256_set1_ps(MAGIC);
                 let q0 = _mm256_sub_ps(_mm256_add_ps(y, m), m);
-                let near = if EXACT {
-                    _mm256_setzero_ps()
-                } else {
-                    let abs = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fff_ffff));
-                    let d = _mm256_and_ps(_mm256_sub_ps(y, q0), abs);
-                    _mm256_cmp_ps::<_CMP_GT_OQ>(d, _mm256_set1_ps(TIE))
-                };
                 let q = _mm256_min_ps(
                     _mm256_max_ps(_mm256_add_ps(q0, vz), _mm256_setzero_ps()),
                     _mm256_set1_ps(self.qmax),
                 );
                 let e = _mm256_sub_ps(v, _mm256_mul_ps(_mm256_sub_ps(q, vz), vs));
-                (_mm256_mul_ps(e, e), near)
+                _mm256_mul_ps(e, e)
             }
         }
         #[inline(always)]
-        fn one<const EXACT: bool>(&self, v: f32, acc: &mut f32, near: &mut u32) {
-            uint_one::<EXACT>(v, self.s, self.r, self.z, self.qmax, acc, near)
+        fn one(&self, v: f32, acc: &mut f32) {
+            uint_one(v, self.s, self.z, self.qmax, acc)
         }
     }
 
-    /// One block of whole vectors: (lane sums as in `block`, any value near a tie).
+    /// One block of whole vectors: lane sums as in `block`.
     #[inline(always)]
-    fn vblock<const EXACT: bool>(k: &impl Step, c: &[f32]) -> (__m256, bool) {
+    fn vblock(k: &impl Step, c: &[f32]) -> __m256 {
         // SAFETY: as for `Int`; the loads stay within `c` (i + 8 <= len)
         unsafe {
             let (mut a0, mut a1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
-            let mut near = _mm256_setzero_ps();
             let mut i = 0;
             while i + 2 * LANES <= c.len() {
-                let (e0, n0) = k.step::<EXACT>(_mm256_loadu_ps(c.as_ptr().add(i)));
-                let (e1, n1) = k.step::<EXACT>(_mm256_loadu_ps(c.as_ptr().add(i + LANES)));
-                a0 = _mm256_add_ps(a0, e0);
-                a1 = _mm256_add_ps(a1, e1);
-                near = _mm256_or_ps(near, _mm256_or_ps(n0, n1));
+                a0 = _mm256_add_ps(a0, k.step(_mm256_loadu_ps(c.as_ptr().add(i))));
+                a1 = _mm256_add_ps(a1, k.step(_mm256_loadu_ps(c.as_ptr().add(i + LANES))));
                 i += 2 * LANES;
             }
             if i < c.len() {
                 // an odd last vector
-                let (e0, n0) = k.step::<EXACT>(_mm256_loadu_ps(c.as_ptr().add(i)));
-                a0 = _mm256_add_ps(a0, e0);
-                near = _mm256_or_ps(near, n0);
+                a0 = _mm256_add_ps(a0, k.step(_mm256_loadu_ps(c.as_ptr().add(i))));
             }
-            (_mm256_add_ps(a0, a1), _mm256_movemask_ps(near) != 0)
+            _mm256_add_ps(a0, a1)
         }
     }
 
     #[inline(always)]
-    fn sse(k: &impl Step, x: &[f32], fast: bool, bar: f64) -> f64 {
+    fn sse(k: &impl Step, x: &[f32], bar: f64) -> f64 {
         // SAFETY: as for `Int`
         unsafe {
             let (mut t0, mut t1) = (_mm256_setzero_pd(), _mm256_setzero_pd());
-            let add = |t0: &mut __m256d, t1: &mut __m256d, acc: __m256| {
-                *t0 = _mm256_add_pd(*t0, _mm256_cvtps_pd(_mm256_castps256_ps128(acc)));
-                *t1 = _mm256_add_pd(*t1, _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(acc)));
-            };
             let total = |t0: __m256d, t1: __m256d| {
                 let mut t = [0f64; LANES];
                 _mm256_storeu_pd(t.as_mut_ptr(), t0);
@@ -611,31 +518,15 @@ mod avx2 {
                 total_of(t)
             };
             for (b, c) in x.chunks(BLOCK).enumerate() {
-                if c.len() % LANES != 0 {
+                let acc = if c.len() % LANES != 0 {
                     // a ragged last block: the plain code, same lanes
-                    let (acc, near) = if fast {
-                        block(c, |v, a, n| k.one::<false>(v, a, n))
-                    } else {
-                        ([0f32; LANES], true)
-                    };
-                    let acc = if near {
-                        block(c, |v, a, n| k.one::<true>(v, a, n)).0
-                    } else {
-                        acc
-                    };
-                    add(&mut t0, &mut t1, _mm256_loadu_ps(acc.as_ptr()));
-                    continue;
-                }
-                let (acc, near) = if fast {
-                    vblock::<false>(k, c)
+                    let acc = block(c, |v, a| k.one(v, a));
+                    _mm256_loadu_ps(acc.as_ptr())
                 } else {
-                    (_mm256_setzero_ps(), true)
+                    vblock(k, c)
                 };
-                add(
-                    &mut t0,
-                    &mut t1,
-                    if near { vblock::<true>(k, c).0 } else { acc },
-                );
+                t0 = _mm256_add_pd(t0, _mm256_cvtps_pd(_mm256_castps256_ps128(acc)));
+                t1 = _mm256_add_pd(t1, _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(acc)));
                 if checkpoint(b, x.len()) && total(t0, t1) > bar {
                     break;
                 }
@@ -645,22 +536,13 @@ mod avx2 {
     }
 
     #[target_feature(enable = "avx2,fma")]
-    pub(super) fn sse_int(x: &[f32], s: f32, r: f32, qmax: f32, fast: bool, bar: f64) -> f64 {
-        sse(&Int { s, r, qmax }, x, fast, bar)
+    pub(super) fn sse_int(x: &[f32], s: f32, qmax: f32, bar: f64) -> f64 {
+        sse(&Int { s, qmax }, x, bar)
     }
 
     #[target_feature(enable = "avx2,fma")]
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn sse_uint(
-        x: &[f32],
-        s: f32,
-        r: f32,
-        z: f32,
-        qmax: f32,
-        fast: bool,
-        bar: f64,
-    ) -> f64 {
-        sse(&Uint { s, r, z, qmax }, x, fast, bar)
+    pub(super) fn sse_uint(x: &[f32], s: f32, z: f32, qmax: f32, bar: f64) -> f64 {
+        sse(&Uint { s, z, qmax }, x, bar)
     }
 }
 
@@ -1123,26 +1005,35 @@ mod tests {
     }
 
     #[test]
-    fn search_errors_are_those_of_exact_division() {
-        // the search computes x/S as x·(1/S) and recomputes any block with a value near a tie; the
-        // result must equal the same sums computed with the division everywhere, on data full of
-        // exact ties (k + 0.5)·S and on Gaussian data, for int and uint, any length
-        use super::{block, int_one, sse_int, sse_uint, total_of, uint_one, BLOCK, LANES};
+    fn search_errors_are_those_of_the_quantizer() {
+        // the search's sums (AVX2 where the CPU has it) equal the plain code's to the bit, and each is
+        // the sum of the squared errors `apply` leaves, on data full of exact ties (k + 0.5)·S and on
+        // Gaussian data, for int and uint, any length
+        use super::{int_one, plain_sse, sse_int, sse_uint, uint_one};
         let exact_int = |x: &[f32], s: f32, qmax: f32| {
-            let mut tot = [0f64; LANES];
-            for c in x.chunks(BLOCK) {
-                let (acc, _) = block(c, |v, a, n| int_one::<true>(v, s, 1.0 / s, qmax, a, n));
-                tot.iter_mut().zip(&acc).for_each(|(t, &a)| *t += a as f64);
-            }
-            total_of(tot)
+            plain_sse(x, f64::INFINITY, |v, a| int_one(v, s, qmax, a))
         };
         let exact_uint = |x: &[f32], s: f32, z: f32, qmax: f32| {
-            let mut tot = [0f64; LANES];
-            for c in x.chunks(BLOCK) {
-                let (acc, _) = block(c, |v, a, n| uint_one::<true>(v, s, 1.0 / s, z, qmax, a, n));
-                tot.iter_mut().zip(&acc).for_each(|(t, &a)| *t += a as f64);
-            }
-            total_of(tot)
+            plain_sse(x, f64::INFINITY, |v, a| uint_one(v, s, z, qmax, a))
+        };
+        let applied = |x: &[f32], family: Family, s: f32, z: i32| -> f64 {
+            let k = Kernel {
+                family,
+                round: super::RoundMode::Nearest,
+                seed: 0,
+                rounder: None,
+            };
+            let p = Params {
+                scale: s,
+                zero: z,
+                ..Params::default()
+            };
+            let (mut out, mut codes) = (vec![0f32; x.len()], vec![0i16; x.len()]);
+            k.apply(&p, x, &mut out, &mut codes, 0);
+            x.iter()
+                .zip(&out)
+                .map(|(&a, &b)| ((a - b) as f64).powi(2))
+                .sum()
         };
         let s = 0.1f32;
         let ties: Vec<f32> = (0..3000)
@@ -1154,11 +1045,22 @@ mod tests {
                 let inf = f64::INFINITY;
                 let full = sse_int(x, s, qmax, inf);
                 assert_eq!(full, exact_int(x, s, qmax), "int s={s}");
+                let bits = (qmax + 1.0).log2() as u32 + 1;
+                let want = applied(x, Family::Int(bits), s, 0);
+                assert!(
+                    (full - want).abs() <= 1e-5 * want,
+                    "int s={s}: {full} vs {want}"
+                );
                 bar_stops_within_the_sum(full, &|bar| sse_int(x, s, qmax, bar));
                 for z in [0.0f32, 3.0, 8.0] {
                     let q = 2.0 * qmax + 1.0;
                     let full = sse_uint(x, s, z, q, inf);
                     assert_eq!(full, exact_uint(x, s, z, q), "uint s={s} z={z}");
+                    let want = applied(x, Family::Uint(bits), s, z as i32);
+                    assert!(
+                        (full - want).abs() <= 1e-5 * want,
+                        "uint z={z}: {full} vs {want}"
+                    );
                     bar_stops_within_the_sum(full, &|bar| sse_uint(x, s, z, q, bar));
                 }
             }
