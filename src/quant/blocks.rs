@@ -48,7 +48,10 @@ pub(crate) fn by_groups<T: Send>(
         .par_chunks(cols)
         .zip(dequant.par_chunks_mut(cols))
         .zip(codes.par_chunks_mut(cols))
-        .map(|((xr, or), cr)| row_groups(g, xr, or, cr, &block))
+        .map(|((xr, or), cr)| {
+            crate::jobs::pause_point();
+            row_groups(g, xr, or, cr, &block)
+        })
         .collect();
     let mut per_group = Vec::with_capacity(layout.groups());
     let mut acc = Acc::default();

@@ -680,7 +680,10 @@ pub fn quantize(x: &[f32], layout: Layout, spec: &Spec) -> Result<(Quantized, Ac
             .zip(codes.par_chunks_mut(1 << 16))
             .zip(x.par_chunks(1 << 16))
             .enumerate()
-            .map(|(ci, ((o, c), xs))| piece(&k, &p, xs, o, c, (ci << 16) as u64))
+            .map(|(ci, ((o, c), xs))| {
+                crate::jobs::pause_point();
+                piece(&k, &p, xs, o, c, (ci << 16) as u64)
+            })
             .collect();
         (vec![p], accs.into_iter().fold(Acc::default(), Acc::merge))
     } else {
@@ -691,7 +694,10 @@ pub fn quantize(x: &[f32], layout: Layout, spec: &Spec) -> Result<(Quantized, Ac
             .zip(dequant.par_chunks_mut(cols))
             .zip(codes.par_chunks_mut(cols))
             .enumerate()
-            .map(|(r, ((xr, or), cr))| row(&k, spec, g, xr, or, cr, (r * cols) as u64))
+            .map(|(r, ((xr, or), cr))| {
+                crate::jobs::pause_point();
+                row(&k, spec, g, xr, or, cr, (r * cols) as u64)
+            })
             .collect();
         let bad: usize = rows.iter().map(|r| r.2).sum();
         if bad > 0 {
@@ -788,6 +794,7 @@ fn fit_whole(k: &Kernel, x: &[f32], spec: &Spec) -> Params {
             .par_chunks(PIECE)
             .enumerate()
             .map(|(ci, xs)| {
+                crate::jobs::pause_point();
                 let mut e = vec![0f64; ps.len()];
                 errors_of_piece(k, ps, xs, (ci * PIECE) as u64, None, &mut e);
                 e
