@@ -76,6 +76,34 @@ if torch is not None:
                 best_e, best_t = e, t
         s = best_t / 127
         return metrics_t(x, torch.fake_quantize_per_tensor_affine(x, float(s), 0, -127, 127))
+    def mse_channel(bits):
+        # the same search schedule as Quantscope's, per row, all rows at once: hi, 20 steps from
+        # amax/20, then two rounds of +-10 finer steps around each row's best (61 fake-quant passes)
+        def f():
+            q = 2 ** (bits - 1) - 1
+            zeros = torch.zeros(R, dtype=torch.int32)
+            amax = x.abs().amax(dim=1)
+            lo, hi = amax / 20, amax
+            def errs(t):
+                y = torch.fake_quantize_per_channel_affine(x, (t / q).clamp(min=1e-12), zeros, 0, -q, q)
+                return ((x - y).double() ** 2).sum(1)
+            best_t, best_e = hi.clone(), errs(hi)
+            def consider(t):
+                nonlocal best_t, best_e
+                e = errs(t)
+                better = (e < best_e) | ((e == best_e) & (t > best_t))
+                best_t = torch.where(better, t, best_t); best_e = torch.where(better, e, best_e)
+            step = (hi - lo) / 20
+            for i in range(20):
+                consider(lo + step * i)
+            for refine in (10, 10):
+                centre, fine = best_t.clone(), step / refine
+                for i in list(range(-refine, 0)) + list(range(1, refine + 1)):
+                    consider(torch.minimum(torch.clamp(centre + fine * i, min=1e-12), hi))
+                step = fine
+            y = torch.fake_quantize_per_channel_affine(x, best_t / q, zeros, 0, -q, q)
+            return metrics_t(x, y)
+        return f
     def per_channel_only(bits):
         def f():
             q = 2 ** (bits - 1) - 1
@@ -94,6 +122,7 @@ if torch is not None:
     cases["int4:g128"] = ("torch group ops (fp16 scales)", group(4, 128))
     cases["uint4:g128"] = ("torch group ops (fp16 scales)", group(4, 128, asym=True))
     cases["int8:tensor:clip=mse"] = ("torch 63 x fake_quantize_per_tensor", mse_tensor)
+    cases["int8:channel:clip=mse"] = ("torch 61 x fake_quantize_per_channel, per-row best", mse_channel(8))
     cases["histogram_2048"] = ("torch.histc", lambda: torch.histc(x, 2048))
 else:
     def per_channel_np(bits):
