@@ -248,7 +248,10 @@ mod tests {
             })
         });
         std::thread::sleep(std::time::Duration::from_millis(100));
-        assert!(!done.load(Ordering::SeqCst), "went on beside the foreground job");
+        assert!(
+            !done.load(Ordering::SeqCst),
+            "went on beside the foreground job"
+        );
         drop(front);
         t.join().unwrap();
         assert!(done.load(Ordering::SeqCst));
