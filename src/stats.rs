@@ -682,23 +682,33 @@ pub fn par_min_max(x: &[f32]) -> (f32, f32) {
 /// to the last bin, as in numpy.
 pub fn histogram(x: &[f32], bins: usize, range: Option<(f64, f64)>) -> Histogram {
     let bins = bins.max(1);
-    let (mut lo, mut hi) = range.unwrap_or_else(|| {
+    let (lo, hi) = range.unwrap_or_else(|| {
         // only the extremes are needed: one light pass, not the full moments
         let (a, b) = par_min_max(x);
         (a as f64, b as f64)
     });
-    if !(lo.is_finite() && hi.is_finite()) || hi < lo {
-        (lo, hi) = (0.0, 1.0);
-    }
-    if hi == lo {
-        (lo, hi) = (lo - 0.5, hi + 0.5);
-    }
+    let (lo, hi) = usable_range(lo, hi);
     let scale = bins as f64 / (hi - lo);
     let parts: Vec<Vec<u64>> = x
         .par_chunks(1 << 18)
         .map(|c| bin_counts(c, lo, hi, scale, bins))
         .collect();
-    // slots: the bins, then below, above, not finite
+    from_parts(parts, bins, (lo, hi))
+}
+
+/// A histogram's range: `[0, 1]` for one that is not finite or reversed, widened by ±0.5 when empty.
+fn usable_range(lo: f64, hi: f64) -> (f64, f64) {
+    if !(lo.is_finite() && hi.is_finite()) || hi < lo {
+        (0.0, 1.0)
+    } else if hi == lo {
+        (lo - 0.5, hi + 0.5)
+    } else {
+        (lo, hi)
+    }
+}
+
+/// The histogram from the slot counts of its pieces (the bins, then below, above, not finite).
+fn from_parts(parts: Vec<Vec<u64>>, bins: usize, (lo, hi): (f64, f64)) -> Histogram {
     let mut all = vec![0u64; bins + 3];
     for p in parts {
         all.iter_mut().zip(&p).for_each(|(a, b)| *a += b);
@@ -718,13 +728,7 @@ pub fn histogram(x: &[f32], bins: usize, range: Option<(f64, f64)>) -> Histogram
 pub fn abs_histogram(x: &[f32], bins: usize, amax: f64) -> Histogram {
     const PIECE: usize = 1 << 14;
     let bins = bins.max(1);
-    let (lo, hi) = if amax.is_finite() && amax > 0.0 {
-        (0.0, amax)
-    } else if amax == 0.0 {
-        (-0.5, 0.5)
-    } else {
-        (0.0, 1.0)
-    };
+    let (lo, hi) = usable_range(0.0, amax);
     let scale = bins as f64 / (hi - lo);
     let parts: Vec<Vec<u64>> = x
         .par_chunks(1 << 18)
@@ -740,17 +744,7 @@ pub fn abs_histogram(x: &[f32], bins: usize, amax: f64) -> Histogram {
             all
         })
         .collect();
-    let mut all = vec![0u64; bins + 3];
-    for p in parts {
-        all.iter_mut().zip(&p).for_each(|(a, b)| *a += b);
-    }
-    Histogram {
-        lo,
-        hi,
-        counts: all[..bins].to_vec(),
-        below: all[bins],
-        above: all[bins + 1],
-    }
+    from_parts(parts, bins, (lo, hi))
 }
 
 /// The slot of one value: its bin `min(⌊(v − lo)·scale⌋, bins − 1)` (in f64, as numpy), or `bins`

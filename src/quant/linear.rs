@@ -574,25 +574,24 @@ multiversion! {
                 if bucketed_search(k, spec, xs.len()) {
                     // exact errors from the group's values in buckets (see `bucketed`)
                     let qmax = k.qmax();
-                    if matches!(k.family, Family::Uint(_)) {
-                        let buckets = Buckets::signed(xs);
-                        k.fit_with(xs, spec, &|c: &[Params], bar, out: &mut [f64]| {
-                            let mut bar = bar;
-                            for (o, p) in out.iter_mut().zip(c) {
-                                *o = buckets.sse_uint(p.scale, p.zero as f32, qmax, bar);
-                                bar = bar.min(*o);
-                            }
-                        })
+                    // uint: the signed values; int: the magnitudes
+                    let uint = matches!(k.family, Family::Uint(_));
+                    let buckets = if uint {
+                        Buckets::signed(xs)
                     } else {
-                        let buckets = Buckets::new(xs);
-                        k.fit_with(xs, spec, &|c: &[Params], bar, out: &mut [f64]| {
-                            let mut bar = bar;
-                            for (o, p) in out.iter_mut().zip(c) {
-                                *o = buckets.sse(p.scale, qmax, bar);
-                                bar = bar.min(*o);
-                            }
-                        })
-                    }
+                        Buckets::new(xs)
+                    };
+                    k.fit_with(xs, spec, &|c: &[Params], bar, out: &mut [f64]| {
+                        let mut bar = bar;
+                        for (o, p) in out.iter_mut().zip(c) {
+                            *o = if uint {
+                                buckets.sse_uint(p.scale, p.zero as f32, qmax, bar)
+                            } else {
+                                buckets.sse(p.scale, qmax, bar)
+                            };
+                            bar = bar.min(*o);
+                        }
+                    })
                 } else {
                     k.fit_with(xs, spec, &|c: &[Params], bar, out: &mut [f64]| {
                         out.fill(0.0);
