@@ -381,6 +381,8 @@ impl Workbench {
             if let Ok(mut c) = self.tensor_cache.lock() {
                 *c = None;
             }
+            // the reusable output buffers were sized for the last model's tensors
+            crate::quant::buffers::release();
         }
         let mut messages = Vec::new();
         if let Some(job) = &mut self.front_job {
