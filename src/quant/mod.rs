@@ -390,5 +390,30 @@ mod tests {
                 }
             }
         }
+        // the MSE searches per row (bucketed from 2,048 values, exhaustive below, early-stopping)
+        // on zero, constant and one-sided rows
+        for spec in [
+            "int4:channel:clip=mse",
+            "uint4:channel:clip=mse",
+            "int8:channel:clip=mse",
+            "fp8_e4m3:channel:clip=mse",
+            "int4:g128:clip=mse:scale=fp32",
+        ] {
+            let s = Spec::parse(spec).unwrap();
+            for v in [0.0f32, 0.37, -2.0, 1e-30] {
+                let mut x = vec![v; 2 * 2048];
+                x[2048..].iter_mut().for_each(|a| *a = v.abs() * 0.5);
+                let q = quantize(&x, &[2, 2048], &s)
+                    .unwrap_or_else(|e| panic!("{spec} on rows of {v}: {e}"));
+                assert!(q.dequant.iter().all(|a| a.is_finite()), "{spec} {v}");
+                if v == 0.0 {
+                    assert!(q.dequant.iter().all(|&a| a == 0.0), "{spec}");
+                } else if v.abs() > 1e-6 {
+                    // a constant row is represented exactly (its magnitude is the top level; the
+                    // scales are fp32 here, the default fp16 of groups would round them)
+                    assert!(q.metrics.max_abs_err <= 1e-6 * v.abs() as f64, "{spec} {v}");
+                }
+            }
+        }
     }
 }
