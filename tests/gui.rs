@@ -186,6 +186,37 @@ fn snapshot_of_the_bit_layout() {
     h.snapshot("formats_lab_fp4_bits");
 }
 
+/// Too narrow for both theme labels beside the tabs: one button switches, and every tab stays whole.
+#[test]
+fn a_narrow_window_switches_the_theme_with_one_button() {
+    let mut h = Harness::builder()
+        .with_size(egui::vec2(760.0, 330.0))
+        .build_ui_state(
+            |ui, app: &mut App| app.show(ui),
+            App::new(None, Arc::new(Picks(None)), None),
+        );
+    h.run();
+    let dark = h.ctx.theme() == egui::Theme::Dark;
+    let (other, this) = if dark {
+        ("Light", "Dark")
+    } else {
+        ("Dark", "Light")
+    };
+    assert!(
+        h.query_by_label(this).is_none(),
+        "one button, not both labels"
+    );
+    let training = h.get_by_label("Training").rect();
+    let button = h.get_by_label(other).rect();
+    assert!(
+        training.max.x <= button.min.x,
+        "the last tab ends before the button"
+    );
+    h.get_by_label(other).click();
+    h.run();
+    assert_ne!(h.ctx.theme() == egui::Theme::Dark, dark);
+}
+
 #[test]
 fn the_window_opens_on_the_sample_model_with_statistics() {
     let mut h = app_with(Some(Source::Sample), None);

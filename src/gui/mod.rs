@@ -105,23 +105,40 @@ impl App {
                     .on_hover_text(
                         "Quantization-aware training, k-means fine-tuning, binary and ternary networks",
                     );
-                ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
-                    let dark = ui.visuals().dark_mode;
+                let dark = ui.visuals().dark_mode;
+                // both theme labels at the right where they fit beside the tabs; in a narrow window
+                // one button that switches, so that nothing is drawn over the last tab
+                if ui.available_width() >= 120.0 {
+                    ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
+                        if ui
+                            .selectable_label(!dark, "Light")
+                            .on_hover_text("Light theme")
+                            .clicked()
+                        {
+                            ui.ctx().set_theme(egui::Theme::Light);
+                        }
+                        if ui
+                            .selectable_label(dark, "Dark")
+                            .on_hover_text("Dark theme")
+                            .clicked()
+                        {
+                            ui.ctx().set_theme(egui::Theme::Dark);
+                        }
+                    });
+                } else {
+                    let (label, theme) = if dark {
+                        ("Light", egui::Theme::Light)
+                    } else {
+                        ("Dark", egui::Theme::Dark)
+                    };
                     if ui
-                        .selectable_label(!dark, "Light")
-                        .on_hover_text("Light theme")
+                        .button(label)
+                        .on_hover_text(format!("Switch to the {} theme", label.to_lowercase()))
                         .clicked()
                     {
-                        ui.ctx().set_theme(egui::Theme::Light);
+                        ui.ctx().set_theme(theme);
                     }
-                    if ui
-                        .selectable_label(dark, "Dark")
-                        .on_hover_text("Dark theme")
-                        .clicked()
-                    {
-                        ui.ctx().set_theme(egui::Theme::Dark);
-                    }
-                });
+                }
             });
         });
         match self.view {
