@@ -151,8 +151,8 @@ pub fn background_pool() -> &'static rayon::ThreadPool {
 /// How many foreground jobs are running (see [`Foreground`]).
 static FOREGROUND: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
-/// Held while a foreground job runs: background jobs that call [`yield_to_foreground`] between
-/// their items wait until none is left. Lower priority alone did not keep them off the cores: on this
+/// Held while a foreground job runs: background threads wait at their next [`pause_point`] until
+/// none is left. Lower priority alone did not keep them off the cores: on this
 /// 2-core VM a background item running beside the selected layer's report doubled its latency.
 pub struct Foreground(());
 
@@ -169,19 +169,13 @@ impl Drop for Foreground {
     }
 }
 
-/// Wait (in 2 ms naps) while a foreground job runs, unless `stop()` says to give up.
-pub fn yield_to_foreground(stop: &dyn Fn() -> bool) {
-    while FOREGROUND.load(std::sync::atomic::Ordering::SeqCst) > 0 && !stop() {
-        std::thread::sleep(std::time::Duration::from_millis(2));
-    }
-}
-
 thread_local! {
     /// Whether this thread belongs to [`background_pool`].
     static BACKGROUND: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
-/// Called by the engine's long loops between pieces of work (a row, a chunk of 64 Ki values): on a
+/// Called by the engine's long loops between pieces of work (a row, a chunk of 64 Ki values) and by
+/// the window's jobs between items: on a
 /// thread of [`background_pool`], waits while a foreground job runs, so that a long background item
 /// (a k-means fit takes seconds) steps aside within a millisecond or so. Elsewhere (the command line,
 /// the foreground pool, tests) it costs one atomic load.

@@ -461,7 +461,7 @@ impl Workbench {
             self.front_job = Some(Job::spawn(wake, move |w: &Worker<Msg>| {
                 let _front = crate::jobs::Foreground::enter();
                 crate::jobs::foreground_pool()
-                    .install(|| compute(&model, &cache, key.into_iter().collect(), clip, false, w))
+                    .install(|| compute(&model, &cache, key.into_iter().collect(), clip, w))
             }));
         }
         if wanted.is_empty() {
@@ -486,8 +486,7 @@ impl Workbench {
             let wake: Arc<dyn Fn() + Send + Sync> = Arc::new(move || ctx.request_repaint());
             let cache = (self.model_id.clone(), self.tensor_cache.clone());
             self.job = Some(Job::spawn(wake, move |w: &Worker<Msg>| {
-                crate::jobs::background_pool()
-                    .install(|| compute(&model, &cache, wanted, None, true, w))
+                crate::jobs::background_pool().install(|| compute(&model, &cache, wanted, None, w))
             }));
         }
         ctx.request_repaint_after(std::time::Duration::from_millis(100));
@@ -1404,7 +1403,6 @@ fn compute(
     (model_id, cache): &(String, SharedTensor),
     wanted: Vec<Key>,
     clip: Option<Key>,
-    background: bool,
     w: &Worker<Msg>,
 ) {
     w.progress
@@ -1472,9 +1470,8 @@ fn compute(
         jobs.push((c, true));
     }
     for (key, is_clip) in jobs {
-        if background {
-            crate::jobs::yield_to_foreground(&|| w.cancelled());
-        }
+        // a background job (on the background pool) waits here while the foreground one runs
+        crate::jobs::pause_point();
         if w.cancelled() {
             return;
         }

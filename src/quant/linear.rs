@@ -73,6 +73,22 @@ struct Kernel {
 }
 
 impl Kernel {
+    /// The kernel of an int, uint or scaled-float spec (floats get their format's rounder).
+    fn of(spec: &Spec) -> Kernel {
+        let rounder = match spec.family {
+            Family::Float(f) => Some(Rounder::new(
+                &lookup(f.name()).expect("catalog format").format,
+            )),
+            _ => None,
+        };
+        Kernel {
+            family: spec.family,
+            round: spec.round,
+            seed: spec.seed,
+            rounder,
+        }
+    }
+
     #[inline(always)]
     fn qmax(&self) -> f32 {
         match self.family {
@@ -651,18 +667,7 @@ multiversion! {
 /// Quantize with an int, uint or scaled-float spec; also returns the metric sums. The tensor is
 /// checked for NaN/Inf here, on the way (`Err` holds how many there are).
 pub fn quantize(x: &[f32], layout: Layout, spec: &Spec) -> Result<(Quantized, Acc), usize> {
-    let rounder = match spec.family {
-        Family::Float(f) => Some(Rounder::new(
-            &lookup(f.name()).expect("catalog format").format,
-        )),
-        _ => None,
-    };
-    let k = Kernel {
-        family: spec.family,
-        round: spec.round,
-        seed: spec.seed,
-        rounder,
-    };
+    let k = Kernel::of(spec);
     let n = x.len();
     // every element is written below (a row with NaN/Inf is an error, and its result is dropped)
     let mut dequant = super::buffers::f32_overwritten(n);
@@ -760,20 +765,13 @@ pub fn tensor_thresholds(
     if bad > 0 {
         return Err(super::QuantError::NotFinite(bad));
     }
-    let rounder = match spec.family {
-        Family::Float(f) => Some(Rounder::new(
-            &lookup(f.name()).expect("catalog format").format,
-        )),
-        Family::Int(_) | Family::Uint(_) => None,
-        _ => return Ok(super::quantize(x, shape, spec)?.thresholds.clone()),
-    };
-    let k = Kernel {
-        family: spec.family,
-        round: spec.round,
-        seed: spec.seed,
-        rounder,
-    };
-    let p = fit_whole(&k, x, spec);
+    if !matches!(
+        spec.family,
+        Family::Int(_) | Family::Uint(_) | Family::Float(_)
+    ) {
+        return Ok(super::quantize(x, shape, spec)?.thresholds.clone());
+    }
+    let p = fit_whole(&Kernel::of(spec), x, spec);
     Ok(if matches!(spec.family, Family::Uint(_)) {
         vec![p.threshold.0, p.threshold.1]
     } else {
@@ -918,7 +916,7 @@ fn vsq_rescale(ps: &mut [Params], spec: &Spec) {
 #[cfg(test)]
 mod tests {
     use super::super::{quantize as q, Spec};
-    use super::{lookup, Family, Kernel, Params, Rounder};
+    use super::{Family, Kernel, Params};
 
     fn gauss(n: usize, seed: u64) -> Vec<f32> {
         let mut s = seed;
@@ -1040,12 +1038,7 @@ mod tests {
                 zero: z,
                 ..Params::default()
             };
-            let (mut out, mut codes) = (vec![0f32; x.len()], vec![0i16; x.len()]);
-            k.apply(&p, x, &mut out, &mut codes, 0);
-            x.iter()
-                .zip(&out)
-                .map(|(&a, &b)| ((a - b) as f64).powi(2))
-                .sum()
+            applied_sse(&k, &p, x)
         };
         let s = 0.1f32;
         let ties: Vec<f32> = (0..3000)
@@ -1077,6 +1070,25 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Σ(x − x̂)² in f64, x̂ from the kernel's own `apply`: the reference the searches are checked on.
+    fn applied_sse(k: &Kernel, p: &Params, x: &[f32]) -> f64 {
+        let (mut out, mut codes) = (vec![0f32; x.len()], vec![0i16; x.len()]);
+        k.apply(p, x, &mut out, &mut codes, 0);
+        x.iter()
+            .zip(&out)
+            .map(|(&a, &b)| (a as f64 - b as f64).powi(2))
+            .sum()
+    }
+
+    /// The fit whose search measures every candidate with [`applied_sse`] (no bar, no shortcut).
+    fn exhaustive_fit(k: &Kernel, spec: &Spec, x: &[f32]) -> Params {
+        k.fit_with(x, spec, &|ps: &[Params], _, out: &mut [f64]| {
+            for (o, p) in out.iter_mut().zip(ps) {
+                *o = applied_sse(k, p, x);
+            }
+        })
     }
 
     /// With a bar, a sum at or below it is whole; one above it may stop early, but only above the bar
@@ -1145,28 +1157,9 @@ mod tests {
             "fp4_e2m1:tensor:clip=mse",
         ] {
             let spec = Spec::parse(spec).unwrap();
-            let rounder = match spec.family {
-                Family::Float(f) => Some(Rounder::new(&lookup(f.name()).unwrap().format)),
-                _ => None,
-            };
-            let k = Kernel {
-                family: spec.family,
-                round: spec.round,
-                seed: spec.seed,
-                rounder,
-            };
-            let sse = |p: &Params| -> f64 {
-                let mut out = vec![0f32; x.len()];
-                let mut codes = vec![0i16; x.len()];
-                k.apply(p, &x, &mut out, &mut codes, 0);
-                x.iter()
-                    .zip(&out)
-                    .map(|(&a, &b)| (a as f64 - b as f64).powi(2))
-                    .sum()
-            };
-            let exhaustive = k.fit_with(&x, &spec, &|ps: &[Params], _, out: &mut [f64]| {
-                out.iter_mut().zip(ps).for_each(|(o, p)| *o = sse(p))
-            });
+            let k = Kernel::of(&spec);
+            let sse = |p: &Params| applied_sse(&k, p, &x);
+            let exhaustive = exhaustive_fit(&k, &spec, &x);
             let binned = super::fit_whole(&k, &x, &spec);
             // the ranking is on estimates: among near ties it may pick another candidate, whose
             // error is within 1e-4 of the exhaustive choice's (under 0.0005 dB of SQNR)
@@ -1182,9 +1175,8 @@ mod tests {
     #[test]
     fn bucketed_row_search_equals_the_exhaustive_one() {
         // rows of 4,096 with outliers, int2..int6 and uint2..uint5 per channel and 4 bits per group
-        // of 2,048: the
-        // thresholds equal those of the same search with every value's error summed in f64 (a
-        // different choice only between candidates whose errors agree to 1e-9)
+        // of 2,048: the thresholds equal those of the same search with every value's error summed
+        // in f64 (a different choice only between candidates whose errors agree to 1e-9)
         let cols = 4096;
         let mut x = gauss(24 * cols, 43);
         for i in (0..x.len()).step_by(997) {
@@ -1201,27 +1193,13 @@ mod tests {
             "uint4:g2048:clip=mse",
         ] {
             let spec = Spec::parse(spec).unwrap();
-            let k = Kernel {
-                family: spec.family,
-                round: spec.round,
-                seed: spec.seed,
-                rounder: None,
-            };
+            let k = Kernel::of(&spec);
             let r = q(&x, &[24, cols], &spec).unwrap();
             let g = r.layout.group;
             let mut same = 0;
             for (j, xs) in x.chunks(g).enumerate() {
-                let sse = |p: &Params| -> f64 {
-                    let (mut out, mut codes) = (vec![0f32; g], vec![0i16; g]);
-                    k.apply(p, xs, &mut out, &mut codes, 0);
-                    xs.iter()
-                        .zip(&out)
-                        .map(|(&a, &b)| (a as f64 - b as f64).powi(2))
-                        .sum()
-                };
-                let exhaustive = k.fit_with(xs, &spec, &|ps: &[Params], _, out: &mut [f64]| {
-                    out.iter_mut().zip(ps).for_each(|(o, p)| *o = sse(p))
-                });
+                let sse = |p: &Params| applied_sse(&k, p, xs);
+                let exhaustive = exhaustive_fit(&k, &spec, xs);
                 let chosen = if matches!(spec.family, Family::Uint(_)) {
                     let (lo, hi) = (r.thresholds[2 * j], r.thresholds[2 * j + 1]);
                     k.asymmetric(lo, hi, &spec)
