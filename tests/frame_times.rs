@@ -62,6 +62,7 @@ fn measure(path: PathBuf, tensor: &str) {
         let name = h.state().browser.model.as_ref().unwrap().tensors[t]
             .name
             .clone();
+        quantscope::jobs::trace(format_args!("toggle to {spec}"));
         h.state_mut().workbench.set_layer(&name, spec).unwrap();
         let s = Spec::parse(spec).unwrap();
         let start = Instant::now();
@@ -79,6 +80,7 @@ fn measure(path: PathBuf, tensor: &str) {
             pace();
         }
         let latency = start.elapsed();
+        quantscope::jobs::trace(format_args!("plots updated for {spec}"));
         // then the clip lines (drawn on the same plot), while frames keep coming
         while h.state().workbench.front_busy() && start.elapsed() < Duration::from_secs(60) {
             let f = Instant::now();

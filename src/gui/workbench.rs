@@ -9,7 +9,8 @@ use crate::jobs::{Job, Worker};
 use crate::model::Model;
 use crate::plan::{Choice, Plan};
 use crate::quant::report::{
-    clip_lines_until, layer_report_with, original_histogram, report_levels, ClipLines, LayerReport,
+    asymmetric_clip, clip_basis_until, clip_lines_until, layer_report_with, original_histogram,
+    report_levels, ClipBasis, ClipLines, LayerReport,
 };
 use crate::quant::Spec;
 use egui::{Color32, RichText, Ui};
@@ -54,6 +55,8 @@ struct TensorCache {
     t: usize,
     x: Arc<Vec<f32>>,
     original: Option<crate::stats::Histogram>,
+    /// what the clip methods but MSE find in it (symmetric, asymmetric), for any format's clip lines
+    clip_basis: Vec<Arc<ClipBasis>>,
 }
 
 type SharedTensor = Arc<std::sync::Mutex<Option<TensorCache>>>;
@@ -449,9 +452,18 @@ impl Workbench {
             wanted.remove(0);
         }
         let front = (front_key, clip_needed);
-        if (front.0.is_some() || front.1.is_some())
-            && (self.front_job.is_none() || self.front_wants != front)
-        {
+        // the running front job covers what is needed if it computes the same report (or has sent
+        // its report already and none is needed) and the same clip lines: once the report is in, the
+        // job goes on to the clip lines, and restarting it there would compute them twice at once
+        let sent = |k: &Key| self.reports.contains_key(k) || self.failures.contains_key(k);
+        let covers = match &front.0 {
+            Some(k) => self.front_wants.0.as_ref() == Some(k),
+            None => self.front_wants.0.as_ref().is_none_or(sent),
+        } && front
+            .1
+            .as_ref()
+            .is_none_or(|c| self.front_wants.1.as_ref() == Some(c));
+        if (front.0.is_some() || front.1.is_some()) && (self.front_job.is_none() || !covers) {
             self.front_wants = front.clone();
             let model = model.clone();
             let ctx = ctx.clone();
@@ -1439,6 +1451,7 @@ fn compute(
                     t,
                     x: x.clone(),
                     original: None,
+                    clip_basis: Vec::new(),
                 });
             }
         } else {
@@ -1465,6 +1478,32 @@ fn compute(
         }
         h
     };
+    // the format-independent part of tensor t's clip lines (cached with its values); `None` if
+    // cancelled
+    let basis = |t: usize, x: &[f32], asymmetric: bool| -> Result<Option<Arc<ClipBasis>>, String> {
+        let mine = |c: &TensorCache| c.t == t && &c.model == model_id;
+        if let Ok(c) = cache.lock() {
+            if let Some(b) = c
+                .as_ref()
+                .filter(|c| mine(c))
+                .and_then(|c| c.clip_basis.iter().find(|b| b.asymmetric == asymmetric))
+            {
+                return Ok(Some(b.clone()));
+            }
+        }
+        let Some(b) =
+            clip_basis_until(x, asymmetric, &|| w.cancelled()).map_err(|e| e.to_string())?
+        else {
+            return Ok(None);
+        };
+        let b = Arc::new(b);
+        if let Ok(mut c) = cache.lock() {
+            if let Some(c) = c.as_mut().filter(|c| mine(c)) {
+                c.clip_basis.push(b.clone());
+            }
+        }
+        Ok(Some(b))
+    };
     let mut jobs: Vec<(Key, bool)> = wanted.into_iter().map(|k| (k, false)).collect();
     if let Some(c) = clip {
         jobs.push((c, true));
@@ -1477,12 +1516,21 @@ fn compute(
         }
         let (t, spec_text) = (&key.0, &key.1);
         let info = &model.tensors[*t];
+        let began = std::time::Instant::now();
+        crate::jobs::trace(format_args!(
+            "start {spec_text}{}",
+            if is_clip { " clip lines" } else { "" }
+        ));
         let result = data(*t).and_then(|x| {
             let spec = Spec::parse(spec_text).map_err(|e| e.to_string())?;
             if is_clip {
-                match clip_lines_until(&x, &info.shape, &spec, &|| w.cancelled()) {
+                let cancelled = || Err(String::new()); // nothing is sent
+                let Some(b) = basis(*t, &x, asymmetric_clip(&spec))? else {
+                    return cancelled();
+                };
+                match clip_lines_until(&x, &info.shape, &spec, Some(&b), &|| w.cancelled()) {
                     Ok(Some(c)) => Ok(Msg::Clip(key.clone(), Arc::new(c))),
-                    Ok(None) => Err(String::new()), // cancelled: nothing is sent
+                    Ok(None) => cancelled(),
                     Err(e) => Err(e.to_string()),
                 }
             } else {
@@ -1495,6 +1543,7 @@ fn compute(
         if w.cancelled() {
             return;
         }
+        crate::jobs::trace(format_args!("done {spec_text} in {:.1?}", began.elapsed()));
         let msg = result.unwrap_or_else(|e| Msg::Failed(key.clone(), e));
         if !w.send(msg) {
             return;

@@ -151,6 +151,23 @@ pub struct Binned {
     means: Vec<f32>,
 }
 
+/// The binned summaries of one tensor, each made when first asked for (integer and float grids bin
+/// differently), for a caller that searches the same tensor under several formats: the window's clip
+/// lines, where making the summary took 32–57 ms of the MSE line's 55–76 ms on a 4096 × 4096 layer.
+#[derive(Default)]
+pub struct Summaries {
+    even: std::sync::OnceLock<Binned>,
+    log: std::sync::OnceLock<Binned>,
+}
+
+impl Summaries {
+    /// `Binned::new(x, log)`, made once; `x` must be the same values at every call.
+    pub fn of(&self, x: &[f32], log: bool) -> &Binned {
+        let cell = if log { &self.log } else { &self.even };
+        cell.get_or_init(|| Binned::new(x, log))
+    }
+}
+
 impl Binned {
     /// One pass over `x` (finite values); `log` bins for float grids, even ones for integer grids.
     pub fn new(x: &[f32], log: bool) -> Binned {

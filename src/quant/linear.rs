@@ -10,7 +10,7 @@
 //! Arithmetic in f32, division as `x / S`; a zero range gets `S = 1`; the scale is rounded to its
 //! storage type first and that stored value is used throughout.
 
-use super::binned::Binned;
+use super::binned::{Binned, Summaries};
 use super::bucketed::Buckets;
 use super::metrics::Acc;
 use super::rounder::Rounder;
@@ -302,6 +302,14 @@ impl Kernel {
 
     /// Fit one group: clip, then scale (and zero point). `errs` evaluates candidates of the MSE search.
     #[inline(always)]
+    /// The parameters for what a clip method found in the data.
+    fn params_for(&self, f: Found, spec: &Spec) -> Params {
+        match f {
+            Found::Magnitude(t) => self.symmetric(t, spec),
+            Found::Range(lo, hi) => self.asymmetric(lo, hi, spec),
+        }
+    }
+
     fn fit_with(&self, x: &[f32], spec: &Spec, errs: &Errors<'_, Params>) -> Params {
         match (self.family, spec.clip) {
             // min-max needs no search: the extremes, computed here so they vectorise with the rest
@@ -678,7 +686,7 @@ pub fn quantize(x: &[f32], layout: Layout, spec: &Spec) -> Result<(Quantized, Ac
         if bad > 0 {
             return Err(bad);
         }
-        let p = fit_whole(&k, x, spec);
+        let p = fit_whole(&k, x, spec, None);
         let accs: Vec<Acc> = dequant
             .par_chunks_mut(1 << 16)
             .zip(codes.par_chunks_mut(1 << 16))
@@ -750,11 +758,13 @@ pub fn quantize(x: &[f32], layout: Layout, spec: &Spec) -> Result<(Quantized, Ac
 }
 
 /// The clip thresholds `quantize` reports for a per-tensor int/uint/float spec (symmetric: `[t]`;
-/// asymmetric: `[lo, hi]`), from the same fit, without quantizing the tensor.
+/// asymmetric: `[lo, hi]`), from the same fit, without quantizing the tensor. The MSE search takes its
+/// binned summary from `summaries` (of this `x`) if given, and leaves it there.
 pub fn tensor_thresholds(
     x: &[f32],
     shape: &[usize],
     spec: &Spec,
+    summaries: Option<&Summaries>,
 ) -> Result<Vec<f32>, super::QuantError> {
     let n: usize = shape.iter().product();
     if n != x.len() || n == 0 || spec.granularity != super::Granularity::Tensor || spec.vsq {
@@ -771,19 +781,62 @@ pub fn tensor_thresholds(
     ) {
         return Ok(super::quantize(x, shape, spec)?.thresholds.clone());
     }
-    let p = fit_whole(&Kernel::of(spec), x, spec);
-    Ok(if matches!(spec.family, Family::Uint(_)) {
+    Ok(thresholds_of(
+        spec,
+        &fit_whole(&Kernel::of(spec), x, spec, summaries),
+    ))
+}
+
+/// The thresholds `quantize` reports for one group's parameters.
+fn thresholds_of(spec: &Spec, p: &Params) -> Vec<f32> {
+    if matches!(spec.family, Family::Uint(_)) {
         vec![p.threshold.0, p.threshold.1]
     } else {
         vec![p.threshold.1]
+    }
+}
+
+/// What a clip method other than MSE finds in a whole tensor before the number format has its say:
+/// the magnitude to keep (symmetric families) or the range (asymmetric uint). It depends on the data
+/// alone, so the window computes it once per tensor and draws any format's clip lines from it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Found {
+    Magnitude(f32),
+    Range(f32, f32),
+}
+
+/// [`Found`] for `clip` over all of `x` (finite values; `None` for MSE, which needs the format).
+pub fn found_in(x: &[f32], clip: Clip, asymmetric: bool) -> Option<Found> {
+    // the error sums are never asked for: only MSE searches
+    let none = |_: &[f32], _: f64, out: &mut [f64]| out.fill(0.0);
+    let none2 = |_: &[(f32, f32)], _: f64, out: &mut [f64]| out.fill(0.0);
+    Some(match (asymmetric, clip) {
+        (_, Clip::Mse) => return None,
+        (true, Clip::MinMax) => {
+            let (lo, hi) = par_min_max(x);
+            let (lo, hi) = if lo > hi { (0.0, 0.0) } else { (lo, hi) };
+            Found::Range(lo, hi)
+        }
+        (true, _) => {
+            let (lo, hi) = asymmetric_range_batch(x, clip, &none2);
+            Found::Range(lo, hi)
+        }
+        (false, Clip::MinMax) => Found::Magnitude(par_abs_max(x)),
+        (false, _) => Found::Magnitude(symmetric_threshold_batch(x, clip, &none)),
     })
+}
+
+/// The thresholds `tensor_thresholds` gives for a per-tensor int/uint/float `spec` whose clip method
+/// found `found` in the data (the format's scale, stored in its scale type, decides the rest).
+pub fn thresholds_from(spec: &Spec, found: Found) -> Vec<f32> {
+    thresholds_of(spec, &Kernel::of(spec).params_for(found, spec))
 }
 
 /// The whole tensor as one group: the same fit as a row group, with the extremes and the error search
 /// parallel. The search evaluates each round of candidates in one pass over the data, all candidates
 /// on a piece while it is in cache; the pieces' sums are added in order (pieces of 2^14 elements, a
 /// multiple of the search's blocks, so the sums are those of one sequential pass up to f64 rounding).
-fn fit_whole(k: &Kernel, x: &[f32], spec: &Spec) -> Params {
+fn fit_whole(k: &Kernel, x: &[f32], spec: &Spec, summaries: Option<&Summaries>) -> Params {
     const PIECE: usize = 1 << 14;
     // the pieces' sums are whole (no bar: a piece's partial sum says nothing about the total)
     let errs = |ps: &[Params], _bar: f64, out: &mut [f64]| {
@@ -802,17 +855,12 @@ fn fit_whole(k: &Kernel, x: &[f32], spec: &Spec) -> Params {
             out.iter_mut().zip(&p).for_each(|(t, v)| *t += v);
         }
     };
-    match (k.family, spec.clip) {
-        (Family::Uint(_), Clip::MinMax) => {
-            let (lo, hi) = par_min_max(x);
-            let (lo, hi) = if lo > hi { (0.0, 0.0) } else { (lo, hi) };
-            k.asymmetric(lo, hi, spec)
+    match found_in(x, spec.clip, matches!(k.family, Family::Uint(_))) {
+        Some(f) => k.params_for(f, spec),
+        None if k.round == RoundMode::Nearest && x.len() >= BINNED_FROM => {
+            ranked_mse(k, x, spec, &errs, summaries)
         }
-        (_, Clip::MinMax) => k.symmetric(par_abs_max(x), spec),
-        (_, Clip::Mse) if k.round == RoundMode::Nearest && x.len() >= BINNED_FROM => {
-            ranked_mse(k, x, spec, &errs)
-        }
-        _ => k.fit_with(x, spec, &errs),
+        None => k.fit_with(x, spec, &errs),
     }
 }
 
@@ -824,8 +872,22 @@ const FINALISTS: usize = 4;
 /// The MSE search run on errors from a binned summary (exact but for the few bins a rounding
 /// boundary cuts); the best few candidates it saw are then measured on every value with `exact`, and
 /// the exact best is chosen (ties: the least clipping, as the search does).
-fn ranked_mse(k: &Kernel, x: &[f32], spec: &Spec, exact: &Errors<'_, Params>) -> Params {
-    let b = Binned::new(x, matches!(k.family, Family::Float(_)));
+fn ranked_mse(
+    k: &Kernel,
+    x: &[f32],
+    spec: &Spec,
+    exact: &Errors<'_, Params>,
+    summaries: Option<&Summaries>,
+) -> Params {
+    let log = matches!(k.family, Family::Float(_));
+    let made;
+    let b = match summaries {
+        Some(s) => s.of(x, log),
+        None => {
+            made = Binned::new(x, log);
+            &made
+        }
+    };
     let seen = std::sync::Mutex::new(Vec::<(f64, Params)>::new());
     // estimates are not sums in order, so the bar is not used
     let estimate = |ps: &[Params], _bar: f64, out: &mut [f64]| {
@@ -1160,7 +1222,7 @@ mod tests {
             let k = Kernel::of(&spec);
             let sse = |p: &Params| applied_sse(&k, p, &x);
             let exhaustive = exhaustive_fit(&k, &spec, &x);
-            let binned = super::fit_whole(&k, &x, &spec);
+            let binned = super::fit_whole(&k, &x, &spec, None);
             // the ranking is on estimates: among near ties it may pick another candidate, whose
             // error is within 1e-4 of the exhaustive choice's (under 0.0005 dB of SQNR)
             let (a, b) = (sse(&binned), sse(&exhaustive));
