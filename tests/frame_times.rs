@@ -1,7 +1,9 @@
 //! Frame times and update latency of the workbench while a spec is toggled, on MiniLM's largest layer
 //! and on a 4096 × 4096 layer. Timings, not pass/fail: run with
 //! `cargo test --release --test frame_times -- --ignored --nocapture` (MiniLM: set QUANTSCOPE_MINILM;
-//! QUANTSCOPE_FRAME_MS=16 paces the frames like a 60 Hz window).
+//! QUANTSCOPE_FRAME_MS=16 paces the frames like a 60 Hz window; QUANTSCOPE_LOOK_MS is how long the
+//! layer is looked at before the first toggle; QUANTSCOPE_LAYER=sine gives the 4096 × 4096 layer
+//! sine values instead of normal ones; QUANTSCOPE_TRACE=1 logs the window's jobs).
 #![cfg(feature = "gui")]
 
 use quantscope::gui::{Source, View};
@@ -47,6 +49,16 @@ fn measure(path: PathBuf, tensor: &str) {
         "{tensor}: first report and clip lines after {:.1?}",
         start.elapsed()
     );
+    // reading the layer before the first toggle (QUANTSCOPE_LOOK_MS, default 1 s), frames coming
+    let look = std::env::var("QUANTSCOPE_LOOK_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000u64);
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_millis(look) {
+        h.step();
+        pace();
+    }
     // candidates of the comparison table (maybe computed in the background already), then specs
     // nobody asked for yet, then back to a cached one
     for spec in [
@@ -82,7 +94,9 @@ fn measure(path: PathBuf, tensor: &str) {
         let latency = start.elapsed();
         quantscope::jobs::trace(format_args!("plots updated for {spec}"));
         // then the clip lines (drawn on the same plot), while frames keep coming
-        while h.state().workbench.front_busy() && start.elapsed() < Duration::from_secs(60) {
+        while h.state().workbench.clip_lines(t, &s).is_none()
+            && start.elapsed() < Duration::from_secs(60)
+        {
             let f = Instant::now();
             h.step();
             frames.push(f.elapsed());
@@ -105,8 +119,32 @@ fn frame_times_4096x4096() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("big.safetensors");
     let n = 4096 * 4096;
+    // the benchmark's layer (benches/quant.rs: a normal body, std 0.02, and an outlier in 100,003, like
+    // an LLM projection), or with QUANTSCOPE_LAYER=sine the sine the earlier figures used: its values
+    // crowd at ±max (an arcsine distribution), which makes percentiles and sorting slower
+    let sine = std::env::var("QUANTSCOPE_LAYER").is_ok_and(|v| v == "sine");
+    let mut s = 0x2545_F491_4F6C_DD1Du64;
+    let mut next = || {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        (s >> 11) as f64 / (1u64 << 53) as f64
+    };
     let bytes: Vec<u8> = (0..n)
-        .flat_map(|i| (((i as f32) * 0.618).sin() * 0.02).to_le_bytes())
+        .map(|i| {
+            if sine {
+                return ((i as f32) * 0.618).sin() * 0.02;
+            }
+            let g = (-2.0 * next().max(1e-300).ln()).sqrt()
+                * (2.0 * std::f64::consts::PI * next()).cos();
+            let v = (g * 0.02) as f32;
+            if i % 100_003 == 0 {
+                v * 40.0
+            } else {
+                v
+            }
+        })
+        .flat_map(f32::to_le_bytes)
         .collect();
     let v = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![4096, 4096], &bytes)
         .unwrap();

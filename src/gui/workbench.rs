@@ -9,8 +9,8 @@ use crate::jobs::{Job, Worker};
 use crate::model::Model;
 use crate::plan::{Choice, Plan};
 use crate::quant::report::{
-    asymmetric_clip, clip_basis_until, clip_lines_until, layer_report_with, original_histogram,
-    report_levels, ClipBasis, ClipLines, LayerReport,
+    clip_lines_until, layer_report_with, original_histogram, report_levels, ClipBasis, ClipLines,
+    LayerReport,
 };
 use crate::quant::Spec;
 use egui::{Color32, RichText, Ui};
@@ -55,8 +55,8 @@ struct TensorCache {
     t: usize,
     x: Arc<Vec<f32>>,
     original: Option<crate::stats::Histogram>,
-    /// what the clip methods but MSE find in it (symmetric, asymmetric), for any format's clip lines
-    clip_basis: Vec<Arc<ClipBasis>>,
+    /// what its clip lines need from the values, for any format
+    clip_basis: Arc<ClipBasis>,
 }
 
 type SharedTensor = Arc<std::sync::Mutex<Option<TensorCache>>>;
@@ -198,6 +198,11 @@ impl Workbench {
 
     pub fn report(&self, t: usize, spec: &Spec) -> Option<&Arc<LayerReport>> {
         self.reports.get(&(t, spec.to_string()))
+    }
+
+    /// The clip lines drawn for tensor `t` under `spec`, once computed.
+    pub fn clip_lines(&self, t: usize, spec: &Spec) -> Option<&Arc<ClipLines>> {
+        self.clips.get(&(t, clip_family(spec)))
     }
 
     fn snapshot(&self) -> Snapshot {
@@ -1451,7 +1456,7 @@ fn compute(
                     t,
                     x: x.clone(),
                     original: None,
-                    clip_basis: Vec::new(),
+                    clip_basis: Arc::default(),
                 });
             }
         } else {
@@ -1478,31 +1483,17 @@ fn compute(
         }
         h
     };
-    // the format-independent part of tensor t's clip lines (cached with its values); `None` if
-    // cancelled
-    let basis = |t: usize, x: &[f32], asymmetric: bool| -> Result<Option<Arc<ClipBasis>>, String> {
-        let mine = |c: &TensorCache| c.t == t && &c.model == model_id;
-        if let Ok(c) = cache.lock() {
-            if let Some(b) = c
-                .as_ref()
-                .filter(|c| mine(c))
-                .and_then(|c| c.clip_basis.iter().find(|b| b.asymmetric == asymmetric))
-            {
-                return Ok(Some(b.clone()));
-            }
-        }
-        let Some(b) =
-            clip_basis_until(x, asymmetric, &|| w.cancelled()).map_err(|e| e.to_string())?
-        else {
-            return Ok(None);
-        };
-        let b = Arc::new(b);
-        if let Ok(mut c) = cache.lock() {
-            if let Some(c) = c.as_mut().filter(|c| mine(c)) {
-                c.clip_basis.push(b.clone());
-            }
-        }
-        Ok(Some(b))
+    // what tensor t's clip lines need from its data whatever the format (kept with its values)
+    let basis = |t: usize| -> Arc<ClipBasis> {
+        cache
+            .lock()
+            .ok()
+            .and_then(|c| {
+                c.as_ref()
+                    .filter(|c| c.t == t && &c.model == model_id)
+                    .map(|c| c.clip_basis.clone())
+            })
+            .unwrap_or_default()
     };
     let mut jobs: Vec<(Key, bool)> = wanted.into_iter().map(|k| (k, false)).collect();
     if let Some(c) = clip {
@@ -1524,13 +1515,23 @@ fn compute(
         let result = data(*t).and_then(|x| {
             let spec = Spec::parse(spec_text).map_err(|e| e.to_string())?;
             if is_clip {
-                let cancelled = || Err(String::new()); // nothing is sent
-                let Some(b) = basis(*t, &x, asymmetric_clip(&spec))? else {
-                    return cancelled();
-                };
+                let b = basis(*t);
                 match clip_lines_until(&x, &info.shape, &spec, Some(&b), &|| w.cancelled()) {
-                    Ok(Some(c)) => Ok(Msg::Clip(key.clone(), Arc::new(c))),
-                    Ok(None) => cancelled(),
+                    Ok(Some(c)) => {
+                        // the rest of the basis (the other symmetry, the float or int summary),
+                        // behind whatever the person waits for: the next format's lines are quick
+                        let x = x.clone();
+                        crate::jobs::background_pool().spawn(move || {
+                            // between parts: step aside for a front job; stop once the
+                            // tensor's cache entry (and its basis) is gone
+                            b.prepare(&x, &|| {
+                                crate::jobs::pause_point();
+                                Arc::strong_count(&b) == 1
+                            });
+                        });
+                        Ok(Msg::Clip(key.clone(), Arc::new(c)))
+                    }
+                    Ok(None) => Err(String::new()), // cancelled: nothing is sent
                     Err(e) => Err(e.to_string()),
                 }
             } else {

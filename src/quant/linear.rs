@@ -866,7 +866,7 @@ fn fit_whole(k: &Kernel, x: &[f32], spec: &Spec, summaries: Option<&Summaries>) 
 
 /// From this many values on, a tensor-wide MSE search ranks its candidates on a binned summary
 /// (`binned`) and measures only the best [`FINALISTS`] on every value.
-const BINNED_FROM: usize = 1 << 20;
+pub(crate) const BINNED_FROM: usize = 1 << 20;
 const FINALISTS: usize = 4;
 
 /// The MSE search run on errors from a binned summary (exact but for the few bins a rounding

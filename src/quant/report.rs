@@ -297,48 +297,72 @@ const CLIP_METHODS: [(&str, Clip); 4] = [
     ("KL", Clip::Kl),
 ];
 
-/// The part of a tensor's clip lines that does not depend on the number format: what each method but
-/// MSE finds in the data (`linear::Found`), for symmetric families or for asymmetric uint. Only the
-/// MSE line needs the format, so with this kept per tensor another format's lines cost one search
-/// (in the window on a 4096 × 4096 layer: p99.9 and KL took 55–76 and 27–40 ms of a toggle's
-/// 150–170 ms of clip lines). It keeps the MSE search's binned summaries as well.
+/// What a tensor's clip lines need from its data whatever the number format: what each method but
+/// MSE finds (`linear::Found`), for symmetric families and for asymmetric uint, and the MSE search's
+/// binned summaries. Each part is made when first needed and then kept, so another format's lines
+/// cost one ranked MSE search (in the window on a 4096 × 4096 layer, p99.9 and KL took 55–76 and
+/// 27–40 ms, and the MSE summary 32–57 ms, of a toggle's 150–170 ms of clip lines). Every call must
+/// pass the same values `x`.
+#[derive(Default)]
 pub struct ClipBasis {
-    pub asymmetric: bool,
-    /// per entry of [`CLIP_METHODS`] (`None` for MSE)
-    found: [Option<Found>; 4],
-    /// the MSE search's binned summaries of the data, made by the first search that needs one
+    /// [symmetric, asymmetric]: per entry of [`CLIP_METHODS`] (`None` for MSE)
+    found: [std::sync::OnceLock<[Option<Found>; 4]>; 2],
     summaries: Summaries,
 }
 
-/// [`ClipBasis`] of `x`, or `Ok(None)` once `stop()` says so (checked between methods).
-pub fn clip_basis_until(
-    x: &[f32],
-    asymmetric: bool,
-    stop: &dyn Fn() -> bool,
-) -> Result<Option<ClipBasis>, QuantError> {
-    use rayon::prelude::*;
-    let bad: usize = x
-        .par_chunks(1 << 16)
-        .map(crate::stats::count_non_finite)
-        .sum();
-    if bad > 0 {
-        return Err(QuantError::NotFinite(bad));
-    }
-    let mut found = [None; 4];
-    for (f, (_, clip)) in found.iter_mut().zip(CLIP_METHODS) {
-        if stop() {
-            return Ok(None);
+impl ClipBasis {
+    /// What the methods find in `x` for one symmetry, made now if not yet; `Ok(None)` if `stop()`
+    /// says so first (checked between methods; nothing is kept then).
+    fn found(
+        &self,
+        x: &[f32],
+        asymmetric: bool,
+        stop: &dyn Fn() -> bool,
+    ) -> Result<Option<[Option<Found>; 4]>, QuantError> {
+        use rayon::prelude::*;
+        let cell = &self.found[usize::from(asymmetric)];
+        if let Some(f) = cell.get() {
+            return Ok(Some(*f));
         }
-        *f = found_in(x, clip, asymmetric);
+        let bad: usize = x
+            .par_chunks(1 << 16)
+            .map(crate::stats::count_non_finite)
+            .sum();
+        if bad > 0 {
+            return Err(QuantError::NotFinite(bad));
+        }
+        let mut found = [None; 4];
+        for (f, (_, clip)) in found.iter_mut().zip(CLIP_METHODS) {
+            if stop() {
+                return Ok(None);
+            }
+            *f = found_in(x, clip, asymmetric);
+        }
+        Ok(Some(*cell.get_or_init(|| found)))
     }
-    Ok(Some(ClipBasis {
-        asymmetric,
-        found,
-        summaries: Summaries::default(),
-    }))
+
+    /// Make every part not made yet (both symmetries, and the summaries an MSE line of a tensor this
+    /// large ranks on), so that the first uint or float lines after int ones cost no more; the window
+    /// runs this in the background after a layer's first lines. Bad values: nothing is made.
+    pub fn prepare(&self, x: &[f32], stop: &dyn Fn() -> bool) {
+        for asymmetric in [false, true] {
+            if !matches!(self.found(x, asymmetric, stop), Ok(Some(_))) {
+                return;
+            }
+        }
+        if x.len() >= super::linear::BINNED_FROM {
+            for log in [false, true] {
+                if stop() {
+                    return;
+                }
+                self.summaries.of(x, log);
+            }
+        }
+    }
 }
 
-/// Whether `spec`'s clip lines take the asymmetric [`ClipBasis`].
+/// Whether `spec`'s clip lines are asymmetric (a range `[lo, hi]`, of which the larger magnitude is
+/// drawn).
 pub fn asymmetric_clip(spec: &Spec) -> bool {
     matches!(spec.family, Family::Uint(_))
 }
@@ -352,7 +376,7 @@ pub fn clip_lines(x: &[f32], shape: &[usize], spec: &Spec) -> Result<ClipLines, 
 
 /// [`clip_lines`] that gives up (`Ok(None)`) as soon as `stop()` says so, checked between methods:
 /// a window job whose result is no longer wanted ends without finishing the others. With `basis`
-/// (of this `x`; used if its symmetry is the spec's), only the MSE line is searched in the data.
+/// (of this `x`), what it has made already is not computed again, and what it has not is kept there.
 pub fn clip_lines_until(
     x: &[f32],
     shape: &[usize],
@@ -368,7 +392,13 @@ pub fn clip_lines_until(
     }
     let uint = asymmetric_clip(spec);
     let usable = shape.iter().product::<usize>() == x.len() && !x.is_empty();
-    let basis = basis.filter(|b| b.asymmetric == uint && usable);
+    let basis = match basis.filter(|_| usable) {
+        Some(b) => match b.found(x, uint, stop)? {
+            Some(found) => Some((found, &b.summaries)),
+            None => return Ok(None),
+        },
+        None => None,
+    };
     let mut lines = Vec::new();
     for (i, (name, clip)) in CLIP_METHODS.into_iter().enumerate() {
         if stop() {
@@ -381,7 +411,7 @@ pub fn clip_lines_until(
             ..*spec
         };
         // only the threshold: the same fit as `quantize` with this spec, without quantizing
-        let th = match basis.map(|b| (b.found[i], &b.summaries)) {
+        let th = match basis.map(|(found, summaries)| (found[i], summaries)) {
             Some((Some(f), _)) => thresholds_from(&s, f),
             Some((None, summaries)) => tensor_thresholds(x, shape, &s, Some(summaries))?,
             None => tensor_thresholds(x, shape, &s, None)?,
@@ -610,9 +640,12 @@ mod tests {
             .map(|i| ((i as f32) * 0.91).sin() * if i % 997 == 0 { 9.0 } else { 1.0 })
             .collect();
         let shape = [rows, cols];
-        // either symmetry is offered: the spec's is used, the other ignored
+        // one basis filled as the specs need it, one prepared ahead
         let never = || false;
-        let bases = [false, true].map(|a| clip_basis_until(&x, a, &never).unwrap().unwrap());
+        let (lazy, ahead) = (ClipBasis::default(), ClipBasis::default());
+        ahead.prepare(&x, &never);
+        assert!(ahead.found.iter().all(|f| f.get().is_some()));
+        let bases = [lazy, ahead];
         for base in [
             "int4",
             "uint4",
@@ -632,15 +665,22 @@ mod tests {
             assert_eq!(want.lines.len(), 4);
             for b in &bases {
                 let got = clip_lines_until(&x, &shape, &spec, Some(b), &never).unwrap();
-                assert_eq!(got, Some(want.clone()), "{base} {}", b.asymmetric);
+                assert_eq!(got, Some(want.clone()), "{base}");
             }
         }
-        // a stop ends it; NaN is an error, as for the quantizer
-        assert!(clip_basis_until(&x, false, &|| true).unwrap().is_none());
+        // a stop ends it and keeps nothing; NaN is an error, as for the quantizer
+        let b = ClipBasis::default();
+        let spec = Spec::parse("int4").unwrap();
+        assert_eq!(
+            clip_lines_until(&x, &shape, &spec, Some(&b), &|| true).unwrap(),
+            None
+        );
+        b.prepare(&x, &|| true);
+        assert!(b.found.iter().all(|f| f.get().is_none()));
         let mut bad = x[..4096].to_vec();
         bad[5] = f32::NAN;
         assert!(matches!(
-            clip_basis_until(&bad, false, &never),
+            clip_lines_until(&bad, &[4096], &spec, Some(&b), &never),
             Err(QuantError::NotFinite(1))
         ));
     }
