@@ -349,9 +349,10 @@ fn wait_reports(h: &mut Harness<'static, App>) {
                             Some(s) => wb.report(i, &s).is_some(),
                             None => true,
                         });
+                    // the candidates' reports and clip lines (computed in the background)
                     let cands = quantscope::gui::DEFAULT_CANDIDATES.iter().all(|c| {
-                        wb.report(t, &quantscope::quant::Spec::parse(c).unwrap())
-                            .is_some()
+                        let s = quantscope::quant::Spec::parse(c).unwrap();
+                        wb.report(t, &s).is_some() && wb.clip_lines(t, &s).is_some()
                     });
                     all && cands
                 }
@@ -440,6 +441,25 @@ fn editing_a_layer_spec_changes_the_plan_and_the_numbers_match_the_cli() {
     assert_eq!(r.metrics.mse, cli["mse"].as_f64().unwrap());
     assert_eq!(r.metrics.bytes, cli["bytes"].as_u64().unwrap());
     h.get_by_label_contains(&format!("SQNR {:.2} dB", r.metrics.sqnr_db));
+}
+
+#[test]
+fn the_candidates_clip_lines_are_the_engines() {
+    let h = workbench();
+    let app = h.state();
+    let m = app.browser.model.as_ref().unwrap();
+    let t = app.workbench.selected.unwrap();
+    let x = m.read_f32(&m.tensors[t]).unwrap();
+    let mut drawn = 0;
+    for c in quantscope::gui::DEFAULT_CANDIDATES {
+        let s = quantscope::quant::Spec::parse(c).unwrap();
+        let want = quantscope::quant::report::clip_lines(&x, &m.tensors[t].shape, &s).unwrap();
+        let got = app.workbench.clip_lines(t, &s).unwrap();
+        assert_eq!(**got, want, "{c}");
+        drawn += got.lines.len();
+    }
+    // int8, int4:g128 and fp8_e4m3 draw four lines each; the block and codebook formats none
+    assert!(drawn >= 12, "{drawn}");
 }
 
 #[test]

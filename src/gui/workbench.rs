@@ -47,6 +47,8 @@ const PRESETS: &[&str] = &[
 ];
 
 type Key = (usize, String);
+/// An item of a job's list: a report (tensor, spec), or with `true` clip lines (tensor, clip family).
+type Item = (Key, bool);
 
 /// One tensor's values and original histogram, kept between background jobs (one tensor at a time,
 /// the last one a job read), so a spec toggle neither reads nor histograms the tensor again.
@@ -118,7 +120,7 @@ pub struct Workbench {
     front_job: Option<Job<Msg>>,
     front_wants: (Option<Key>, Option<Key>),
     /// What the running job was asked to compute, so a plan change can tell whether to restart it.
-    job_wants: Vec<Key>,
+    job_wants: Vec<Item>,
     /// Messages received from the running job: the index of the item it is working on.
     job_done: usize,
     /// For runnable sample models: (plan signature, float accuracy, accuracy under the plan, examples).
@@ -328,31 +330,43 @@ impl Workbench {
         (planned, original, known)
     }
 
-    /// Everything the view needs that is not cached yet, the selected layer first.
-    fn wanted(&self, model: &Model) -> Vec<Key> {
-        let mut out: Vec<Key> = Vec::new();
+    /// Everything the view needs that is not cached yet, the selected layer first: its report, the
+    /// candidates' reports and clip lines (so that choosing one shows both at once), then the other
+    /// layers' reports. The selected spec's clip lines are the front job's.
+    fn wanted(&self, model: &Model) -> Vec<Item> {
+        let mut out: Vec<Item> = Vec::new();
         let mut seen = HashSet::new();
-        let mut push = |k: Key, out: &mut Vec<Key>| {
-            if !self.reports.contains_key(&k)
-                && !self.failures.contains_key(&k)
-                && seen.insert(k.clone())
-            {
-                out.push(k);
+        let mut push = |k: Key, clip: bool, out: &mut Vec<Item>| {
+            let done = if clip {
+                self.clips.contains_key(&k)
+            } else {
+                self.reports.contains_key(&k)
+            };
+            if !done && !self.failures.contains_key(&k) && seen.insert((k.clone(), clip)) {
+                out.push((k, clip));
             }
         };
         if let Some(t) = self.selected {
-            if let Some(s) = self.spec_of(model, t) {
-                push((t, s.to_string()), &mut out);
+            let own = self.spec_of(model, t);
+            if let Some(s) = &own {
+                push((t, s.to_string()), false, &mut out);
             }
-            for c in &self.candidates {
-                if let Ok(s) = Spec::parse(c) {
-                    push((t, s.to_string()), &mut out);
+            let candidates: Vec<Spec> = self
+                .candidates
+                .iter()
+                .filter_map(|c| Spec::parse(c).ok())
+                .collect();
+            for s in &candidates {
+                push((t, s.to_string()), false, &mut out);
+                let family = clip_family(s);
+                if own.as_ref().map(clip_family) != Some(family.clone()) {
+                    push((t, family), true, &mut out);
                 }
             }
         }
         for t in listed(model) {
             if let Some(s) = self.spec_of(model, t) {
-                push((t, s.to_string()), &mut out);
+                push((t, s.to_string()), false, &mut out);
             }
         }
         out
@@ -452,7 +466,7 @@ impl Workbench {
         let front_key = self
             .selected
             .and_then(|t| self.spec_of(model, t).map(|s| (t, s.to_string())))
-            .filter(|k| wanted.first() == Some(k));
+            .filter(|k| wanted.first().is_some_and(|w| w.0 == *k && !w.1));
         if front_key.is_some() {
             wanted.remove(0);
         }
@@ -477,8 +491,9 @@ impl Workbench {
             let (key, clip) = front;
             self.front_job = Some(Job::spawn(wake, move |w: &Worker<Msg>| {
                 let _front = crate::jobs::Foreground::enter();
-                crate::jobs::foreground_pool()
-                    .install(|| compute(&model, &cache, key.into_iter().collect(), clip, w))
+                let items = key.map(|k| (k, false)).into_iter();
+                let items = items.chain(clip.map(|c| (c, true))).collect();
+                crate::jobs::foreground_pool().install(|| compute(&model, &cache, items, w))
             }));
         }
         if wanted.is_empty() {
@@ -503,7 +518,7 @@ impl Workbench {
             let wake: Arc<dyn Fn() + Send + Sync> = Arc::new(move || ctx.request_repaint());
             let cache = (self.model_id.clone(), self.tensor_cache.clone());
             self.job = Some(Job::spawn(wake, move |w: &Worker<Msg>| {
-                crate::jobs::background_pool().install(|| compute(&model, &cache, wanted, None, w))
+                crate::jobs::background_pool().install(|| compute(&model, &cache, wanted, w))
             }));
         }
         ctx.request_repaint_after(std::time::Duration::from_millis(100));
@@ -1210,7 +1225,9 @@ fn short_spec(s: &Spec) -> String {
 
 /// Clip lines depend on the format and clip-free settings, not on the clip option itself.
 fn clip_family(s: &Spec) -> String {
+    // the lines are per tensor: the granularity does not matter (the scale type does)
     let base = Spec {
+        granularity: crate::quant::Granularity::Tensor,
         clip: crate::quant::Clip::MinMax,
         round: crate::quant::RoundMode::Nearest,
         vsq: false,
@@ -1412,18 +1429,16 @@ fn palette_ui(ui: &mut Ui, r: &LayerReport) {
     }
 }
 
-/// The background work: reports for the wanted (tensor, spec) pairs, in order, and the clip lines of the
-/// selected tensor. Reads each tensor once for all its specs, and keeps the last one it read (with its
-/// original histogram) for the next job: a spec toggle on the same layer starts quantizing at once.
+/// A window job's work: the reports and clip lines of its items, in order. Reads each tensor once for
+/// all its items, and keeps the first one it read (with its original histogram and clip basis) for the
+/// next job: a spec toggle on the same layer starts quantizing at once.
 fn compute(
     model: &Model,
     (model_id, cache): &(String, SharedTensor),
-    wanted: Vec<Key>,
-    clip: Option<Key>,
+    items: Vec<Item>,
     w: &Worker<Msg>,
 ) {
-    w.progress
-        .set_total(wanted.len() as u64 + clip.is_some() as u64);
+    w.progress.set_total(items.len() as u64);
     let cached = |t: usize| -> Option<Arc<Vec<f32>>> {
         let c = cache.lock().ok()?;
         c.as_ref()
@@ -1432,7 +1447,7 @@ fn compute(
     };
     // the job's first tensor is the selected layer's: it goes to the shared cache; the others (the
     // rest of the model's layers) are kept only while this job works on them
-    let first = wanted.first().or(clip.as_ref()).map(|k| k.0);
+    let first = items.first().map(|i| i.0 .0);
     let mut current: Option<(usize, Arc<Vec<f32>>)> = None;
     let mut data = |t: usize| -> Result<Arc<Vec<f32>>, String> {
         if let Some(x) = cached(t) {
@@ -1495,11 +1510,7 @@ fn compute(
             })
             .unwrap_or_default()
     };
-    let mut jobs: Vec<(Key, bool)> = wanted.into_iter().map(|k| (k, false)).collect();
-    if let Some(c) = clip {
-        jobs.push((c, true));
-    }
-    for (key, is_clip) in jobs {
+    for (key, is_clip) in items {
         // a background job (on the background pool) waits here while the foreground one runs
         crate::jobs::pause_point();
         if w.cancelled() {
