@@ -6,26 +6,12 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use quantscope::formats::{lookup, Overflow};
 use std::hint::black_box;
 
-fn normal_values(n: usize) -> Vec<f32> {
-    // Box–Muller over a xorshift generator: deterministic, no extra dependency
-    let mut s = 0x2545_F491_4F6C_DD1Du64;
-    let mut next = || {
-        s ^= s << 13;
-        s ^= s >> 7;
-        s ^= s << 17;
-        (s >> 11) as f64 / (1u64 << 53) as f64
-    };
-    (0..n)
-        .map(|_| {
-            let (u, v) = (next().max(1e-300), next());
-            ((-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos()) as f32
-        })
-        .collect()
-}
+#[path = "common/synthetic.rs"]
+mod synthetic;
 
 fn bench(c: &mut Criterion) {
     let n = 1 << 20;
-    let xs = normal_values(n);
+    let xs: Vec<f32> = synthetic::normals().take(n).map(|g| g as f32).collect();
     let mut group = c.benchmark_group("encode_1Mi");
     group.throughput(Throughput::Elements(n as u64));
     group.sample_size(10);

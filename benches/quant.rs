@@ -9,34 +9,14 @@ use quantscope::quant::{kmeans_1d, quantize, Spec};
 use quantscope::stats::{abs_percentiles, histogram};
 use std::hint::black_box;
 
+#[path = "common/synthetic.rs"]
+mod synthetic;
+
 const ROWS: usize = 4096;
 const COLS: usize = 4096;
 
-/// Deterministic weights with a normal body (std 0.02) and a few outliers, like an LLM projection.
-fn layer() -> Vec<f32> {
-    let mut s = 0x2545_F491_4F6C_DD1Du64;
-    let mut next = || {
-        s ^= s << 13;
-        s ^= s >> 7;
-        s ^= s << 17;
-        (s >> 11) as f64 / (1u64 << 53) as f64
-    };
-    (0..ROWS * COLS)
-        .map(|i| {
-            let g = (-2.0 * next().max(1e-300).ln()).sqrt()
-                * (2.0 * std::f64::consts::PI * next()).cos();
-            let v = (g * 0.02) as f32;
-            if i % 100_003 == 0 {
-                v * 40.0
-            } else {
-                v
-            }
-        })
-        .collect()
-}
-
 fn bench(c: &mut Criterion) {
-    let x = layer();
+    let x = synthetic::llm_layer(ROWS * COLS);
     let shape = [ROWS, COLS];
     let mut g = c.benchmark_group("layer_4096x4096");
     g.sample_size(10);

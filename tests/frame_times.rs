@@ -12,6 +12,8 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 mod common;
+#[path = "../benches/common/synthetic.rs"]
+mod synthetic;
 
 /// The pause between frames: `QUANTSCOPE_FRAME_MS` (default 1 ms: a UI thread that never rests,
 /// harsher than any real window; 16 ms is a 60 Hz window repainting continuously, as a vsync'd window
@@ -123,29 +125,12 @@ fn frame_times_4096x4096() {
     // an LLM projection), or with QUANTSCOPE_LAYER=sine the sine the earlier figures used: its values
     // crowd at ±max (an arcsine distribution), which makes percentiles and sorting slower
     let sine = std::env::var("QUANTSCOPE_LAYER").is_ok_and(|v| v == "sine");
-    let mut s = 0x2545_F491_4F6C_DD1Du64;
-    let mut next = || {
-        s ^= s << 13;
-        s ^= s >> 7;
-        s ^= s << 17;
-        (s >> 11) as f64 / (1u64 << 53) as f64
+    let values = if sine {
+        (0..n).map(|i| ((i as f32) * 0.618).sin() * 0.02).collect()
+    } else {
+        synthetic::llm_layer(n)
     };
-    let bytes: Vec<u8> = (0..n)
-        .map(|i| {
-            if sine {
-                return ((i as f32) * 0.618).sin() * 0.02;
-            }
-            let g = (-2.0 * next().max(1e-300).ln()).sqrt()
-                * (2.0 * std::f64::consts::PI * next()).cos();
-            let v = (g * 0.02) as f32;
-            if i % 100_003 == 0 {
-                v * 40.0
-            } else {
-                v
-            }
-        })
-        .flat_map(f32::to_le_bytes)
-        .collect();
+    let bytes: Vec<u8> = values.into_iter().flat_map(f32::to_le_bytes).collect();
     let v = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![4096, 4096], &bytes)
         .unwrap();
     safetensors::serialize_to_file(vec![("layer.weight", v)], None, &path).unwrap();

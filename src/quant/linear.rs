@@ -682,8 +682,7 @@ pub fn quantize(x: &[f32], layout: Layout, spec: &Spec) -> Result<(Quantized, Ac
     let mut codes = super::buffers::i16_overwritten(n);
     let (params, acc): (Vec<Params>, Acc) = if layout.rows == 1 && layout.group >= layout.cols {
         // one group for everything: fit once (the clip search runs over all data), apply in parallel chunks
-        let bad: usize = x.par_chunks(1 << 16).map(count_non_finite).sum();
-        if bad > 0 {
+        if let Err(super::QuantError::NotFinite(bad)) = super::all_finite(x) {
             return Err(bad);
         }
         let p = fit_whole(&k, x, spec, None);
@@ -771,10 +770,7 @@ pub fn tensor_thresholds(
         // anything unusual: the full quantizer (which also reports bad input)
         return Ok(super::quantize(x, shape, spec)?.thresholds.clone());
     }
-    let bad: usize = x.par_chunks(1 << 16).map(count_non_finite).sum();
-    if bad > 0 {
-        return Err(super::QuantError::NotFinite(bad));
-    }
+    super::all_finite(x)?;
     if !matches!(
         spec.family,
         Family::Int(_) | Family::Uint(_) | Family::Float(_)

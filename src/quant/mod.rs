@@ -27,6 +27,18 @@ use rayon::prelude::*;
 
 pub use spec::{Clip, Family, Granularity, RoundMode, ScaleType, Spec, SpecError};
 
+/// `Err(NotFinite(count))` if `x` holds NaN or ±Inf (one parallel pass).
+pub(crate) fn all_finite(x: &[f32]) -> Result<(), QuantError> {
+    let bad: usize = x
+        .par_chunks(1 << 16)
+        .map(crate::stats::count_non_finite)
+        .sum();
+    match bad {
+        0 => Ok(()),
+        n => Err(QuantError::NotFinite(n)),
+    }
+}
+
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum QuantError {
     #[error(transparent)]
@@ -150,13 +162,7 @@ pub fn quantize(x: &[f32], shape: &[usize], spec: &Spec) -> Result<Quantized, Qu
         spec.family,
         Family::Int(_) | Family::Uint(_) | Family::Float(_)
     ) {
-        let bad: usize = x
-            .par_chunks(1 << 16)
-            .map(crate::stats::count_non_finite)
-            .sum();
-        if bad > 0 {
-            return Err(QuantError::NotFinite(bad));
-        }
+        all_finite(x)?;
     }
     // most quantizers add up the metrics while each row is in cache; the others get a separate pass
     let (mut q, acc) = match spec.family {

@@ -319,18 +319,11 @@ impl ClipBasis {
         asymmetric: bool,
         stop: &dyn Fn() -> bool,
     ) -> Result<Option<[Option<Found>; 4]>, QuantError> {
-        use rayon::prelude::*;
         let cell = &self.found[usize::from(asymmetric)];
         if let Some(f) = cell.get() {
             return Ok(Some(*f));
         }
-        let bad: usize = x
-            .par_chunks(1 << 16)
-            .map(crate::stats::count_non_finite)
-            .sum();
-        if bad > 0 {
-            return Err(QuantError::NotFinite(bad));
-        }
+        super::all_finite(x)?;
         let mut found = [None; 4];
         for (f, (_, clip)) in found.iter_mut().zip(CLIP_METHODS) {
             if stop() {
