@@ -215,15 +215,58 @@ pub fn trace(what: impl std::fmt::Display) {
     );
 }
 
-/// A pool of its own for what the window shows right now in answer to an edit (the selected layer
-/// under its new spec): normal priority, and never queued behind other work, not even behind the item
-/// a stale job of the same kind is still finishing (that one keeps its own pool until it ends).
-pub fn foreground_pool() -> rayon::ThreadPool {
+/// The pool for what the window shows right now in answer to an edit (the selected layer under its
+/// new spec): normal priority, and never queued behind other work, not even behind the item a stale
+/// job of the same kind is still finishing. A job gets the shared pool, whose threads are warm (their
+/// stacks, allocator arenas and thread-local buffers are in use already), unless a stale job still
+/// holds it; then a pool of its own.
+pub fn foreground_pool() -> ForegroundPool {
+    static SHARED: std::sync::OnceLock<rayon::ThreadPool> = std::sync::OnceLock::new();
+    static TAKEN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    let ordering = std::sync::atomic::Ordering::SeqCst;
+    if TAKEN
+        .compare_exchange(false, true, ordering, ordering)
+        .is_ok()
+    {
+        let pool = SHARED.get_or_init(|| new_foreground_pool("quantscope-fg"));
+        ForegroundPool::Shared(pool, &TAKEN)
+    } else {
+        ForegroundPool::Own(new_foreground_pool("quantscope-fg2"))
+    }
+}
+
+fn new_foreground_pool(name: &'static str) -> rayon::ThreadPool {
     rayon::ThreadPoolBuilder::new()
         .num_threads(window_threads())
-        .thread_name(|i| format!("quantscope-fg-{i}"))
+        .thread_name(move |i| format!("{name}-{i}"))
         .build()
         .expect("a thread pool")
+}
+
+/// A foreground job's pool (see [`foreground_pool`]); the shared one is free again when this drops.
+pub enum ForegroundPool {
+    Shared(
+        &'static rayon::ThreadPool,
+        &'static std::sync::atomic::AtomicBool,
+    ),
+    Own(rayon::ThreadPool),
+}
+
+impl ForegroundPool {
+    pub fn install<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
+        match self {
+            ForegroundPool::Shared(p, _) => p.install(f),
+            ForegroundPool::Own(p) => p.install(f),
+        }
+    }
+}
+
+impl Drop for ForegroundPool {
+    fn drop(&mut self) {
+        if let ForegroundPool::Shared(_, taken) = self {
+            taken.store(false, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
 }
 
 /// Threads of a window pool: one core fewer than the machine has, from three cores up (on two cores
@@ -276,6 +319,25 @@ mod tests {
         drop(front);
         t.join().unwrap();
         assert!(done.load(Ordering::SeqCst));
+    }
+
+    #[test]
+    fn a_second_foreground_job_gets_a_pool_of_its_own() {
+        let name = || std::thread::current().name().unwrap_or("").to_string();
+        let a = foreground_pool();
+        let b = foreground_pool();
+        // while `a` holds the shared pool, `b` runs on its own threads (tests may hold it too: only
+        // the two names are compared)
+        let (na, nb) = (a.install(name), b.install(name));
+        assert!(na.starts_with("quantscope-fg") && nb.starts_with("quantscope-fg2-"));
+        drop(b);
+        if na.starts_with("quantscope-fg-") {
+            drop(a);
+            // free again: the next job takes the shared pool
+            assert!(foreground_pool()
+                .install(name)
+                .starts_with("quantscope-fg-"));
+        }
     }
 
     #[test]
