@@ -445,11 +445,22 @@ fn editing_a_layer_spec_changes_the_plan_and_the_numbers_match_the_cli() {
 
 #[test]
 fn the_candidates_clip_lines_are_the_engines() {
-    let h = workbench();
+    let mut h = workbench();
+    // and those one bit below the selected int8:channel (computed after the candidates)
+    let t = h.state().workbench.selected.unwrap();
+    let int7 = quantscope::quant::Spec::parse("int7:channel").unwrap();
+    for _ in 0..4000 {
+        if h.state().workbench.clip_lines(t, &int7).is_some() {
+            break;
+        }
+        h.step();
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
     let app = h.state();
     let m = app.browser.model.as_ref().unwrap();
-    let t = app.workbench.selected.unwrap();
     let x = m.read_f32(&m.tensors[t]).unwrap();
+    let want = quantscope::quant::report::clip_lines(&x, &m.tensors[t].shape, &int7).unwrap();
+    assert_eq!(**app.workbench.clip_lines(t, &int7).unwrap(), want);
     let mut drawn = 0;
     for c in quantscope::gui::DEFAULT_CANDIDATES {
         let s = quantscope::quant::Spec::parse(c).unwrap();

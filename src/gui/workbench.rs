@@ -356,11 +356,19 @@ impl Workbench {
                 .iter()
                 .filter_map(|c| Spec::parse(c).ok())
                 .collect();
+            let own_lines = own.as_ref().map(clip_family);
             for s in &candidates {
                 push((t, s.to_string()), false, &mut out);
                 let family = clip_family(s);
-                if own.as_ref().map(clip_family) != Some(family.clone()) {
+                if own_lines.as_ref() != Some(&family) {
                     push((t, family), true, &mut out);
+                }
+            }
+            // the clip lines one bit either side of the selected integer format: the likeliest
+            // next edit (a clip method of its own shares the format's lines)
+            if let Some(s) = &own {
+                for n in bits_either_side(s) {
+                    push((t, clip_family(&n)), true, &mut out);
                 }
             }
         }
@@ -1224,6 +1232,25 @@ fn short_spec(s: &Spec) -> String {
 }
 
 /// Clip lines depend on the format and clip-free settings, not on the clip option itself.
+/// `s` with one bit fewer and one more (int 2–8 bits, uint 2–8), for prefetching.
+fn bits_either_side(s: &Spec) -> Vec<Spec> {
+    use crate::quant::Family;
+    let with = |family| Spec { family, ..*s };
+    match s.family {
+        Family::Int(b) => [b.saturating_sub(1), b + 1]
+            .into_iter()
+            .filter(|n| (2..=8).contains(n))
+            .map(|n| with(Family::Int(n)))
+            .collect(),
+        Family::Uint(b) => [b.saturating_sub(1), b + 1]
+            .into_iter()
+            .filter(|n| (2..=8).contains(n))
+            .map(|n| with(Family::Uint(n)))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
 fn clip_family(s: &Spec) -> String {
     // the lines are per tensor: the granularity does not matter (the scale type does)
     let base = Spec {
