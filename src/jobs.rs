@@ -72,8 +72,9 @@ pub struct Job<M> {
 }
 
 impl<M: Send + 'static> Job<M> {
-    /// Run `work` on a new thread. `wake` is called after every message (the window passes a repaint
-    /// request, so results appear without waiting for the next input event).
+    /// Run `work` on a new thread. `wake` is called after every message and when `work` returns (the
+    /// window passes a repaint request, so results appear, and the window sees the job end, without
+    /// waiting for the next input event or polling).
     pub fn spawn(
         wake: Arc<dyn Fn() + Send + Sync>,
         work: impl FnOnce(&Worker<M>) + Send + 'static,
@@ -87,7 +88,13 @@ impl<M: Send + 'static> Job<M> {
         };
         std::thread::Builder::new()
             .name("quantscope-job".into())
-            .spawn(move || work(&worker))
+            .spawn(move || {
+                work(&worker);
+                // disconnect first, so that the woken window sees the job finished
+                let wake = worker.wake.clone();
+                drop(worker);
+                wake();
+            })
             .expect("spawn a worker thread");
         Job {
             rx,
@@ -356,6 +363,22 @@ mod tests {
         }
         assert_eq!(got, vec![0, 1, 2]);
         assert_eq!(job.progress.fraction(), 1.0);
+
+        // woken after each message and once more at the end, when the job reads as finished (a
+        // window repaints on the wake and needs no polling)
+        let (woke_tx, woke_rx) = mpsc::channel();
+        let woke_tx = std::sync::Mutex::new(woke_tx);
+        let wake = Arc::new(move || {
+            woke_tx.lock().unwrap().send(()).unwrap();
+        });
+        let mut job = Job::spawn(wake, |w: &Worker<u32>| {
+            w.send(7);
+        });
+        let timeout = std::time::Duration::from_secs(5);
+        woke_rx.recv_timeout(timeout).unwrap();
+        woke_rx.recv_timeout(timeout).unwrap();
+        assert_eq!(job.poll(), vec![7]);
+        assert!(job.is_finished());
 
         // a cancelled worker sees the flag and stops early
         let (stop_tx, stop_rx) = mpsc::channel();

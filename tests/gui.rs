@@ -399,6 +399,8 @@ fn editing_a_layer_spec_changes_the_plan_and_the_numbers_match_the_cli() {
     type_into(&mut h, "Layer spec", "int4:g16");
     h.get_by_role_and_label(Role::Button, "Apply").click();
     h.step();
+    // the edit's work started in the frame that made it, not a frame later
+    assert!(h.state().workbench.front_busy());
     wait_reports(&mut h);
     let spec = quantscope::quant::Spec::parse("int4:g16").unwrap();
     {

@@ -186,7 +186,13 @@ struct EframeApp(App);
 
 impl eframe::App for EframeApp {
     fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
+        let start = std::time::Instant::now();
         self.0.show(ui);
+        // with QUANTSCOPE_TRACE, the frames that took long to build (egui's side; painting follows)
+        let took = start.elapsed();
+        if took > std::time::Duration::from_millis(8) {
+            crate::jobs::trace(format_args!("slow frame: {took:.1?}"));
+        }
     }
 }
 

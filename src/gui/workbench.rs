@@ -119,6 +119,8 @@ pub struct Workbench {
     /// waits behind the background list (candidates, other layers), which runs at low priority.
     front_job: Option<Job<Msg>>,
     front_wants: (Option<Key>, Option<Key>),
+    /// With `QUANTSCOPE_TRACE`: the spec whose plots were last drawn, and whether with clip lines.
+    traced_drawn: Option<(Key, bool)>,
     /// What the running job was asked to compute, so a plan change can tell whether to restart it.
     job_wants: Vec<Item>,
     /// Messages received from the running job: the index of the item it is working on.
@@ -167,6 +169,7 @@ impl Default for Workbench {
             job: None,
             front_job: None,
             front_wants: (None, None),
+            traced_drawn: None,
             job_wants: Vec::new(),
             job_done: 0,
             accuracy: None,
@@ -262,6 +265,7 @@ impl Workbench {
     /// Override one tensor (by name).
     pub fn set_layer(&mut self, name: &str, text: &str) -> Result<(), String> {
         let c = Choice::parse(text)?;
+        crate::jobs::trace(format_args!("set {name} to {text}"));
         self.checkpoint();
         self.plan
             .overrides
@@ -504,9 +508,11 @@ impl Workbench {
                 crate::jobs::foreground_pool().install(|| compute(&model, &cache, items, w))
             }));
         }
+        // the jobs wake the window with each result and when they end; this is only a safety net
+        let safety_net = std::time::Duration::from_secs(1);
         if wanted.is_empty() {
             if self.front_job.is_some() {
-                ctx.request_repaint_after(std::time::Duration::from_millis(100));
+                ctx.request_repaint_after(safety_net);
             }
             return;
         }
@@ -529,7 +535,7 @@ impl Workbench {
                 crate::jobs::background_pool().install(|| compute(&model, &cache, wanted, w))
             }));
         }
-        ctx.request_repaint_after(std::time::Duration::from_millis(100));
+        ctx.request_repaint_after(safety_net);
     }
 
     fn sync_layer_text(&mut self, model: &Model) {
@@ -714,6 +720,7 @@ impl Workbench {
         };
         let ctx = ui.ctx().clone();
         self.schedule(&model, &ctx);
+        let before = (self.plan.fingerprint(), self.selected);
         // keyboard: Ctrl+Z / Ctrl+Y undo and redo when no text field has focus
         let nothing_focused = ctx.memory(|m| m.focused().is_none());
         if nothing_focused {
@@ -740,6 +747,11 @@ impl Workbench {
         egui::CentralPanel::default().show(ui, |ui| {
             egui::ScrollArea::vertical().show(ui, |ui| self.layer_ui(ui, &model));
         });
+        // an edit or a selection made in this frame starts its work now, not at the next frame
+        // (which waits for this one to be painted: ~60 ms with a software renderer)
+        if (self.plan.fingerprint(), self.selected) != before {
+            self.schedule(&model, &ctx);
+        }
     }
 
     fn plan_ui(&mut self, ui: &mut Ui, model: &Arc<Model>) {
@@ -1079,11 +1091,11 @@ impl Workbench {
             ui.colored_label(ui.visuals().error_fg_color, format!("Error: {e}"));
             return;
         }
+        // a still label, not a spinner: a spinner repaints every frame while it shows, and on a
+        // software renderer those frames took the cores from the quantizer (a toggle's job ran
+        // 180 ms instead of ~100); the job wakes the window when its result is in
         let Some(r) = self.reports.get(&key).cloned() else {
-            ui.horizontal(|ui| {
-                ui.spinner();
-                ui.label("quantizing…");
-            });
+            ui.label("quantizing…");
             return;
         };
         let m = &r.metrics;
@@ -1125,6 +1137,20 @@ impl Workbench {
         ui.checkbox(&mut self.log_counts, "log counts")
             .on_hover_text("Plot log10 of the counts to see the tails");
         let clips = self.clips.get(&(t, clip_family(&spec))).cloned();
+        if crate::jobs::tracing() {
+            // what a person sees, for timing a real window: the first frame that draws this spec's
+            // plots, then its clip lines
+            let drawn = (key.clone(), clips.is_some());
+            if self.traced_drawn.as_ref() != Some(&drawn) {
+                let what = if clips.is_some() {
+                    "plots and clip lines"
+                } else {
+                    "plots"
+                };
+                crate::jobs::trace(format_args!("drawn: {what} of {}", key.1));
+                self.traced_drawn = Some(drawn);
+            }
+        }
         let levels = report_levels(&r, self.group.min(r.groups.saturating_sub(1)));
         let threshold = matches!(spec.family, crate::quant::Family::Ternary)
             .then_some(r.threshold_mean)
@@ -1184,7 +1210,7 @@ impl Workbench {
                             ui.label(r.metrics.bytes.to_string());
                         }
                         None => {
-                            ui.spinner();
+                            ui.label("…");
                             ui.label("");
                             ui.label("");
                             ui.label("");
