@@ -1,9 +1,10 @@
 //! Frame times and update latency of the workbench while a spec is toggled, on MiniLM's largest layer
 //! and on a 4096 × 4096 layer. Timings, not pass/fail: run with
-//! `cargo test --release --test frame_times -- --ignored --nocapture` (MiniLM: set QUANTSCOPE_MINILM;
-//! QUANTSCOPE_FRAME_MS=16 paces the frames like a 60 Hz window; QUANTSCOPE_LOOK_MS is how long the
-//! layer is looked at before the first toggle; QUANTSCOPE_LAYER=sine gives the 4096 × 4096 layer
-//! sine values instead of normal ones; QUANTSCOPE_TRACE=1 logs the window's jobs).
+//! `cargo test --release --test frame_times -- --ignored --nocapture`. Knobs (environment):
+//! QUANTSCOPE_MINILM (the MiniLM folder); QUANTSCOPE_FRAME_MS=16 paces the frames like a 60 Hz window;
+//! QUANTSCOPE_LOOK_MS, how long the layer is looked at before the first toggle (default 1 s);
+//! QUANTSCOPE_GAP_MS, a pause between toggles (default none); QUANTSCOPE_LAYER=sine gives the
+//! 4096 × 4096 layer sine values instead of normal ones; QUANTSCOPE_TRACE=1 logs the window's jobs.
 #![cfg(feature = "gui")]
 
 use quantscope::gui::{Source, View};
@@ -56,6 +57,12 @@ fn measure(path: PathBuf, tensor: &str) {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1000u64);
+    let gap = Duration::from_millis(
+        std::env::var("QUANTSCOPE_GAP_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0u64),
+    );
     let start = Instant::now();
     while start.elapsed() < Duration::from_millis(look) {
         h.step();
@@ -77,6 +84,13 @@ fn measure(path: PathBuf, tensor: &str) {
             .name
             .clone();
         quantscope::jobs::trace(format_args!("toggle to {spec}"));
+        // a person's pause between toggles (QUANTSCOPE_GAP_MS, default none: each toggle follows the
+        // last one's clip lines at once), frames coming
+        let pause = Instant::now();
+        while pause.elapsed() < gap {
+            h.step();
+            pace();
+        }
         h.state_mut().workbench.set_layer(&name, spec).unwrap();
         let s = Spec::parse(spec).unwrap();
         let start = Instant::now();
