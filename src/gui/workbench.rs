@@ -1091,9 +1091,9 @@ impl Workbench {
             ui.colored_label(ui.visuals().error_fg_color, format!("Error: {e}"));
             return;
         }
-        // a still label, not a spinner: a spinner repaints every frame while it shows, and on a
-        // software renderer those frames took the cores from the quantizer (a toggle's job ran
-        // 180 ms instead of ~100); the job wakes the window when its result is in
+        // a still label, not a spinner: a spinner repaints every frame while it shows, and with a
+        // software renderer (no GPU) each frame is painted on the CPU the quantizer is using (frames
+        // came 60–105 ms apart while it showed); the job wakes the window when its result is in
         let Some(r) = self.reports.get(&key).cloned() else {
             ui.label("quantizing…");
             return;
