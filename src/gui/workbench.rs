@@ -1582,17 +1582,21 @@ fn compute(
                 let b = basis(*t);
                 match clip_lines_until(&x, &info.shape, &spec, Some(&b), &|| w.cancelled()) {
                     Ok(Some(c)) => {
-                        // the rest of the basis (the other symmetry, the float or int summary),
-                        // behind whatever the person waits for: the next format's lines are quick
-                        let x = x.clone();
-                        crate::jobs::background_pool().spawn(move || {
-                            // between parts: step aside for a front job; stop once the
-                            // tensor's cache entry (and its basis) is gone
-                            b.prepare(&x, &|| {
-                                crate::jobs::pause_point();
-                                Arc::strong_count(&b) == 1
+                        // after the front job's lines, the rest of the basis (the other
+                        // symmetry, the float or int summary), behind whatever the person waits
+                        // for: the next format's lines are quick (background items fill what
+                        // they need themselves)
+                        if !crate::jobs::on_background_thread() {
+                            let x = x.clone();
+                            crate::jobs::background_pool().spawn(move || {
+                                // between parts: step aside for a front job; stop once the
+                                // tensor's cache entry (and its basis) is gone
+                                b.prepare(&x, &|| {
+                                    crate::jobs::pause_point();
+                                    Arc::strong_count(&b) == 1
+                                });
                             });
-                        });
+                        }
                         Ok(Msg::Clip(key.clone(), Arc::new(c)))
                     }
                     Ok(None) => Err(String::new()), // cancelled: nothing is sent
