@@ -187,8 +187,8 @@ pub fn on_background_thread() -> bool {
 }
 
 /// Called by the engine's long loops between pieces of work (a row, a chunk of 64 Ki values) and by
-/// the window's jobs between items: on a
-/// thread of [`background_pool`], waits while a foreground job runs, so that a long background item
+/// the window's jobs between items: on a thread of [`background_pool`], waits while a foreground job
+/// runs (a [`ForegroundPool`] or a [`Foreground`] is alive), so that a long background item
 /// (a k-means fit takes seconds) steps aside within a millisecond or so. Elsewhere (the command line,
 /// the foreground pool, tests) it costs one atomic load. (It traces nothing: inlined into the row
 /// loops, a trace call here, even kept out of line, made the per-channel MSE search 12–40 % slower.)
@@ -226,20 +226,22 @@ pub fn trace(what: impl std::fmt::Display) {
 /// new spec): normal priority, and never queued behind other work, not even behind the item a stale
 /// job of the same kind is still finishing. A job gets the shared pool, whose threads are warm (their
 /// stacks, allocator arenas and thread-local buffers are in use already), unless a stale job still
-/// holds it; then a pool of its own.
+/// holds it; then a pool of its own. Background threads pause while it is alive ([`Foreground`]).
 pub fn foreground_pool() -> ForegroundPool {
     static SHARED: std::sync::OnceLock<rayon::ThreadPool> = std::sync::OnceLock::new();
     static TAKEN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
     let ordering = std::sync::atomic::Ordering::SeqCst;
-    if TAKEN
+    let _front = Foreground::enter();
+    let pool = if TAKEN
         .compare_exchange(false, true, ordering, ordering)
         .is_ok()
     {
         let pool = SHARED.get_or_init(|| new_foreground_pool("quantscope-fg"));
-        ForegroundPool::Shared(pool, &TAKEN)
+        PoolRef::Shared(pool, &TAKEN)
     } else {
-        ForegroundPool::Own(new_foreground_pool("quantscope-fg2"))
-    }
+        PoolRef::Own(new_foreground_pool("quantscope-fg2"))
+    };
+    ForegroundPool { pool, _front }
 }
 
 fn new_foreground_pool(name: &'static str) -> rayon::ThreadPool {
@@ -250,8 +252,14 @@ fn new_foreground_pool(name: &'static str) -> rayon::ThreadPool {
         .expect("a thread pool")
 }
 
-/// A foreground job's pool (see [`foreground_pool`]); the shared one is free again when this drops.
-pub enum ForegroundPool {
+/// A foreground job's pool (see [`foreground_pool`]); when it drops, the shared one is free again
+/// and background threads go on.
+pub struct ForegroundPool {
+    pool: PoolRef,
+    _front: Foreground,
+}
+
+enum PoolRef {
     Shared(
         &'static rayon::ThreadPool,
         &'static std::sync::atomic::AtomicBool,
@@ -261,16 +269,16 @@ pub enum ForegroundPool {
 
 impl ForegroundPool {
     pub fn install<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
-        match self {
-            ForegroundPool::Shared(p, _) => p.install(f),
-            ForegroundPool::Own(p) => p.install(f),
+        match &self.pool {
+            PoolRef::Shared(p, _) => p.install(f),
+            PoolRef::Own(p) => p.install(f),
         }
     }
 }
 
-impl Drop for ForegroundPool {
+impl Drop for PoolRef {
     fn drop(&mut self) {
-        if let ForegroundPool::Shared(_, taken) = self {
+        if let PoolRef::Shared(_, taken) = self {
             taken.store(false, std::sync::atomic::Ordering::SeqCst);
         }
     }
@@ -336,6 +344,8 @@ mod tests {
         // while `a` holds the shared pool, `b` runs on its own threads (tests may hold it too: only
         // the two names are compared)
         let (na, nb) = (a.install(name), b.install(name));
+        // while either is alive, background threads pause
+        assert!(FOREGROUND.load(std::sync::atomic::Ordering::SeqCst) >= 2);
         assert!(na.starts_with("quantscope-fg") && nb.starts_with("quantscope-fg2-"));
         drop(b);
         if na.starts_with("quantscope-fg-") {

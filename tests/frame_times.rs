@@ -16,15 +16,22 @@ mod common;
 #[path = "../benches/common/synthetic.rs"]
 mod synthetic;
 
+/// A duration in milliseconds from the environment variable `name`, or `default` ms.
+fn env_ms(name: &str, default: u64) -> Duration {
+    Duration::from_millis(
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default),
+    )
+}
+
 /// The pause between frames: `QUANTSCOPE_FRAME_MS` (default 1 ms: a UI thread that never rests,
 /// harsher than any real window; 16 ms is a 60 Hz window repainting continuously, as a vsync'd window
 /// does while the mouse moves). The latency is then seen at the next frame, as on screen.
 fn pace() {
-    let ms = std::env::var("QUANTSCOPE_FRAME_MS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1u64);
-    std::thread::sleep(Duration::from_millis(ms));
+    static FRAME: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
+    std::thread::sleep(*FRAME.get_or_init(|| env_ms("QUANTSCOPE_FRAME_MS", 1)));
 }
 
 fn measure(path: PathBuf, tensor: &str) {
@@ -53,18 +60,12 @@ fn measure(path: PathBuf, tensor: &str) {
         start.elapsed()
     );
     // reading the layer before the first toggle (QUANTSCOPE_LOOK_MS, default 1 s), frames coming
-    let look = std::env::var("QUANTSCOPE_LOOK_MS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1000u64);
-    let gap = Duration::from_millis(
-        std::env::var("QUANTSCOPE_GAP_MS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0u64),
+    let (look, gap) = (
+        env_ms("QUANTSCOPE_LOOK_MS", 1000),
+        env_ms("QUANTSCOPE_GAP_MS", 0),
     );
     let start = Instant::now();
-    while start.elapsed() < Duration::from_millis(look) {
+    while start.elapsed() < look {
         h.step();
         pace();
     }
@@ -83,7 +84,6 @@ fn measure(path: PathBuf, tensor: &str) {
         let name = h.state().browser.model.as_ref().unwrap().tensors[t]
             .name
             .clone();
-        quantscope::jobs::trace(format_args!("toggle to {spec}"));
         // a person's pause between toggles (QUANTSCOPE_GAP_MS, default none: each toggle follows the
         // last one's clip lines at once), frames coming
         let pause = Instant::now();

@@ -502,7 +502,6 @@ impl Workbench {
             let cache = (self.model_id.clone(), self.tensor_cache.clone());
             let (key, clip) = front;
             self.front_job = Some(Job::spawn(wake, move |w: &Worker<Msg>| {
-                let _front = crate::jobs::Foreground::enter();
                 let items = key.map(|k| (k, false)).into_iter();
                 let items = items.chain(clip.map(|c| (c, true))).collect();
                 crate::jobs::foreground_pool().install(|| compute(&model, &cache, items, w))
@@ -1257,26 +1256,25 @@ fn short_spec(s: &Spec) -> String {
         .replace(":scale=fp16", "")
 }
 
-/// Clip lines depend on the format and clip-free settings, not on the clip option itself.
-/// `s` with one bit fewer and one more (int 2–8 bits, uint 2–8), for prefetching.
+/// `s` with one bit fewer and one more (int and uint, 2–8 bits), for prefetching.
 fn bits_either_side(s: &Spec) -> Vec<Spec> {
     use crate::quant::Family;
-    let with = |family| Spec { family, ..*s };
-    match s.family {
-        Family::Int(b) => [b.saturating_sub(1), b + 1]
-            .into_iter()
-            .filter(|n| (2..=8).contains(n))
-            .map(|n| with(Family::Int(n)))
-            .collect(),
-        Family::Uint(b) => [b.saturating_sub(1), b + 1]
-            .into_iter()
-            .filter(|n| (2..=8).contains(n))
-            .map(|n| with(Family::Uint(n)))
-            .collect(),
-        _ => Vec::new(),
-    }
+    let (bits, family): (u32, fn(u32) -> Family) = match s.family {
+        Family::Int(b) => (b, Family::Int),
+        Family::Uint(b) => (b, Family::Uint),
+        _ => return Vec::new(),
+    };
+    [bits.saturating_sub(1), bits + 1]
+        .into_iter()
+        .filter(|n| (2..=8).contains(n))
+        .map(|n| Spec {
+            family: family(n),
+            ..*s
+        })
+        .collect()
 }
 
+/// Clip lines depend on the format and clip-free settings, not on the clip option itself.
 fn clip_family(s: &Spec) -> String {
     // the lines are per tensor: the granularity does not matter (the scale type does)
     let base = Spec {

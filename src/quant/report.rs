@@ -354,12 +354,6 @@ impl ClipBasis {
     }
 }
 
-/// Whether `spec`'s clip lines are asymmetric (a range `[lo, hi]`, of which the larger magnitude is
-/// drawn).
-pub fn asymmetric_clip(spec: &Spec) -> bool {
-    matches!(spec.family, Family::Uint(_))
-}
-
 /// The clip threshold each method picks for this tensor, quantized per tensor with the spec's format
 /// (only for the scaled families, where clipping applies).
 pub fn clip_lines(x: &[f32], shape: &[usize], spec: &Spec) -> Result<ClipLines, QuantError> {
@@ -383,7 +377,8 @@ pub fn clip_lines_until(
     ) {
         return Ok(Some(ClipLines { lines: Vec::new() }));
     }
-    let uint = asymmetric_clip(spec);
+    // asymmetric: a range [lo, hi], of which the larger magnitude is drawn
+    let uint = matches!(spec.family, Family::Uint(_));
     let usable = shape.iter().product::<usize>() == x.len() && !x.is_empty();
     let basis = match basis.filter(|_| usable) {
         Some(b) => match b.found(x, uint, stop)? {
@@ -661,6 +656,8 @@ mod tests {
                 assert_eq!(got, Some(want.clone()), "{base}");
             }
         }
+        // the lazy one kept what the specs needed: both symmetries
+        assert!(bases[0].found.iter().all(|f| f.get().is_some()));
         // a stop ends it and keeps nothing; NaN is an error, as for the quantizer
         let b = ClipBasis::default();
         let spec = Spec::parse("int4").unwrap();
@@ -673,7 +670,7 @@ mod tests {
         let mut bad = x[..4096].to_vec();
         bad[5] = f32::NAN;
         assert!(matches!(
-            clip_lines_until(&bad, &[4096], &spec, Some(&b), &never),
+            clip_lines_until(&bad, &[4096], &spec, Some(&ClipBasis::default()), &never),
             Err(QuantError::NotFinite(1))
         ));
     }
