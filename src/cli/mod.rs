@@ -6,6 +6,7 @@ mod cast;
 mod eval;
 mod export;
 mod formats;
+mod forward;
 mod inspect;
 mod lab;
 mod mixed;
@@ -55,6 +56,9 @@ pub enum Command {
     Apply(apply::ApplyArgs),
     /// A plan in another tool's config format (compressed-tensors, llama.cpp).
     Export(export::ExportArgs),
+    /// One forward pass of a transformer (Llama family, Gemma 3, BERT) on a text or token ids, written
+    /// to a safetensors file: the ids and logits (or an encoder's hidden states and embedding).
+    Forward(forward::ForwardArgs),
     /// Teaching labs: `lab matmul` runs a layer as integer-only inference, term by term.
     Lab(lab::LabArgs),
     /// Train a sample model with quantized weights: QAT with the straight-through estimator, k-means
@@ -74,6 +78,7 @@ pub fn run(cmd: Command) -> anyhow::Result<()> {
         Command::Search(a) => mixed::run_search(a),
         Command::Apply(a) => apply::run(a),
         Command::Export(a) => export::run(a),
+        Command::Forward(a) => forward::run(a),
         Command::Lab(a) => lab::run_lab(a),
         Command::Train(a) => train::run(a),
     }
