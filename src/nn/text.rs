@@ -120,10 +120,13 @@ pub fn read_text(path: &Path) -> Result<Text, NnError> {
         || serde_json::from_str::<serde_json::Value>(first).is_ok_and(|v| v.is_object());
     let body = if jsonl {
         let mut parts = Vec::new();
-        for (i, line) in raw.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-            let v: serde_json::Value = serde_json::from_str(line).map_err(|e| {
-                NnError::Data(format!("{} line {}: {e}", path.display(), i + 1))
-            })?;
+        for (i, line) in raw
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty())
+        {
+            let v: serde_json::Value = serde_json::from_str(line)
+                .map_err(|e| NnError::Data(format!("{} line {}: {e}", path.display(), i + 1)))?;
             match v.get("text").and_then(|t| t.as_str()) {
                 Some(t) => parts.push(t.to_string()),
                 None => {
@@ -156,9 +159,9 @@ pub struct Split {
     pub describe: String,
 }
 
-/// Cut a text's tokens into windows of `ctx` tokens (the tokenizer's prefix, then text), the first half
-/// of the windows for calibration and the second half for evaluation, so the two never share a token;
-/// take up to `calib` and `eval` windows from the start of each half.
+/// Cut a text's tokens into windows of `ctx` tokens (the tokenizer's prefix and suffix around text),
+/// the first half of the windows for calibration and the second half for evaluation, so the two never
+/// share a token; take up to `calib` and `eval` windows from the start of each half.
 pub fn split(
     tok: &TextTokenizer,
     text: &Text,
@@ -167,13 +170,13 @@ pub fn split(
     eval: usize,
 ) -> Result<Split, NnError> {
     let ids = tok.encode_plain(&text.body)?;
-    let prefix = tok.prefix();
-    if ctx <= prefix.len() + 1 {
+    let (prefix, suffix) = (tok.prefix(), tok.suffix());
+    if ctx <= prefix.len() + suffix.len() + 1 {
         return Err(NnError::Data(format!(
             "windows of {ctx} tokens are too short"
         )));
     }
-    let step = ctx - prefix.len();
+    let step = ctx - prefix.len() - suffix.len();
     let n = ids.len() / step;
     if n < 2 {
         return Err(NnError::Data(format!(
@@ -185,8 +188,9 @@ pub fn split(
     let window = |w: usize| -> Vec<u32> {
         prefix
             .iter()
+            .chain(&ids[w * step..(w + 1) * step])
+            .chain(suffix)
             .copied()
-            .chain(ids[w * step..(w + 1) * step].iter().copied())
             .collect()
     };
     let half = n / 2;

@@ -185,7 +185,9 @@ impl Config {
         }
         // A multimodal Gemma 3 keeps its language model's settings in `text_config`.
         let t = match model_type.as_str() {
-            "gemma3" => v.get("text_config").ok_or("a gemma3 config without text_config")?,
+            "gemma3" => v
+                .get("text_config")
+                .ok_or("a gemma3 config without text_config")?,
             _ => v,
         };
         let family = match model_type.as_str() {
@@ -315,11 +317,7 @@ impl Config {
             intermediate: need(t, "intermediate_size")?,
             vocab: need(t, "vocab_size")?,
             max_positions: uint(t, "max_position_embeddings").unwrap_or(usize::MAX),
-            norm_eps: num(t, eps_key).unwrap_or(if family == Family::Bert {
-                1e-12
-            } else {
-                1e-6
-            }),
+            norm_eps: num(t, eps_key).unwrap_or(if family == Family::Bert { 1e-12 } else { 1e-6 }),
             act,
             tied_embeddings,
             rope,
@@ -365,7 +363,7 @@ mod tests {
         let b = Rope::Default { theta: 500000.0 }.inv_freq(128);
         assert_eq!(f[0], b[0]); // wavelength 2π < 2048: kept
         assert!((f[63] - b[63] / 8.0).abs() < 1e-18); // longest wavelength: divided by 8
-        // a middle one: between the two
+                                                      // a middle one: between the two
         let i = (0..64)
             .find(|&i| {
                 let w = 2.0 * std::f64::consts::PI / b[i];
@@ -378,7 +376,10 @@ mod tests {
     #[test]
     fn an_unknown_model_type_names_what_is_supported() {
         let e = Config::from_json(&json!({"model_type": "gpt2"})).unwrap_err();
-        assert!(e.contains("'gpt2'") && e.contains("llama") && e.contains("bert"), "{e}");
+        assert!(
+            e.contains("'gpt2'") && e.contains("llama") && e.contains("bert"),
+            "{e}"
+        );
     }
 
     #[test]

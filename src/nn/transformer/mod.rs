@@ -94,7 +94,12 @@ pub struct BlockNames {
 impl BlockNames {
     /// The block's linear layers' weight names, in the order they run.
     pub fn linears(&self) -> Vec<&str> {
-        let mut v = vec![self.q.as_str(), self.k.as_str(), self.v.as_str(), self.o.as_str()];
+        let mut v = vec![
+            self.q.as_str(),
+            self.k.as_str(),
+            self.v.as_str(),
+            self.o.as_str(),
+        ];
         v.extend(self.gate.as_deref());
         v.extend([self.up.as_str(), self.down.as_str()]);
         v
@@ -266,7 +271,7 @@ impl Transformer {
         v
     }
 
-    fn bias<'w>(&self, w: &'w dyn Weights, weight: &str) -> Result<Option<Arc<Vec<f32>>>, NnError> {
+    fn bias(&self, w: &dyn Weights, weight: &str) -> Result<Option<Arc<Vec<f32>>>, NnError> {
         self.biases.get(weight).map(|b| w.get(b)).transpose()
     }
 
@@ -359,7 +364,10 @@ impl Transformer {
                         *v += pos[p * d + i] + types.as_ref().map_or(0.0, |t| t[i]);
                     }
                 }
-                let norm = self.embed_norm.as_deref().expect("BERT has an embedding norm");
+                let norm = self
+                    .embed_norm
+                    .as_deref()
+                    .expect("BERT has an embedding norm");
                 let g = w.get(norm)?;
                 let b = w.get(&self.norm_bias(norm))?;
                 ops::layer_norm(flat, d, &g, &b, self.config.norm_eps);

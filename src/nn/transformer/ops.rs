@@ -13,6 +13,13 @@ struct Out(*mut f32);
 unsafe impl Send for Out {}
 unsafe impl Sync for Out {}
 
+impl Out {
+    /// The element at `i` (a method, so closures capture the whole `Out`, not its raw pointer).
+    fn at(self, i: usize) -> *mut f32 {
+        self.0.wrapping_add(i)
+    }
+}
+
 /// `Y[rows, out] = X[rows, k] · W[out, k]ᵀ (+ b)`. Split over output columns when the layer is wider
 /// than the batch is long (an LM head: its weight is packed once, not once per row block), else over rows.
 pub fn linear(
@@ -39,7 +46,6 @@ pub fn linear(
     (0..tasks).into_par_iter().for_each(|t| {
         let c0 = t * cols;
         let c1 = (c0 + cols).min(out);
-        let dst = dst;
         // SAFETY: task t writes only columns c0..c1 of every row of y (rows × out, row stride `out`);
         // x and w are read through strides within their lengths.
         unsafe {
@@ -55,7 +61,7 @@ pub fn linear(
                 1,
                 k as isize,
                 0.0,
-                dst.0.add(c0),
+                dst.at(c0),
                 out as isize,
                 1,
             );
@@ -167,7 +173,6 @@ pub fn attention(q: &[f32], k: &[f32], v: &[f32], lens: &[usize], a: AttnShape) 
         .flat_map(|s| (0..a.heads).map(move |h| (s, h)))
         .collect();
     tasks.into_par_iter().for_each(|(si, h)| {
-        let dst = dst;
         let (start, len) = (starts[si], lens[si]);
         let kh = h / group;
         // this head's keys and values, contiguous
@@ -210,7 +215,7 @@ pub fn attention(q: &[f32], k: &[f32], v: &[f32], lens: &[usize], a: AttnShape) 
             }
             // SAFETY: task (si, h) writes only head h's columns of its own sequence's rows.
             unsafe {
-                let row = dst.0.add((start + i) * qw + h * d);
+                let row = dst.at((start + i) * qw + h * d);
                 std::ptr::copy_nonoverlapping(acc.as_ptr(), row, d);
             }
         }

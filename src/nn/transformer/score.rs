@@ -71,7 +71,11 @@ fn argmax(x: &[f32]) -> usize {
 }
 
 /// Compare two logit matrices of the same windows (`lens` tokens each, `ids` their tokens in order).
-pub fn compare_logits(reference: &Array2<f32>, changed: &Array2<f32>, seqs: &[Vec<u32>]) -> Comparison {
+pub fn compare_logits(
+    reference: &Array2<f32>,
+    changed: &Array2<f32>,
+    seqs: &[Vec<u32>],
+) -> Comparison {
     let mut rows = Vec::new();
     let mut start = 0;
     for s in seqs {
@@ -168,9 +172,16 @@ pub fn compare(
         }
         let n: usize = part.iter().map(Vec::len).sum();
         let rows = ndarray::s![row..row + n, ..];
-        let la = net.finish(reference, part, ha.slice(rows).to_owned(), &mut super::Quiet)?;
+        let la = net.finish(
+            reference,
+            part,
+            ha.slice(rows).to_owned(),
+            &mut super::Quiet,
+        )?;
         let lb = match (&hb, changed) {
-            (Some(hb), Some(c)) => net.finish(c, part, hb.slice(rows).to_owned(), &mut super::Quiet)?,
+            (Some(hb), Some(c)) => {
+                net.finish(c, part, hb.slice(rows).to_owned(), &mut super::Quiet)?
+            }
             _ => la.clone(),
         };
         let c = compare_logits(&la, &lb, part);
