@@ -3,7 +3,7 @@ use quantscope::activations::capture;
 use quantscope::activations::ranges::{act_quantizers, Method};
 use quantscope::model::Model;
 use quantscope::nn::text::read_text;
-use quantscope::nn::transformer::{model_dir, Transformer};
+use quantscope::nn::transformer::{is_transformer, Transformer};
 use quantscope::nn::{dataset_bytes, evaluate, evaluate_with, held_out, Network};
 use quantscope::plan::score::{score, windows, Score};
 use quantscope::plan::{Choice, Plan};
@@ -136,11 +136,7 @@ fn run_transformer(a: &EvalArgs, model: &Model, net: &Transformer) -> anyhow::Re
 
 pub fn run(a: EvalArgs) -> anyhow::Result<()> {
     let model = Model::open(&a.model)?;
-    if model_dir(&model).join("config.json").is_file()
-        && model
-            .metadata()
-            .is_none_or(|m| !m.contains_key("architecture"))
-    {
+    if is_transformer(&model) {
         let net = Transformer::from_model(&model)?;
         return run_transformer(&a, &model, &net);
     }

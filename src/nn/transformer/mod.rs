@@ -69,6 +69,15 @@ pub fn model_dir(model: &Model) -> PathBuf {
     }
 }
 
+/// Whether `model` is a transformer folder (a `config.json` beside it) rather than a self-describing
+/// sample model.
+pub fn is_transformer(model: &Model) -> bool {
+    model_dir(model).join("config.json").is_file()
+        && model
+            .metadata()
+            .is_none_or(|m| !m.contains_key("architecture"))
+}
+
 /// The tensor names of one block.
 #[derive(Debug, Clone)]
 pub struct BlockNames {

@@ -134,7 +134,7 @@ pub fn last_hidden(
 }
 
 /// Windows per head chunk, so a chunk's logits stay near 256 MB.
-fn chunk_windows(net: &Transformer, seqs: &[Vec<u32>]) -> usize {
+pub fn chunk_windows(net: &Transformer, seqs: &[Vec<u32>]) -> usize {
     let longest = seqs.iter().map(Vec::len).max().unwrap_or(1).max(1);
     ((256usize << 20) / (longest * net.config.vocab.max(1) * 4)).max(1)
 }
