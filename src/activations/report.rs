@@ -14,6 +14,8 @@ use serde::Serialize;
 pub const OUTLIER_FACTOR: f32 = 5.0;
 /// Rows used for the output-space error in the view (the CLI uses every kept row).
 pub const VIEW_ROWS: usize = 512;
+/// How many of the most important input channels a report names.
+pub const IMPORTANCE_TOP: usize = 8;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct ActivationReport {
@@ -36,6 +38,13 @@ pub struct ActivationReport {
     pub channel_absmax: Vec<f32>,
     pub channel_median: f32,
     pub outlier_channels: Vec<usize>,
+    /// The importance matrix (Σx² of each input column over all calibration rows); empty where the
+    /// calibration did not record it (e.g. an older pack).
+    pub importance: Vec<f32>,
+    /// The input columns with the largest Σx², largest first (at most [`IMPORTANCE_TOP`]).
+    pub importance_top: Vec<usize>,
+    /// The share of the layer's total Σx² that those columns hold (0 without an importance matrix).
+    pub importance_top_share: f64,
     /// Weight-space SQNR, output-space SQNR (weights only), output-space SQNR with the inputs
     /// quantized too: `None` when the model lacks the weight.
     pub weight_sqnr_db: Option<f64>,
@@ -101,6 +110,7 @@ pub fn activation_report(
             });
         (a <= b).then_some((a as f64, b as f64))
     };
+    let (importance_top, importance_top_share) = top_importance(&layer.importance, IMPORTANCE_TOP);
     Ok(ActivationReport {
         name: layer.name.clone(),
         weight: layer.weight.clone(),
@@ -123,10 +133,25 @@ pub fn activation_report(
         channel_absmax: layer.channel_absmax.clone(),
         channel_median: median,
         outlier_channels: outliers,
+        importance: layer.importance.clone(),
+        importance_top,
+        importance_top_share,
         weight_sqnr_db: ws,
         output_sqnr_db: os,
         output_sqnr_db_act: oa,
     })
+}
+
+/// The `n` columns with the largest importance (largest first, ties by index), and their share of the
+/// total.
+pub fn top_importance(importance: &[f32], n: usize) -> (Vec<usize>, f64) {
+    let mut order: Vec<usize> = (0..importance.len()).collect();
+    order.sort_by(|&a, &b| importance[b].total_cmp(&importance[a]).then(a.cmp(&b)));
+    order.truncate(n);
+    let total: f64 = importance.iter().map(|&v| v as f64).sum();
+    let top: f64 = order.iter().map(|&i| importance[i] as f64).sum();
+    let share = if total > 0.0 { top / total } else { 0.0 };
+    (order, share)
 }
 
 #[cfg(test)]
@@ -147,8 +172,28 @@ mod tests {
         assert!(r.output_sqnr_db.unwrap() >= r.output_sqnr_db_act.unwrap() - 0.5);
         // fc1's inputs (flattened conv features): most channels are near the median, none far above
         assert!(r.outlier_channels.len() < r.channel_absmax.len() / 10);
+        // the importance matrix: fc1's Σx² per column, its largest columns first
+        assert_eq!(r.importance, l.importance);
+        assert_eq!(r.importance_top.len(), IMPORTANCE_TOP);
+        let best = l.importance.iter().fold(0f32, |m, &v| m.max(v));
+        assert_eq!(l.importance[r.importance_top[0]], best);
+        assert!(r
+            .importance_top
+            .windows(2)
+            .all(|w| l.importance[w[0]] >= l.importance[w[1]]));
+        assert!(r.importance_top_share > 0.0 && r.importance_top_share < 1.0);
         let none = activation_report(l, None, &s("int4"), &s("uint8"), Method::MinMax, 64).unwrap();
         assert!(none.output_sqnr_db.is_none());
         assert_eq!((none.chosen.lo, none.chosen.hi), (r.min, r.max));
+    }
+
+    #[test]
+    fn top_importance_orders_columns_and_sums_their_share() {
+        let (top, share) = top_importance(&[1.0, 5.0, 0.0, 3.0, 1.0], 2);
+        assert_eq!(top, [1, 3]);
+        assert!((share - 0.8).abs() < 1e-12);
+        // ties go to the lower index; nothing recorded gives nothing
+        assert_eq!(top_importance(&[2.0, 2.0, 2.0], 2).0, [0, 1]);
+        assert_eq!(top_importance(&[], 8), (vec![], 0.0));
     }
 }
