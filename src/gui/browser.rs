@@ -49,7 +49,8 @@ impl FilePicker for NativePicker {
 }
 
 enum Msg {
-    Opened(Arc<Model>, Vec<Layer>),
+    /// The model, its layers, and the embedding tensor when it is also the LM head (tied).
+    Opened(Arc<Model>, Vec<Layer>, Option<usize>),
     Summary(usize, Arc<Summary>),
     Failed(String),
     Picked(Option<PathBuf>),
@@ -89,6 +90,8 @@ pub struct Browser {
     pub recent: Vec<PathBuf>,
     /// Where the recent list is kept between runs (`None`: not kept, as in tests).
     pub recent_file: Option<PathBuf>,
+    /// The embedding tensor (index into `Model::tensors`) of a transformer whose LM head is tied to it.
+    pub tied_embedding: Option<usize>,
     picker: Arc<dyn FilePicker>,
     job: Option<Job<Msg>>,
     pick_job: Option<Job<Msg>>,
@@ -116,6 +119,7 @@ impl Browser {
             error: None,
             recent,
             recent_file,
+            tied_embedding: None,
             picker,
             job: None,
             pick_job: None,
@@ -178,7 +182,8 @@ impl Browser {
         let Some(job) = &mut self.job else { return };
         for m in job.poll() {
             match m {
-                Msg::Opened(model, layers) => {
+                Msg::Opened(model, layers, tied) => {
+                    self.tied_embedding = tied;
                     if let Source::Path(p) = source_of(&model) {
                         remember(&mut self.recent, p);
                         if let Some(f) = &self.recent_file {
@@ -208,6 +213,25 @@ impl Browser {
             self.job = None;
         } else {
             ctx.request_repaint_after(std::time::Duration::from_millis(100));
+        }
+    }
+
+    /// Whether `layer` holds the embedding tensor that is also the LM head.
+    pub fn layer_is_tied(&self, layer: usize) -> bool {
+        self.tied_embedding.is_some_and(|t| {
+            self.layers
+                .get(layer)
+                .is_some_and(|l| l.tensors.contains(&t))
+        })
+    }
+
+    /// A layer's name as the browser shows it: with [`TIED_LABEL`] on a tied embedding.
+    pub fn layer_label(&self, layer: usize) -> String {
+        let name = &self.layers[layer].name;
+        if self.layer_is_tied(layer) {
+            format!("{name} {TIED_LABEL}")
+        } else {
+            name.clone()
         }
     }
 
@@ -478,7 +502,13 @@ impl Browser {
                         }
                     };
                     row.col(|ui| {
-                        if ui.add(egui::Button::selectable(self.selected == Some(li), dim(layer.name.clone())).frame(false)).clicked() {
+                        let b = ui.add(egui::Button::selectable(self.selected == Some(li), dim(self.layer_label(li))).frame(false));
+                        let b = if self.layer_is_tied(li) {
+                            b.on_hover_text("This embedding matrix is also the LM head's weight (tie_word_embeddings): one tensor, so quantizing it quantizes both")
+                        } else {
+                            b
+                        };
+                        if b.clicked() {
                             clicked = Some(li);
                         }
                     });
@@ -558,7 +588,12 @@ impl Browser {
                                 )
                             })
                             .unwrap_or_default();
-                        let text = format!("{label}  [{}]{stats}", l.role.as_str());
+                        let tied = if self.layer_is_tied(i) {
+                            format!(" {TIED_LABEL}")
+                        } else {
+                            String::new()
+                        };
+                        let text = format!("{label}{tied}  [{}]{stats}", l.role.as_str());
                         let text = if l.quantizable {
                             RichText::new(text)
                         } else {
@@ -616,7 +651,7 @@ impl Browser {
             return;
         };
         let layer = self.layers[li].clone();
-        ui.heading(&layer.name);
+        ui.heading(self.layer_label(li));
         ui.label(format!(
             "{} · {} parameters · {}",
             layer.role.as_str(),
@@ -630,12 +665,15 @@ impl Browser {
         ui.horizontal_wrapped(|ui| {
             for &t in &layer.tensors {
                 let info = &model.tensors[t];
-                let text = format!(
+                let mut text = format!(
                     "{} {:?} {:?}",
                     info.name.rsplit('.').next().unwrap_or(&info.name),
                     info.dtype,
                     info.shape
                 );
+                if self.tied_embedding == Some(t) {
+                    text = format!("{text} {TIED_LABEL}");
+                }
                 if ui
                     .selectable_label(self.shown_tensor == Some(t), text)
                     .clicked()
@@ -810,7 +848,7 @@ fn load(source: Source, w: &Worker<Msg>) {
             .sum::<u64>()
             .max(1),
     );
-    if !w.send(Msg::Opened(model.clone(), layers)) {
+    if !w.send(Msg::Opened(model.clone(), layers, tied_embedding(&model))) {
         return;
     }
     for t in order {
@@ -831,6 +869,21 @@ fn load(source: Source, w: &Worker<Msg>) {
         w.progress.add(info.nbytes() as u64);
     }
 }
+
+/// The embedding tensor of a transformer whose LM head is tied to it (one tensor, both roles).
+pub fn tied_embedding(model: &Model) -> Option<usize> {
+    use crate::nn::transformer::{is_transformer, Transformer};
+    if !is_transformer(model) {
+        return None;
+    }
+    let net = Transformer::from_model(model).ok()?;
+    net.head_is_embedding()
+        .then(|| model.find(&net.embed))
+        .flatten()
+}
+
+/// What the browser adds to the name of a tied embedding tensor or its layer.
+pub const TIED_LABEL: &str = "(also the LM head: tied)";
 
 fn source_of(m: &Model) -> Source {
     if m.kind == crate::model::SourceKind::Memory {
