@@ -1,14 +1,21 @@
 //! The Activations view: what flows into each layer on calibration data. Per layer, the input and
 //! output histograms with every range method's threshold, the EMA observer's trajectory over the
 //! calibration batches, the max |x| of every input channel with outlier channels marked, and the
-//! layer's error in weight space beside its error in output space. All numbers come from
-//! `activations::report`, computed in the background.
+//! layer's error in weight space beside its error in output space, and the importance matrix (Σx² per
+//! input channel). All numbers come from `activations::report`, computed in the background.
+//!
+//! A sample model calibrates on its own rows as soon as it is open; a transformer, when asked, on the
+//! calibration windows of a text (the bundled one, or a file), with progress and Cancel.
 
 use crate::activations::ranges::Method;
 use crate::activations::report::{activation_report, ActivationReport, OUTLIER_FACTOR};
-use crate::activations::{accuracy_under, Calibration};
+use crate::activations::{accuracy_under, lm, Calibration};
 use crate::jobs::{Job, Worker};
 use crate::model::Model;
+use crate::nn::text::read_text;
+use crate::nn::transformer::{is_transformer, Transformer};
+use crate::nn::NnError;
+use crate::plan::score::{windows, ProgressHooks};
 use crate::quant::Spec;
 use egui::{Color32, RichText, Ui};
 use egui_plot::{Bar, BarChart, Legend, Line, Plot, PlotPoints, Points, VLine};
@@ -18,6 +25,14 @@ enum Msg {
     Calibrated(Result<Arc<Calibration>, String>),
     Report(usize, Box<Result<ActivationReport, String>>),
     Accuracy(Result<Option<[f64; 3]>, String>),
+}
+
+/// What the running job does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Task {
+    Calibrate,
+    /// Reports, this layer's first.
+    Reports(usize),
 }
 
 /// The state of the view.
@@ -30,6 +45,15 @@ pub struct ActivationsView {
     /// A calibration pack to load for a model the engine cannot run.
     pub pack_path: String,
     pub selected: usize,
+    /// Only layers whose name contains this are listed.
+    pub filter: String,
+    /// A transformer's calibration text: a plain-text or JSONL file (empty: the bundled text).
+    pub text_path: String,
+    /// A transformer's calibration windows and tokens per window.
+    pub windows: usize,
+    pub ctx: usize,
+    /// Whether the open model is a transformer (calibrated on text, when asked).
+    pub transformer: bool,
     pub log_counts: bool,
     pub calibration: Option<Arc<Calibration>>,
     pub reports: Vec<Option<ActivationReport>>,
@@ -37,6 +61,7 @@ pub struct ActivationsView {
     pub accuracy: Option<[f64; 3]>,
     pub status: String,
     job: Option<Job<Msg>>,
+    task: Task,
     /// The model the calibration belongs to (its address) and the settings the reports are for.
     model_ptr: usize,
     report_key: String,
@@ -50,12 +75,18 @@ impl Default for ActivationsView {
             method: Method::MinMax,
             pack_path: String::new(),
             selected: 0,
+            filter: String::new(),
+            text_path: String::new(),
+            windows: 16,
+            ctx: 256,
+            transformer: false,
             log_counts: true,
             calibration: None,
             reports: Vec::new(),
             accuracy: None,
             status: String::new(),
             job: None,
+            task: Task::Calibrate,
             model_ptr: 0,
             report_key: String::new(),
         }
@@ -74,6 +105,26 @@ impl ActivationsView {
     /// True while calibration or reports are being computed.
     pub fn busy(&self) -> bool {
         self.job.is_some()
+    }
+
+    /// True while a calibration runs.
+    pub fn calibrating(&self) -> bool {
+        self.job.is_some() && self.task == Task::Calibrate
+    }
+
+    /// Progress of the running job in [0, 1].
+    pub fn progress(&self) -> f32 {
+        self.job.as_ref().map_or(1.0, |j| j.progress.fraction())
+    }
+
+    /// Stop the running job (a calibration is dropped; reports already in stay).
+    pub fn cancel(&mut self) {
+        if let Some(j) = self.job.take() {
+            j.cancel();
+            if self.task == Task::Calibrate {
+                self.status = "Calibration cancelled.".into();
+            }
+        }
     }
 
     fn poll(&mut self) {
@@ -110,12 +161,27 @@ impl ActivationsView {
         }
     }
 
-    fn calibrate(&mut self, model: Arc<Model>, pack_path: Option<String>, ctx: &egui::Context) {
+    /// Calibrate `model`: from the pack at `pack_path`; else a transformer on the calibration windows
+    /// of the text, a sample model on its own rows.
+    pub fn calibrate(&mut self, model: Arc<Model>, pack_path: Option<String>, ctx: &egui::Context) {
         let c = ctx.clone();
         let wake: Arc<dyn Fn() + Send + Sync> = Arc::new(move || c.request_repaint());
         self.calibration = None;
         self.reports.clear();
+        self.accuracy = None;
+        self.task = Task::Calibrate;
         self.status = "calibrating...".into();
+        if pack_path.is_none() && self.transformer {
+            let text = Some(self.text_path.trim().to_string()).filter(|t| !t.is_empty());
+            let (n, tokens) = (self.windows.max(1), self.ctx);
+            self.job = Some(Job::spawn(wake, move |w: &Worker<Msg>| {
+                crate::jobs::background_pool().install(|| {
+                    let r = calibrate_on_text(&model, text.as_deref(), tokens, n, w);
+                    w.send(Msg::Calibrated(r.map(Arc::new)));
+                })
+            }));
+            return;
+        }
         self.job = Some(Job::spawn(wake, move |w: &Worker<Msg>| {
             crate::jobs::background_pool().install(|| {
                 let r = crate::activations::load(
@@ -129,7 +195,8 @@ impl ActivationsView {
         }));
     }
 
-    fn compute_reports(&mut self, model: Arc<Model>, ctx: &egui::Context) {
+    /// Start the reports of every layer that has none yet, `first` first (all of them when `fresh`).
+    fn compute_reports(&mut self, model: Arc<Model>, ctx: &egui::Context, fresh: bool) {
         let (Some(cal), Ok(w), Ok(a)) = (
             self.calibration.clone(),
             Spec::parse(&self.weight_text),
@@ -140,19 +207,30 @@ impl ActivationsView {
         let method = self.method;
         let c = ctx.clone();
         let wake: Arc<dyn Fn() + Send + Sync> = Arc::new(move || c.request_repaint());
-        self.reports = vec![None; cal.layers.len()];
-        self.accuracy = None;
+        if fresh || self.reports.len() != cal.layers.len() {
+            self.reports = vec![None; cal.layers.len()];
+            self.accuracy = None;
+        }
         // the selected layer first, then the rest in order
         let sel = self.selected.min(cal.layers.len().saturating_sub(1));
+        let todo: Vec<usize> = std::iter::once(sel)
+            .chain((0..cal.layers.len()).filter(|&i| i != sel))
+            .filter(|&i| self.reports[i].is_none())
+            .collect();
+        let total = cal.layers.len();
+        let done = total - todo.len();
+        self.task = Task::Reports(sel);
         self.job = Some(Job::spawn(wake, move |wk: &Worker<Msg>| {
+            wk.progress.set_total(total as u64);
+            wk.progress.set_done(done as u64);
             crate::jobs::background_pool().install(|| {
-                let order = std::iter::once(sel).chain((0..cal.layers.len()).filter(|&i| i != sel));
-                for i in order {
+                for i in todo {
                     if wk.cancelled() {
                         return;
                     }
                     let r = activation_report(&cal.layers[i], Some(&model), &w, &a, method, 80);
                     wk.send(Msg::Report(i, Box::new(r)));
+                    wk.progress.add(1);
                 }
                 if !wk.cancelled() {
                     wk.send(Msg::Accuracy(accuracy_under(&model, &cal, &w, &a, method)));
@@ -168,9 +246,20 @@ impl ActivationsView {
             return;
         };
         let ptr = Arc::as_ptr(&model) as usize;
-        if ptr != self.model_ptr && self.job.is_none() {
+        if ptr != self.model_ptr {
+            // a job for the last model is dropped (which cancels it)
+            self.job = None;
             self.model_ptr = ptr;
-            self.calibrate(model.clone(), None, ui.ctx());
+            self.transformer = is_transformer(&model);
+            self.calibration = None;
+            self.reports.clear();
+            self.accuracy = None;
+            self.selected = 0;
+            if self.transformer {
+                self.status = "A transformer: press Calibrate to run it on the calibration windows of a text.".into();
+            } else {
+                self.calibrate(model.clone(), None, ui.ctx());
+            }
         }
         ui.horizontal_wrapped(|ui| {
             let l = ui.label("Activations:");
@@ -192,16 +281,65 @@ impl ActivationsView {
                 .on_hover_text("How the activation range is chosen for the output error with quantized inputs");
             ui.separator();
             let l = ui.label("Pack:");
-            ui.add(egui::TextEdit::singleline(&mut self.pack_path).desired_width(220.0))
+            ui.add(egui::TextEdit::singleline(&mut self.pack_path).desired_width(160.0))
                 .labelled_by(l.id)
-                .on_hover_text("A calibration pack from tools/capture_activations.py, for models the engine cannot run");
+                .on_hover_text("A calibration pack from tools/capture_activations.py (or quantscope calibrate --save-pack)");
             if ui.button("Load pack").clicked() && !self.pack_path.trim().is_empty() {
                 self.calibrate(model.clone(), Some(self.pack_path.trim().to_string()), ui.ctx());
             }
-            if ui.button("Recalibrate").on_hover_text("Run the sample model on its calibration rows again").clicked() {
+            if !self.transformer
+                && ui.button("Recalibrate").on_hover_text("Run the sample model on its calibration rows again").clicked()
+            {
                 self.calibrate(model.clone(), None, ui.ctx());
             }
         });
+        if self.transformer {
+            ui.horizontal_wrapped(|ui| {
+                let l = ui.label("Text:");
+                ui.add(
+                    egui::TextEdit::singleline(&mut self.text_path)
+                        .hint_text("the bundled English text")
+                        .desired_width(240.0),
+                )
+                .labelled_by(l.id)
+                .on_hover_text("A plain-text or JSONL (a 'text' field per line) file; calibration uses windows from its first half, never the evaluation ones");
+                let l = ui.label("windows");
+                ui.add(egui::DragValue::new(&mut self.windows).range(1..=256))
+                    .labelled_by(l.id)
+                    .on_hover_text("How many calibration windows");
+                let l = ui.label("× tokens");
+                ui.add(egui::DragValue::new(&mut self.ctx).range(8..=4096))
+                    .labelled_by(l.id)
+                    .on_hover_text("Tokens per window (at most the model's positions)");
+                let calibrating = self.calibrating();
+                if ui
+                    .add_enabled(!calibrating, egui::Button::new("Calibrate"))
+                    .on_hover_text("Run the transformer on the calibration windows and record every linear layer's inputs and outputs")
+                    .clicked()
+                {
+                    self.calibrate(model.clone(), None, ui.ctx());
+                }
+            });
+        }
+        if self.calibrating() {
+            ui.horizontal(|ui| {
+                let p = self.progress();
+                let (done, total) = self.job.as_ref().map_or((0, 0), |j| j.progress.counts());
+                let text = if total > 0 {
+                    format!("calibrating: {done} of {total} steps")
+                } else {
+                    "calibrating: reading the text…".into()
+                };
+                ui.add(egui::ProgressBar::new(p).desired_width(320.0).text(text));
+                if ui
+                    .button("Cancel")
+                    .on_hover_text("Stop the calibration")
+                    .clicked()
+                {
+                    self.cancel();
+                }
+            });
+        }
         let mut problems = Vec::new();
         if let Err(e) = Spec::parse(&self.act_text) {
             problems.push(e.to_string());
@@ -221,16 +359,20 @@ impl ActivationsView {
             self.weight_text,
             self.method.name()
         );
-        if self.calibration.is_some()
-            && self.job.is_none()
-            && key != self.report_key
-            && problems.is_empty()
-        {
-            self.report_key = key;
-            self.compute_reports(model.clone(), ui.ctx());
+        if self.calibration.is_some() && problems.is_empty() {
+            if key != self.report_key && !self.calibrating() {
+                self.report_key = key;
+                self.compute_reports(model.clone(), ui.ctx(), true);
+            } else if matches!(self.task, Task::Reports(s) if s != self.selected)
+                && self.job.is_some()
+                && self.reports.get(self.selected).is_some_and(|r| r.is_none())
+            {
+                // a layer picked while the reports run: its report next
+                self.compute_reports(model.clone(), ui.ctx(), false);
+            }
         }
         let Some(cal) = self.calibration.clone() else {
-            if self.busy() {
+            if self.busy() && !self.calibrating() {
                 ui.spinner();
             }
             return;
@@ -253,7 +395,6 @@ impl ActivationsView {
             });
         });
     }
-
     fn table(&mut self, ui: &mut Ui, cal: &Calibration) {
         if let Some([f, w, wa]) = self.accuracy {
             ui.label(
@@ -273,6 +414,21 @@ impl ActivationsView {
             "SQNR dB with weights {}; 'out+A' also quantizes the inputs ({}, {} range). Orange: outlier channels.",
             self.weight_text, self.act_text, self.method.name()
         )).small());
+        ui.horizontal(|ui| {
+            let l = ui.label("Filter");
+            ui.add(egui::TextEdit::singleline(&mut self.filter).desired_width(160.0))
+                .labelled_by(l.id)
+                .on_hover_text("List only layers whose name contains this text (e.g. down_proj)");
+            if let (Some(j), Task::Reports(_)) = (&self.job, self.task) {
+                let (done, total) = j.progress.counts();
+                ui.spinner();
+                ui.label(RichText::new(format!("reports {done} of {total}")).small());
+            }
+        });
+        let needle = self.filter.to_lowercase();
+        let shown: Vec<usize> = (0..cal.layers.len())
+            .filter(|&i| needle.is_empty() || cal.layers[i].name.to_lowercase().contains(&needle))
+            .collect();
         let fmt = |v: Option<f64>| match v {
             Some(x) if x.is_finite() => format!("{x:.1}"),
             Some(_) => "inf".into(),
@@ -284,7 +440,8 @@ impl ActivationsView {
                     ui.strong(h);
                 }
                 ui.end_row();
-                for (i, l) in cal.layers.iter().enumerate() {
+                for &i in &shown {
+                    let l = &cal.layers[i];
                     let r = self.reports.get(i).and_then(|r| r.as_ref());
                     let outliers = r.is_some_and(|r| !r.outlier_channels.is_empty());
                     let mut text = RichText::new(&l.name);
@@ -304,12 +461,21 @@ impl ActivationsView {
                 }
             });
         });
-        if ui.input(|i| i.key_pressed(egui::Key::ArrowDown)) && self.selected + 1 < cal.layers.len()
-        {
-            self.selected += 1;
-        }
-        if ui.input(|i| i.key_pressed(egui::Key::ArrowUp)) && self.selected > 0 {
-            self.selected -= 1;
+        // up and down move through the listed layers when no text field has focus
+        let nothing_focused = ui.ctx().memory(|m| m.focused().is_none());
+        let (up, down) = ui.input(|i| {
+            (
+                i.key_pressed(egui::Key::ArrowUp),
+                i.key_pressed(egui::Key::ArrowDown),
+            )
+        });
+        if nothing_focused && (up || down) && !shown.is_empty() {
+            let next = match shown.iter().position(|&i| i == self.selected) {
+                Some(p) if down => (p + 1).min(shown.len() - 1),
+                Some(p) => p.saturating_sub(1),
+                None => 0,
+            };
+            self.selected = shown[next];
         }
     }
 
@@ -437,5 +603,91 @@ impl ActivationsView {
                     );
                 });
         });
+        importance_ui(ui, r);
     }
+}
+
+/// The importance matrix of a layer: Σx² per input channel, its largest channels named.
+fn importance_ui(ui: &mut Ui, r: &ActivationReport) {
+    if r.importance.is_empty() {
+        ui.label(
+            RichText::new("No importance matrix (Σx² per input channel) in this calibration.")
+                .weak(),
+        );
+        return;
+    }
+    ui.strong(format!(
+        "Importance Σx² per input channel (the imatrix): the top {} of {} channels hold {:.1} % of the total",
+        r.importance_top.len(),
+        r.importance.len(),
+        100.0 * r.importance_top_share
+    ))
+    .on_hover_text("Σ over every calibration row of the channel's input squared: how much a weight column's error costs in the output. llama.cpp's imatrix weights its quantization error by it");
+    let purple = Color32::from_rgb(198, 120, 221);
+    let normal: Vec<Bar> = r
+        .importance
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !r.importance_top.contains(i))
+        .map(|(i, &v)| Bar::new(i as f64, v as f64).width(1.0))
+        .collect();
+    let top: Vec<Bar> = r
+        .importance_top
+        .iter()
+        .map(|&i| Bar::new(i as f64, r.importance[i] as f64).width(1.0))
+        .collect();
+    Plot::new("act_importance")
+        .height(170.0)
+        .allow_scroll(false)
+        .legend(Legend::default())
+        .x_axis_label("input channel")
+        .show(ui, |p| {
+            p.bar_chart(BarChart::new("Σx²", normal).color(Color32::from_rgb(97, 175, 239)));
+            p.bar_chart(BarChart::new("top channels", top).color(purple));
+        });
+    let names: Vec<String> = r
+        .importance_top
+        .iter()
+        .map(|&i| {
+            let outlier = if r.outlier_channels.contains(&i) {
+                " (outlier)"
+            } else {
+                ""
+            };
+            format!(
+                "#{i} {}{outlier}",
+                crate::formats::fmt_short(r.importance[i] as f64)
+            )
+        })
+        .collect();
+    ui.label(format!("Top channels: {}", names.join(", ")));
+}
+
+/// A transformer's activations on the calibration windows of `text` (the bundled text when `None`).
+fn calibrate_on_text(
+    model: &Model,
+    text: Option<&str>,
+    ctx: usize,
+    n: usize,
+    w: &Worker<Msg>,
+) -> Result<Calibration, String> {
+    let run = || -> Result<Calibration, NnError> {
+        let net = Transformer::from_model(model)?;
+        let text = text
+            .map(|p| read_text(std::path::Path::new(p)))
+            .transpose()?;
+        let split = windows(model, &net, text.as_ref(), ctx, n, 0)?;
+        lm::capture(
+            model,
+            &net,
+            &split.calibration,
+            &split.describe,
+            lm::Keep::default(),
+            &ProgressHooks(&w.progress),
+        )
+    };
+    run().map_err(|e| match e {
+        NnError::Cancelled => "Calibration cancelled.".to_string(),
+        e => e.to_string(),
+    })
 }
