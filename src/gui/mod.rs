@@ -6,6 +6,7 @@ pub(crate) mod browser;
 mod formats_lab;
 mod labs;
 mod mixed;
+mod score_text;
 mod spec_editor;
 mod train_lab;
 mod workbench;
@@ -17,6 +18,7 @@ pub use browser::{
 pub use formats_lab::FormatsLab;
 pub use labs::{IntMatmulLab, Lab, LabsView};
 pub use mixed::{LayerSetting, MixedView, DEFAULT_MIXED_CANDIDATES};
+pub use score_text::{ScoreOnText, Scored};
 pub use train_lab::{LabMode, RunState, TrainLab};
 pub use workbench::{Workbench, DEFAULT_CANDIDATES};
 
@@ -44,6 +46,8 @@ pub struct App {
     pub formats_lab: FormatsLab,
     pub mixed: MixedView,
     pub activations: ActivationsView,
+    /// "Score on text" for the Quantize tab's plan.
+    pub score: ScoreOnText,
     pub labs: LabsView,
     pub training: TrainLab,
     /// Opened on the first frame (opening needs the egui context for repaint requests).
@@ -64,6 +68,7 @@ impl App {
             formats_lab: FormatsLab::default(),
             mixed: MixedView::default(),
             activations: ActivationsView::default(),
+            score: ScoreOnText::default(),
             labs: LabsView::default(),
             training: TrainLab::default(),
             pending_open: open,
@@ -141,11 +146,19 @@ impl App {
                 }
             });
         });
+        // a score finishes (and a new model clears it) whichever view is shown
+        self.score.poll(self.browser.model.as_ref());
         match self.view {
             View::Model => self.browser.ui(ui),
             View::Workbench => {
                 // loads keep running in the background while another view is shown
                 self.browser.poll(&ui.ctx().clone());
+                if let Some(model) = self.browser.model.clone() {
+                    // above the plan and its size: the plan judged on text
+                    egui::Panel::top("score_on_text").show(ui, |ui| {
+                        self.score.ui(ui, Some(&model), &self.workbench.plan)
+                    });
+                }
                 self.workbench.ui(ui, self.browser.model.clone())
             }
             View::FormatsLab => {
