@@ -38,6 +38,8 @@ pub struct ActivationReport {
     pub channel_absmax: Vec<f32>,
     pub channel_median: f32,
     pub outlier_channels: Vec<usize>,
+    /// The same channels, largest max |x| first.
+    pub outliers_largest_first: Vec<usize>,
     /// The importance matrix (Σx² of each input column over all calibration rows); empty where the
     /// calibration did not record it (e.g. an older pack).
     pub importance: Vec<f32>,
@@ -68,7 +70,7 @@ pub fn activation_report(
     let mut med = layer.channel_absmax.clone();
     med.sort_by(f32::total_cmp);
     let median = med.get(med.len() / 2).copied().unwrap_or(0.0);
-    let outliers = layer
+    let outliers: Vec<usize> = layer
         .channel_absmax
         .iter()
         .enumerate()
@@ -110,6 +112,12 @@ pub fn activation_report(
             });
         (a <= b).then_some((a as f64, b as f64))
     };
+    let mut largest = outliers.clone();
+    largest.sort_by(|&a, &b| {
+        layer.channel_absmax[b]
+            .total_cmp(&layer.channel_absmax[a])
+            .then(a.cmp(&b))
+    });
     let (importance_top, importance_top_share) = top_importance(&layer.importance, IMPORTANCE_TOP);
     Ok(ActivationReport {
         name: layer.name.clone(),
@@ -133,6 +141,7 @@ pub fn activation_report(
         channel_absmax: layer.channel_absmax.clone(),
         channel_median: median,
         outlier_channels: outliers,
+        outliers_largest_first: largest,
         importance: layer.importance.clone(),
         importance_top,
         importance_top_share,
@@ -172,6 +181,13 @@ mod tests {
         assert!(r.output_sqnr_db.unwrap() >= r.output_sqnr_db_act.unwrap() - 0.5);
         // fc1's inputs (flattened conv features): most channels are near the median, none far above
         assert!(r.outlier_channels.len() < r.channel_absmax.len() / 10);
+        let mut by_index = r.outliers_largest_first.clone();
+        by_index.sort();
+        assert_eq!(by_index, r.outlier_channels);
+        assert!(r
+            .outliers_largest_first
+            .windows(2)
+            .all(|w| l.channel_absmax[w[0]] >= l.channel_absmax[w[1]]));
         // the importance matrix: fc1's Σx² per column, its largest columns first
         assert_eq!(r.importance, l.importance);
         assert_eq!(r.importance_top.len(), IMPORTANCE_TOP);

@@ -172,10 +172,13 @@ impl ActivationsView {
         self.task = Task::Calibrate;
         self.status = "calibrating...".into();
         if pack_path.is_none() && self.transformer {
+            // the progress bar says it
+            self.status.clear();
             let text = Some(self.text_path.trim().to_string()).filter(|t| !t.is_empty());
             let (n, tokens) = (self.windows.max(1), self.ctx);
+            // asked for and waited for: the foreground pool (background work steps aside)
             self.job = Some(Job::spawn(wake, move |w: &Worker<Msg>| {
-                crate::jobs::background_pool().install(|| {
+                crate::jobs::foreground_pool().install(|| {
                     let r = calibrate_on_text(&model, text.as_deref(), tokens, n, w);
                     w.send(Msg::Calibrated(r.map(Arc::new)));
                 })
@@ -320,6 +323,11 @@ impl ActivationsView {
                     self.calibrate(model.clone(), None, ui.ctx());
                 }
             });
+        }
+        if self.busy() {
+            // progress moves without messages: look again soon
+            ui.ctx()
+                .request_repaint_after(std::time::Duration::from_millis(250));
         }
         if self.calibrating() {
             ui.horizontal(|ui| {
@@ -485,15 +493,33 @@ impl ActivationsView {
             "{} input columns; {} input values seen; min {:.4}, max {:.4}. {} range [{:.4}, {:.4}]: scale {:.5}, zero point {}.",
             r.k, r.seen, r.min, r.max, r.chosen.method, r.chosen.lo, r.chosen.hi, r.act_scale, r.act_zero
         ));
-        ui.checkbox(&mut self.log_counts, "log counts")
-            .on_hover_text(
-                "Show counts on a log scale: the tails that decide the range become visible",
-            );
+        let db = |v: Option<f64>| match v {
+            Some(x) if x.is_finite() => format!("{x:.1} dB"),
+            Some(_) => "inf".into(),
+            None => "-".into(),
+        };
+        ui.label(
+            RichText::new(format!(
+                "SQNR with weights {}: {} in weight space, {} in the layer's output, {} with the inputs in {} too",
+                self.weight_text,
+                db(r.weight_sqnr_db),
+                db(r.output_sqnr_db),
+                db(r.output_sqnr_db_act),
+                self.act_text
+            ))
+            .strong(),
+        );
         let log = self.log_counts;
         let bars = |h: &crate::stats::Histogram| super::bars::histogram_bars(h, log, 1.0);
-        ui.strong("Input activations with every range method's threshold");
+        ui.horizontal(|ui| {
+            ui.strong("Input activations with every range method's threshold");
+            ui.checkbox(&mut self.log_counts, "log counts")
+                .on_hover_text(
+                    "Show counts on a log scale: the tails that decide the range become visible",
+                );
+        });
         Plot::new("act_in_hist")
-            .height(200.0)
+            .height(180.0)
             .allow_scroll(false)
             .legend(Legend::default())
             .x_axis_label("input value")
@@ -509,19 +535,19 @@ impl ActivationsView {
                     }
                 }
             });
-        ui.strong("Output activations (with bias)");
-        Plot::new("act_out_hist")
-            .height(150.0)
-            .allow_scroll(false)
-            .x_axis_label("output value")
-            .show(ui, |p| {
-                p.bar_chart(
-                    BarChart::new("outputs", bars(&r.outputs))
-                        .color(Color32::from_rgb(152, 195, 121)),
-                );
-            });
         ui.columns(2, |cols| {
-            cols[0].strong("EMA observer over the calibration batches");
+            cols[0].strong("Output activations (with bias)");
+            Plot::new("act_out_hist")
+                .height(140.0)
+                .allow_scroll(false)
+                .x_axis_label("output value")
+                .show(&mut cols[0], |p| {
+                    p.bar_chart(
+                        BarChart::new("outputs", bars(&r.outputs))
+                            .color(Color32::from_rgb(152, 195, 121)),
+                    );
+                });
+            cols[1].strong("EMA observer over the calibration batches");
             let mins: PlotPoints = r
                 .batch_ranges
                 .iter()
@@ -547,11 +573,11 @@ impl ActivationsView {
                 .map(|(i, v)| [i as f64, v.1 as f64])
                 .collect();
             Plot::new("act_ema")
-                .height(170.0)
+                .height(140.0)
                 .allow_scroll(false)
                 .legend(Legend::default())
                 .x_axis_label("batch")
-                .show(&mut cols[0], |p| {
+                .show(&mut cols[1], |p| {
                     p.points(
                         Points::new("batch max", maxs)
                             .radius(2.5)
@@ -571,7 +597,9 @@ impl ActivationsView {
                             .color(Color32::from_rgb(97, 175, 239)),
                     );
                 });
-            cols[1].strong(format!(
+        });
+        ui.columns(2, |cols| {
+            cols[0].strong(format!(
                 "max |x| per input channel ({} outliers above {OUTLIER_FACTOR}x the median {:.3})",
                 r.outlier_channels.len(),
                 r.channel_median
@@ -586,14 +614,14 @@ impl ActivationsView {
             let out: Vec<Bar> = r
                 .outlier_channels
                 .iter()
-                .map(|&i| Bar::new(i as f64, r.channel_absmax[i] as f64).width(1.0))
+                .map(|&i| Bar::new(i as f64, r.channel_absmax[i] as f64).width(marked_width(r.k)))
                 .collect();
             Plot::new("act_channels")
-                .height(170.0)
+                .height(160.0)
                 .allow_scroll(false)
                 .legend(Legend::default())
                 .x_axis_label("input channel")
-                .show(&mut cols[1], |p| {
+                .show(&mut cols[0], |p| {
                     p.bar_chart(
                         BarChart::new("channels", normal).color(Color32::from_rgb(97, 175, 239)),
                     );
@@ -602,9 +630,29 @@ impl ActivationsView {
                             .color(Color32::from_rgb(229, 140, 60)),
                     );
                 });
+            if !r.outlier_channels.is_empty() {
+                let names: Vec<String> = r
+                    .outliers_largest_first
+                    .iter()
+                    .take(8)
+                    .map(|&i| {
+                        format!(
+                            "#{i} {}",
+                            crate::formats::fmt_short(r.channel_absmax[i] as f64)
+                        )
+                    })
+                    .collect();
+                cols[0].label(format!("Outlier channels: {}", names.join(", ")));
+            }
+            importance_ui(&mut cols[1], r);
         });
-        importance_ui(ui, r);
     }
+}
+
+/// Width of a marked channel's bar: one channel is under a pixel wide on a big layer, so the marked
+/// ones are drawn wider to stay visible.
+fn marked_width(channels: usize) -> f64 {
+    (channels as f64 / 250.0).max(1.0)
 }
 
 /// The importance matrix of a layer: Σx² per input channel, its largest channels named.
@@ -617,9 +665,8 @@ fn importance_ui(ui: &mut Ui, r: &ActivationReport) {
         return;
     }
     ui.strong(format!(
-        "Importance Σx² per input channel (the imatrix): the top {} of {} channels hold {:.1} % of the total",
+        "Importance Σx² per input channel (the top {} hold {:.1} %)",
         r.importance_top.len(),
-        r.importance.len(),
         100.0 * r.importance_top_share
     ))
     .on_hover_text("Σ over every calibration row of the channel's input squared: how much a weight column's error costs in the output. llama.cpp's imatrix weights its quantization error by it");
@@ -634,10 +681,10 @@ fn importance_ui(ui: &mut Ui, r: &ActivationReport) {
     let top: Vec<Bar> = r
         .importance_top
         .iter()
-        .map(|&i| Bar::new(i as f64, r.importance[i] as f64).width(1.0))
+        .map(|&i| Bar::new(i as f64, r.importance[i] as f64).width(marked_width(r.k)))
         .collect();
     Plot::new("act_importance")
-        .height(170.0)
+        .height(160.0)
         .allow_scroll(false)
         .legend(Legend::default())
         .x_axis_label("input channel")
