@@ -133,8 +133,10 @@ impl ScoreOnText {
         let text = Some(self.text_path.trim().to_string()).filter(|t| !t.is_empty());
         let (n, tokens) = (self.windows.max(1), self.ctx);
         self.status.clear();
+        // the person waits for this: the foreground pool, while background work (the workbench's
+        // reports of other layers) steps aside; on the background pool it queued behind all of them
         self.job = Some(Job::spawn(wake, move |w: &Worker<Msg>| {
-            crate::jobs::background_pool().install(|| {
+            crate::jobs::foreground_pool().install(|| {
                 let r = score_on_text(&model, plan, text.as_deref(), tokens, n, w);
                 w.send(Msg::Done(Box::new(r)));
             })
@@ -178,6 +180,9 @@ impl ScoreOnText {
                 .on_hover_text("A plain-text or JSONL (a 'text' field per line) file");
             });
             if self.busy() {
+                // progress moves without messages: look again soon
+                ui.ctx()
+                    .request_repaint_after(std::time::Duration::from_millis(250));
                 let (done, total) = self.job.as_ref().map_or((0, 0), |j| j.progress.counts());
                 let text = if total > 0 {
                     format!("scoring: {done} of {total}")
@@ -194,46 +199,56 @@ impl ScoreOnText {
                 }
             }
             ui.separator();
-            if let Some(r) = &self.result {
-                let stale = self.stale(plan);
-                let mut text = RichText::new(summary(&r.score));
-                text = if stale { text.weak() } else { text.strong() };
-                ui.label(text).on_hover_text(format!(
-                    "{}\nPlan: default {}; scored in {:.1} s",
-                    r.text,
-                    r.plan.default.text(),
-                    r.seconds
-                ));
-                if stale {
-                    ui.label(
-                        RichText::new("stale: the plan changed since")
-                            .color(ui.visuals().warn_fg_color),
-                    )
-                    .on_hover_text("Press Score on text again to score the plan as it is now");
-                }
-            } else if self.status.is_empty() && !self.busy() && self.runnable.is_ok() {
-                ui.label(RichText::new("not scored yet").weak());
-            }
             if !self.status.is_empty() {
                 let color = if self.status.ends_with("cancelled.") {
-                    ui.visuals().text_color()
+                    ui.visuals().weak_text_color()
                 } else {
                     ui.visuals().error_fg_color
                 };
                 ui.colored_label(color, &self.status);
             }
+            // while a new score runs, the progress bar stands where the last result was
+            let shown = self.result.as_ref().filter(|_| !self.busy());
+            if let Some(r) = shown {
+                let stale = self.stale(plan);
+                if stale {
+                    ui.label(
+                        RichText::new("stale: the plan changed")
+                            .color(ui.visuals().warn_fg_color),
+                    )
+                    .on_hover_text("The numbers are for the plan as it was: press Score on text to score it as it is now");
+                }
+                let mut text = RichText::new(summary(&r.score));
+                text = if stale { text.weak() } else { text.strong() };
+                ui.label(text).on_hover_text(format!(
+                    "{} windows of the evaluation text, float weights against the plan's.\n{}\nPlan: default {}; scored in {:.1} s",
+                    windows_of(&r.score),
+                    r.text,
+                    r.plan.default.text(),
+                    r.seconds
+                ));
+            } else if self.result.is_none()
+                && self.status.is_empty()
+                && !self.busy()
+                && self.runnable.is_ok()
+            {
+                ui.label(RichText::new("not scored yet").weak());
+            }
         });
+    }
+}
+
+fn windows_of(s: &Score) -> usize {
+    match s {
+        Score::NextToken { windows, .. } | Score::Embedding { windows, .. } => *windows,
     }
 }
 
 /// The score in one line, as the strip shows it.
 pub fn summary(s: &Score) -> String {
     match s {
-        Score::NextToken {
-            windows,
-            comparison: c,
-        } => format!(
-            "perplexity: float {:.3}, plan {:.3} ({:+.1} %) · mean KL {:.4} · same top-1 {:.1} % ({windows} windows)",
+        Score::NextToken { comparison: c, .. } => format!(
+            "perplexity: float {:.3}, plan {:.3} ({:+.1} %) · mean KL {:.4} · same top-1 {:.1} %",
             c.perplexity_reference(),
             c.perplexity(),
             100.0 * (c.perplexity() / c.perplexity_reference() - 1.0),
@@ -241,12 +256,10 @@ pub fn summary(s: &Score) -> String {
             100.0 * c.top_agreement()
         ),
         Score::Embedding {
-            windows,
             mean_cosine,
             min_cosine,
-        } => format!(
-            "embedding cosine to float: mean {mean_cosine:.5}, lowest {min_cosine:.5} ({windows} windows)"
-        ),
+            ..
+        } => format!("embedding cosine to float: mean {mean_cosine:.5}, lowest {min_cosine:.5}"),
     }
 }
 
