@@ -46,7 +46,7 @@ fn every_tiny_architecture_matches_transformers() {
         let y = net
             .forward(
                 &ModelWeights::new(&model, false),
-                &[ids.clone()],
+                std::slice::from_ref(&ids),
                 &mut Quiet,
             )
             .unwrap();
