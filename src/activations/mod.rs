@@ -222,7 +222,11 @@ pub fn load(
     batch: usize,
 ) -> Result<Calibration, String> {
     match pack {
-        Some(p) => pack::read(p).map_err(|e| e.to_string()),
+        Some(p) => {
+            let cal = pack::read(p).map_err(|e| e.to_string())?;
+            check_matches(&cal, model)?;
+            Ok(cal)
+        }
         None => capture(model, examples, batch).map_err(|e| {
             format!(
                 "{e}; for a model the engine cannot run, capture a calibration pack with \
@@ -230,6 +234,37 @@ pub fn load(
             )
         }),
     }
+}
+
+/// A calibration whose layers name weights the model does not have is refused (it would silently
+/// measure nothing): the message names the first few and shows the model's own names.
+pub fn check_matches(cal: &Calibration, model: &Model) -> Result<(), String> {
+    let missing: Vec<&str> = cal
+        .layers
+        .iter()
+        .filter(|l| model.find(&l.weight).is_none())
+        .map(|l| l.weight.as_str())
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let ours: Vec<&str> = model
+        .tensors
+        .iter()
+        .filter(|t| t.quantizable())
+        .take(2)
+        .map(|t| t.name.as_str())
+        .collect();
+    Err(format!(
+        "the calibration pack names {} of its {} layers' weights that {} does not have ({}{}); the \
+         model's weights are named like {}",
+        missing.len(),
+        cal.layers.len(),
+        model.source.display(),
+        missing[..missing.len().min(3)].join(", "),
+        if missing.len() > 3 { ", …" } else { "" },
+        ours.join(", ")
+    ))
 }
 
 /// Held-out accuracy of a runnable model: float, with its weights quantized by `weights`, and with the

@@ -259,7 +259,11 @@ fn measure(a: &MeasureArgs, extra: &[(regex::Regex, Spec)]) -> anyhow::Result<Me
         None => fresh,
     };
     let acts = match &a.pack {
-        Some(p) => Some(quantscope::activations::pack::read(p)?),
+        Some(p) => {
+            let cal = quantscope::activations::pack::read(p)?;
+            quantscope::activations::check_matches(&cal, &model).map_err(anyhow::Error::msg)?;
+            Some(cal)
+        }
         None if eval.is_some() => Some(quantscope::activations::capture(&model, a.calib_rows, 32)?),
         None => lm_acts,
     };
