@@ -3,7 +3,7 @@
 //! (or X itself for weight-only quantization, e.g. W4A16). Bias is left out: it is the same on both sides.
 
 use super::LayerActivations;
-use crate::nn::gemm::xwt;
+use crate::kernels::gemm::xwt;
 use crate::quant::fixed::FixedQuant;
 use crate::quant::Metrics;
 

@@ -2,7 +2,7 @@ use super::print_json;
 use quantscope::activations::capture;
 use quantscope::activations::ranges::{act_quantizers, Method};
 use quantscope::model::Model;
-use quantscope::nn::{dataset_bytes, evaluate, evaluate_with, held_out, Network};
+use quantscope::nn::{dataset_bytes, evaluate, evaluate_with, held_out, Network, Weights};
 use quantscope::plan::{Choice, Plan};
 use quantscope::quant::Spec;
 use serde_json::json;
@@ -60,7 +60,8 @@ pub fn run(a: EvalArgs) -> anyhow::Result<()> {
         _ => None,
     };
     let quant = if plan.is_some() || act.is_some() {
-        let net = Network::from_model_calibrated(&model, plan.as_ref(), cal.as_ref())?;
+        let weights = plan.as_ref().map(|p| p.with_calibration(cal.as_ref()));
+        let net = Network::from_model(&model, weights.as_ref().map(|w| w as &dyn Weights))?;
         Some(evaluate_with(&net, &data, act.as_ref().map(|(_, q)| q))?)
     } else {
         None

@@ -42,7 +42,7 @@ pub use fixedpoint::{
     rounding_divide_by_pot, saturating_rounding_doubling_high_mul, FixedMultiplier,
 };
 
-use crate::nn::gemm::xwt;
+use crate::kernels::gemm::xwt;
 use crate::quant::fixed::FixedQuant;
 use crate::quant::{quantize, Family, Granularity, QuantError, Spec};
 use rayon::prelude::*;

@@ -21,15 +21,52 @@
 //! shared-microexponent formats are not packable (their per-pair exponent bits are not kept).
 
 use super::{Choice, Plan, PlanError, SummaryFile};
+use crate::activations::Calibration;
 use crate::formats::lookup;
 use crate::jobs::Progress;
-use crate::model::{write_safetensors, ElementCodec, Model, SourceKind, TensorEntry};
+use crate::model::{write_safetensors, ElementCodec, Model, SourceKind, TensorEntry, TensorInfo};
+use crate::quant::adaround::adaround_or_quantize;
 use crate::quant::spec::MxElem;
-use crate::quant::{quantize, Family, Layout, Quantized, Spec};
+use crate::quant::{quantize, Family, Layout, QuantError, Quantized, Spec};
 use safetensors::Dtype;
 use serde::Serialize;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+
+/// A plan's weights for a network ([`crate::nn::Weights`], from [`Plan::with_calibration`]): each tensor the plan quantizes, fake-quantized;
+/// with a calibration, `round=adaround` specs learn their rounding from the layer's inputs.
+#[derive(Clone, Copy)]
+pub struct PlanWeights<'a> {
+    pub plan: &'a Plan,
+    pub cal: Option<&'a Calibration>,
+}
+
+impl Plan {
+    /// This plan's weights for a network, learning AdaRound's rounding from `cal` where asked.
+    pub fn with_calibration<'a>(&'a self, cal: Option<&'a Calibration>) -> PlanWeights<'a> {
+        PlanWeights { plan: self, cal }
+    }
+}
+
+impl crate::nn::Weights for PlanWeights<'_> {
+    fn weights(&self, t: &TensorInfo, stored: Vec<f32>) -> Result<Vec<f32>, QuantError> {
+        let Choice::Quantize(spec) = self.plan.resolve(&t.name, t.quantizable()).0 else {
+            return Ok(stored);
+        };
+        let inputs = self
+            .cal
+            .and_then(|c| c.layer(&t.name))
+            .map(|l| (&l.rows[..], l.k));
+        Ok(adaround_or_quantize(&stored, &t.shape, &spec, inputs)?.into_dequant())
+    }
+}
+
+/// A plan without a calibration ([`Plan::with_calibration`] with `None`).
+impl crate::nn::Weights for Plan {
+    fn weights(&self, t: &TensorInfo, stored: Vec<f32>) -> Result<Vec<f32>, QuantError> {
+        self.with_calibration(None).weights(t, stored)
+    }
+}
 
 #[derive(Debug, Clone, Default)]
 pub struct ApplyOptions {

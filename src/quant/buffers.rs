@@ -42,7 +42,11 @@ static POOL: Mutex<Pool> = Mutex::new(Pool {
 /// every toggle over 150 ms had found the pool emptied by a background item, and the kernel's
 /// `clear_page` took a third of its samples); the background item can pay that instead.
 fn take<T>(list: &mut Vec<Vec<T>>, n: usize) -> Option<Vec<T>> {
-    take_leaving(list, n, usize::from(crate::jobs::on_background_thread()))
+    take_leaving(
+        list,
+        n,
+        usize::from(crate::kernels::pause::on_background_thread()),
+    )
 }
 
 /// [`take`], if more than `keep` pooled vectors fit.
@@ -212,7 +216,7 @@ mod tests {
         assert_eq!(take_leaving(&mut list, 10, 1), None);
         assert_eq!(take_leaving(&mut list, 10, 0).map(|v| v[0]), Some(2));
         // which threads count as background
-        assert!(!crate::jobs::on_background_thread());
-        assert!(crate::jobs::background_pool().install(crate::jobs::on_background_thread));
+        assert!(!crate::kernels::pause::on_background_thread());
+        assert!(crate::jobs::background_pool().install(crate::kernels::pause::on_background_thread));
     }
 }

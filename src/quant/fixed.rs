@@ -3,10 +3,10 @@
 //! The arithmetic is the weight quantizers' (DESIGN.md §2): symmetric `intN`, asymmetric `uintN`, or a
 //! scaled float element format, one scale for the whole tensor.
 
-use super::linear::rne;
 use super::rounder::Rounder;
 use super::{Family, QuantError, Spec};
 use crate::formats::lookup;
+use crate::kernels::round::rne;
 use rayon::prelude::*;
 
 /// A per-tensor quantizer with a fixed range.

@@ -18,7 +18,6 @@ mod linear;
 pub mod metrics;
 pub mod report;
 pub mod rounder;
-pub(crate) mod simd;
 pub mod spec;
 
 pub use kmeans::kmeans_1d;

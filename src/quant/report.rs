@@ -5,10 +5,10 @@
 
 use super::binned::Summaries;
 use super::linear::{found_in, tensor_thresholds, thresholds_from, Found};
-use super::simd::{fmax, fmin};
 use super::spec::{Clip, Family, MxElem};
 use super::{quantize, Metrics, QuantError, Quantized, Spec};
 use crate::formats::{lookup, Codebook};
+use crate::kernels::simd::{fmax, fmin};
 use crate::stats::{histogram, Histogram};
 use serde::Serialize;
 
@@ -187,7 +187,7 @@ fn paired_histograms(
     )
 }
 
-crate::quant::simd::multiversion! {
+crate::kernels::simd::multiversion! {
     /// One piece of [`paired_histograms`]: the counts of `b` in `bins` slots then below and above,
     /// of `b − a` on [−e, e], and the zeros of `b`. Consecutive values go to four separate tables,
     /// added at the end: most dequantized values share a few bins, and increments of one counter in a

@@ -2,6 +2,7 @@
 //! quantized. `Spec::parse` reads it with a message that names the wrong part and lists what is
 //! allowed; `Display` writes the resolved form with every default made explicit.
 
+pub use crate::calib::Clip;
 use std::fmt;
 use std::str::FromStr;
 
@@ -108,15 +109,6 @@ pub enum Granularity {
     Tensor,
     Channel,
     Group(usize),
-}
-
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Clip {
-    MinMax,
-    /// Keep this percentile of |x| (e.g. 99.9).
-    Percentile(f64),
-    Mse,
-    Kl,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
