@@ -95,7 +95,7 @@ impl Term {
     }
 }
 
-/// Error statistics of one result against the float layer (DESIGN.md §3), and in output steps.
+/// Error statistics of one result against the float layer (docs/DESIGN.md §3), and in output steps.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct ErrorStats {
     pub max_abs: f64,

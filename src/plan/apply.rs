@@ -74,7 +74,7 @@ pub struct ApplyOptions {
     pub packed: bool,
 }
 
-/// Per quantized tensor: the errors of DESIGN.md §3, and the largest error after storing the values in
+/// Per quantized tensor: the errors of docs/DESIGN.md §3, and the largest error after storing the values in
 /// the tensor's own dtype (what the written file holds).
 #[derive(Debug, Clone, Serialize)]
 pub struct TensorReport {

@@ -1,4 +1,4 @@
-//! Per-layer quantization plans (DESIGN.md §5): a default spec, ordered rules (the last match wins) and
+//! Per-layer quantization plans (docs/DESIGN.md §5): a default spec, ordered rules (the last match wins) and
 //! per-tensor overrides (which beat rules), saved as versioned JSON that always lists the resolved spec
 //! of every tensor it names, so no one has to guess which rule won.
 

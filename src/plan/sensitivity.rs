@@ -2,7 +2,7 @@
 //! quantized. Three measures, each where it can be had:
 //!
 //! - **weight SQNR**: the layer's own weights against their quantized copy (every model);
-//! - **output SQNR** on calibration activations, `X·Wᵀ` against `X·Ŵᵀ` (DESIGN.md §3): a slot in
+//! - **output SQNR** on calibration activations, `X·Wᵀ` against `X·Ŵᵀ` (docs/DESIGN.md §3): a slot in
 //!   [`Cell::output_nsr`] that stays `None` until activations are captured for the model (the calibration
 //!   engine fills it; see [`Cell::output_nsr`]);
 //! - **end to end**: for models that run ([`crate::nn`]), the network on calibration data with only this

@@ -1,6 +1,6 @@
 //! Scaled quantizers: symmetric intN, asymmetric uintN, and the scaled OCP element floats, per tensor,
 //! per channel or per group, with clipping, nearest or stochastic rounding, and VS-Quant two-level
-//! scales. Conventions (DESIGN.md §2):
+//! scales. Conventions (docs/DESIGN.md §2):
 //!
 //! - intN: `S = amax/(2^(N−1) − 1)`, `q = clamp(round(x/S), ±(2^(N−1) − 1))`, `x̂ = q·S`;
 //! - uintN: range widened to include 0, `S = (rmax − rmin)/(2^N − 1)`, `Z = clamp(round(−rmin/S))`,

@@ -1,4 +1,4 @@
-//! Error and size metrics, one definition everywhere (DESIGN.md §3). Sums accumulate in f64.
+//! Error and size metrics, one definition everywhere (docs/DESIGN.md §3). Sums accumulate in f64.
 
 use rayon::prelude::*;
 use serde::Serialize;

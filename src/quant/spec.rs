@@ -1,4 +1,4 @@
-//! The quantization spec string (DESIGN.md §2): one string names everything about how one tensor is
+//! The quantization spec string (docs/DESIGN.md §2): one string names everything about how one tensor is
 //! quantized. `Spec::parse` reads it with a message that names the wrong part and lists what is
 //! allowed; `Display` writes the resolved form with every default made explicit.
 
