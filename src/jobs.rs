@@ -25,6 +25,18 @@ impl Progress {
         self.done.fetch_add(n, Ordering::Relaxed);
     }
 
+    /// (done, total).
+    pub fn counts(&self) -> (u64, u64) {
+        (
+            self.done.load(Ordering::Relaxed),
+            self.total.load(Ordering::Relaxed),
+        )
+    }
+
+    pub fn set_done(&self, done: u64) {
+        self.done.store(done, Ordering::Relaxed);
+    }
+
     /// Done / total in [0, 1] (0 while the total is unknown).
     pub fn fraction(&self) -> f32 {
         let total = self.total.load(Ordering::Relaxed);

@@ -6,6 +6,7 @@
 //! ([`capture`]), and a calibration pack captured from any PyTorch model ([`pack`]). Everything after
 //! that (ranges, output-aware error, AdaRound, the window's Activations view) reads only a `Calibration`.
 
+pub mod lm;
 pub mod output;
 pub mod pack;
 pub mod ranges;
@@ -42,6 +43,9 @@ pub struct LayerActivations {
     pub batch_ranges: Vec<(f32, f32)>,
     /// max |x| of each input channel over all calibration data (features, or conv input channels).
     pub channel_absmax: Vec<f32>,
+    /// The importance matrix (llama.cpp's imatrix): Σx² of each input column over all calibration
+    /// rows; empty where it was not recorded.
+    pub importance: Vec<f32>,
     /// How many input values the calibration saw in all (before sampling).
     pub seen: u64,
 }
@@ -144,6 +148,7 @@ pub fn capture(model: &Model, examples: usize, batch: usize) -> Result<Calibrati
             outputs: Vec::new(),
             batch_ranges: Vec::new(),
             channel_absmax: Vec::new(),
+            importance: vec![0.0; w.k],
             seen: 0,
         })
         .collect();
@@ -181,6 +186,11 @@ pub fn capture(model: &Model, examples: usize, batch: usize) -> Result<Calibrati
             );
             let rows = io.layer.rows(io.input, io.n, io.input_shape);
             let nrows = rows.len() / l.k;
+            for row in rows.chunks_exact(l.k) {
+                for (s, &v) in l.importance.iter_mut().zip(row) {
+                    *s += v * v;
+                }
+            }
             let share = (MAX_ROWS / batches).max(1);
             for r in sample_indices(nrows, share, b as u64 + (2 << 32)) {
                 l.rows.extend_from_slice(&rows[r * l.k..(r + 1) * l.k]);

@@ -63,6 +63,7 @@ mod tests {
             outputs: Vec::new(),
             batch_ranges: vec![(0.0, 1.0)],
             channel_absmax: vec![1.0; k],
+            importance: Vec::new(),
             seen: x.len() as u64,
         };
         let wq = quantize(&w, &[out, k], &Spec::parse("int4").unwrap())

@@ -16,7 +16,9 @@
 //!   flattened over batch and sequence; a convolution's unfolded patches, `F.unfold` transposed);
 //! - `L.inputs` `[n]` and `L.outputs` `[m]`: samples of its input and output values;
 //! - `L.batch_ranges` `[batches, 2]`: min and max of the whole input in each batch;
-//! - `L.channel_absmax` `[c]`: max |x| per input channel over all data.
+//! - `L.channel_absmax` `[c]`: max |x| per input channel over all data;
+//! - `L.importance` `[k]` (optional): Σx² of each input column over all rows, llama.cpp's importance
+//!   matrix.
 
 use super::{Calibration, LayerActivations};
 use crate::model::{write_safetensors, Model, ModelError, TensorEntry};
@@ -104,6 +106,10 @@ pub fn from_model(m: &Model) -> Result<Calibration, PackError> {
             outputs: read(format!("{}.outputs", l.name), None)?,
             batch_ranges: ranges.chunks(2).map(|c| (c[0], c[1])).collect(),
             channel_absmax: read(format!("{}.channel_absmax", l.name), None)?,
+            importance: match m.find(&format!("{}.importance", l.name)) {
+                Some(_) => read(format!("{}.importance", l.name), None)?,
+                None => Vec::new(),
+            },
             name: l.name,
             weight: l.weight,
             k: l.k,
@@ -155,7 +161,11 @@ pub fn write(cal: &Calibration, path: &Path) -> Result<(), PackError> {
                 l.channel_absmax.clone(),
                 vec![l.channel_absmax.len()],
             ),
+            ("importance", l.importance.clone(), vec![l.importance.len()]),
         ] {
+            if suffix == "importance" && v.is_empty() {
+                continue;
+            }
             entries.push(TensorEntry {
                 name: format!("{}.{suffix}", l.name),
                 dtype: safetensors::Dtype::F32,

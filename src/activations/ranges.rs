@@ -210,6 +210,7 @@ mod tests {
             rows: inputs.clone(),
             outputs: Vec::new(),
             channel_absmax: vec![inputs.iter().fold(0f32, |a, v| a.max(v.abs()))],
+            importance: Vec::new(),
             seen: inputs.len() as u64,
             inputs,
             batch_ranges,

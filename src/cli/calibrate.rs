@@ -1,7 +1,12 @@
-use super::{json_num, print_json};
+use super::{json_num, print_json, with_progress};
+use quantscope::activations::lm;
 use quantscope::activations::ranges::{act_quantizers, all_ranges, range, Method};
+use quantscope::activations::report::OUTLIER_FACTOR;
 use quantscope::activations::{load, output::output_metrics, pack};
 use quantscope::model::Model;
+use quantscope::nn::text::read_text;
+use quantscope::nn::transformer::{is_transformer, Transformer};
+use quantscope::plan::score::{windows, ProgressHooks};
 use quantscope::quant::adaround::{adaround, AdaRoundConfig};
 use quantscope::quant::fixed::FixedQuant;
 use quantscope::quant::{quantize, Spec};
@@ -10,10 +15,12 @@ use std::path::PathBuf;
 
 #[derive(clap::Args, Debug)]
 pub struct CalibrateArgs {
-    /// The model: a runnable sample model, or any model with a calibration pack (--data).
+    /// The model: a runnable sample model, a transformer's Hugging Face folder (Llama family, Gemma 3,
+    /// BERT), or any model with a calibration pack (--data).
     pub model: PathBuf,
     /// A calibration pack (tools/capture_activations.py). Without it, a sample model runs on its own
-    /// calibration rows (training rows, never the held-out ones).
+    /// calibration rows (training rows, never the held-out ones) and a transformer on the calibration
+    /// windows of a text.
     #[arg(long)]
     pub data: Option<PathBuf>,
     /// The range method to report (and to use for --spec): minmax, pP (e.g. p99.99), mse, kl, ema.
@@ -32,6 +39,16 @@ pub struct CalibrateArgs {
     pub examples: usize,
     #[arg(long, default_value_t = 32)]
     pub batch: usize,
+    /// A transformer's text: plain text, or JSONL with a `text` field (default: the bundled English
+    /// text). Calibration windows come from its first half; evaluation uses the second.
+    #[arg(long)]
+    pub text: Option<PathBuf>,
+    /// Tokens per window (a transformer).
+    #[arg(long, default_value_t = 256)]
+    pub ctx: usize,
+    /// Calibration windows (a transformer).
+    #[arg(long, default_value_t = 16)]
+    pub windows: usize,
     /// Write the activations as a calibration pack.
     #[arg(long)]
     pub save_pack: Option<PathBuf>,
@@ -52,9 +69,27 @@ pub fn run(a: CalibrateArgs) -> anyhow::Result<()> {
     let wspec = a.spec.as_deref().map(Spec::parse).transpose()?;
     // refuse a format activations cannot use before doing any work
     FixedQuant::new(&act, 0.0, 1.0)?;
-    let bar = super::progress_bar(0, "calibrate");
-    let cal = load(&model, a.data.as_deref(), a.examples, a.batch).map_err(anyhow::Error::msg)?;
-    bar.finish_and_clear();
+    let cal = if a.data.is_none() && is_transformer(&model) {
+        let net = Transformer::from_model(&model)?;
+        let text = a.text.as_deref().map(read_text).transpose()?;
+        let split = windows(&model, &net, text.as_ref(), a.ctx, a.windows, 0)?;
+        with_progress("calibrating", |p| {
+            lm::capture(
+                &model,
+                &net,
+                &split.calibration,
+                &split.describe,
+                lm::Keep::default(),
+                &ProgressHooks(p),
+            )
+        })?
+    } else {
+        let bar = super::progress_bar(0, "calibrate");
+        let cal =
+            load(&model, a.data.as_deref(), a.examples, a.batch).map_err(anyhow::Error::msg)?;
+        bar.finish_and_clear();
+        cal
+    };
     if let Some(p) = &a.save_pack {
         pack::write(&cal, p)?;
         eprintln!("wrote {}", p.display());
@@ -106,11 +141,15 @@ pub fn run(a: CalibrateArgs) -> anyhow::Result<()> {
         let mut med = l.channel_absmax.clone();
         med.sort_by(f32::total_cmp);
         let median = med.get(med.len() / 2).copied().unwrap_or(0.0);
+        let outliers: Vec<usize> = (0..l.channel_absmax.len())
+            .filter(|&c| l.channel_absmax[c] > OUTLIER_FACTOR * median)
+            .collect();
         let mut row = json!({
             "name": l.name, "weight": l.weight, "k": l.k, "rows": l.row_count(), "seen": l.seen,
             "min": lo, "max": hi,
             "ranges": ranges,
             "channel_absmax_max": ch_max, "channel_absmax_median": median,
+            "outlier_channels": outliers, "importance": !l.importance.is_empty(),
         });
         row.as_object_mut().expect("object").extend(errors);
         rows.push(row);
@@ -130,7 +169,7 @@ pub fn run(a: CalibrateArgs) -> anyhow::Result<()> {
     println!("ranges for {} activations", a.act);
     for r in &rows {
         println!(
-            "\n{}  (k {}, {} rows kept of {} values seen)  min {:.4}  max {:.4}  channel absmax: max {:.3}, median {:.3}",
+            "\n{}  (k {}, {} rows kept of {} values seen)  min {:.4}  max {:.4}  channel absmax: max {:.3}, median {:.3}, {} outlier channels",
             r["name"].as_str().unwrap_or(""),
             r["k"],
             r["rows"],
@@ -139,6 +178,7 @@ pub fn run(a: CalibrateArgs) -> anyhow::Result<()> {
             r["max"].as_f64().unwrap_or(f64::NAN),
             r["channel_absmax_max"].as_f64().unwrap_or(f64::NAN),
             r["channel_absmax_median"].as_f64().unwrap_or(f64::NAN),
+            r["outlier_channels"].as_array().map_or(0, Vec::len),
         );
         for m in r["ranges"].as_array().into_iter().flatten() {
             println!(

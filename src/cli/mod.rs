@@ -6,6 +6,7 @@ mod cast;
 mod eval;
 mod export;
 mod formats;
+mod forward;
 mod inspect;
 mod lab;
 mod mixed;
@@ -55,6 +56,9 @@ pub enum Command {
     Apply(apply::ApplyArgs),
     /// A plan in another tool's config format (compressed-tensors, llama.cpp).
     Export(export::ExportArgs),
+    /// One forward pass of a transformer (Llama family, Gemma 3, BERT) on a text or token ids, written
+    /// to a safetensors file: the ids and logits (or an encoder's hidden states and embedding).
+    Forward(forward::ForwardArgs),
     /// Teaching labs: `lab matmul` runs a layer as integer-only inference, term by term.
     Lab(lab::LabArgs),
     /// Train a sample model with quantized weights: QAT with the straight-through estimator, k-means
@@ -74,6 +78,7 @@ pub fn run(cmd: Command) -> anyhow::Result<()> {
         Command::Search(a) => mixed::run_search(a),
         Command::Apply(a) => apply::run(a),
         Command::Export(a) => export::run(a),
+        Command::Forward(a) => forward::run(a),
         Command::Lab(a) => lab::run_lab(a),
         Command::Train(a) => train::run(a),
     }
@@ -127,4 +132,40 @@ pub fn layer_filter(pattern: Option<&str>) -> anyhow::Result<Option<regex::Regex
         .map(regex::Regex::new)
         .transpose()
         .map_err(|e| anyhow::anyhow!("--layers is not a valid regular expression: {e}"))
+}
+
+/// Run `work` on a thread while a progress bar on stderr (a terminal only) shows its `Progress` in
+/// steps, with the elapsed time and an estimate of what remains.
+pub fn with_progress<T: Send>(
+    what: &str,
+    work: impl FnOnce(&quantscope::jobs::Progress) -> T + Send,
+) -> T {
+    use std::io::IsTerminal;
+    let progress = quantscope::jobs::Progress::default();
+    let bar = if std::io::stderr().is_terminal() {
+        let b = indicatif::ProgressBar::new(1);
+        b.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{prefix} [{bar:30}] {pos}/{len} {elapsed_precise} (eta {eta})",
+            )
+            .expect("template")
+            .progress_chars("=> "),
+        );
+        b.set_prefix(what.to_string());
+        b
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    let out = std::thread::scope(|s| {
+        let job = s.spawn(|| work(&progress));
+        while !job.is_finished() {
+            let (done, total) = progress.counts();
+            bar.set_length(total.max(1));
+            bar.set_position(done);
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        job.join().expect("the work thread does not panic")
+    });
+    bar.finish_and_clear();
+    out
 }

@@ -8,7 +8,9 @@
 pub mod backward;
 mod data;
 pub use crate::kernels::gemm;
+pub mod text;
 pub mod train;
+pub mod transformer;
 
 pub use data::{
     calibration_set, dataset_bytes, held_out, rows_from_csv, spread, training_set, Dataset,
@@ -32,6 +34,8 @@ pub enum NnError {
     NotRunnable(String),
     #[error("data: {0}")]
     Data(String),
+    #[error("cancelled")]
+    Cancelled,
     #[error("quantizing '{0}': {1}")]
     Quant(String, crate::quant::QuantError),
 }
@@ -528,7 +532,7 @@ fn conv_forward(w: &Weighted, a: &[f32], n: usize, shape: &[usize], next: &[usiz
 
 /// The error function to about 1e-13 (Rust's std has none): its Taylor series below 2.5, and the
 /// classical continued fraction of erfc above (Abramowitz & Stegun 7.1.5 and 7.1.14).
-fn erf(x: f64) -> f64 {
+pub(crate) fn erf(x: f64) -> f64 {
     let ax = x.abs();
     let r = if ax < 2.5 {
         // Taylor series: erf x = 2/√π Σ (−1)^n x^(2n+1) / (n! (2n+1))

@@ -1,0 +1,292 @@
+//! The transformer's kernels on row-major f32 matrices (one row per token): the linear layer, the
+//! norms, RoPE, attention and the activations. Each is written to match transformers' eager PyTorch
+//! code in f32.
+
+use super::config::{Activation, Rope};
+use rayon::prelude::*;
+
+/// A pointer that parallel tasks write through, each to its own disjoint part.
+#[derive(Clone, Copy)]
+struct Out(*mut f32);
+// SAFETY: every task writes a disjoint set of elements (the callers below say which), and the buffer
+// outlives the parallel scope.
+unsafe impl Send for Out {}
+unsafe impl Sync for Out {}
+
+impl Out {
+    /// The element at `i` (a method, so closures capture the whole `Out`, not its raw pointer).
+    fn at(self, i: usize) -> *mut f32 {
+        self.0.wrapping_add(i)
+    }
+}
+
+/// `Y[rows, out] = X[rows, k] · W[out, k]ᵀ (+ b)`. Split over output columns when the layer is wider
+/// than the batch is long (an LM head: its weight is packed once, not once per row block), else over rows.
+pub fn linear(
+    x: &[f32],
+    rows: usize,
+    k: usize,
+    w: &[f32],
+    out: usize,
+    b: Option<&[f32]>,
+) -> Vec<f32> {
+    assert_eq!(x.len(), rows * k, "input is not rows × k");
+    assert_eq!(w.len(), out * k, "weight is not out × k");
+    if out < rows {
+        return crate::nn::gemm::xwt(x, rows, k, w, out, b);
+    }
+    let mut y = vec![0f32; rows * out];
+    if rows == 0 || out == 0 {
+        return y;
+    }
+    let threads = rayon::current_num_threads();
+    let cols = out.div_ceil(4 * threads).max(64).min(out);
+    let tasks = out.div_ceil(cols);
+    let dst = Out(y.as_mut_ptr());
+    (0..tasks).into_par_iter().for_each(|t| {
+        let c0 = t * cols;
+        let c1 = (c0 + cols).min(out);
+        // SAFETY: task t writes only columns c0..c1 of every row of y (rows × out, row stride `out`);
+        // x and w are read through strides within their lengths.
+        unsafe {
+            matrixmultiply::sgemm(
+                rows,
+                k,
+                c1 - c0,
+                1.0,
+                x.as_ptr(),
+                k as isize,
+                1,
+                w.as_ptr().add(c0 * k),
+                1,
+                k as isize,
+                0.0,
+                dst.at(c0),
+                out as isize,
+                1,
+            );
+        }
+    });
+    if let Some(b) = b {
+        y.par_chunks_mut(out).for_each(|row| {
+            for (v, bb) in row.iter_mut().zip(b) {
+                *v += bb;
+            }
+        });
+    }
+    y
+}
+
+/// RMSNorm over each row of `d` values: `x / √(mean(x²) + ε) · w`, or `· (1 + w)` for Gemma.
+pub fn rms_norm(x: &mut [f32], d: usize, w: &[f32], eps: f64, one_plus: bool) {
+    x.par_chunks_mut(d).for_each(|row| {
+        let ms = row.iter().map(|&v| v * v).sum::<f32>() / d as f32;
+        let r = 1.0 / (ms + eps as f32).sqrt();
+        for (v, &g) in row.iter_mut().zip(w) {
+            let g = if one_plus { 1.0 + g } else { g };
+            *v = *v * r * g;
+        }
+    });
+}
+
+/// LayerNorm over each row: `(x − mean) / √(var + ε) · w + b` (biased variance, as PyTorch).
+pub fn layer_norm(x: &mut [f32], d: usize, w: &[f32], b: &[f32], eps: f64) {
+    x.par_chunks_mut(d).for_each(|row| {
+        let mean = row.iter().sum::<f32>() / d as f32;
+        let var = row.iter().map(|&v| (v - mean) * (v - mean)).sum::<f32>() / d as f32;
+        let r = 1.0 / (var + eps as f32).sqrt();
+        for ((v, &g), &bb) in row.iter_mut().zip(w).zip(b) {
+            *v = (*v - mean) * r * g + bb;
+        }
+    });
+}
+
+/// cos and sin of every position × frequency: `[positions, d/2]` each. The angle is the f32 product of
+/// the f32 frequency and the position, as transformers computes it.
+pub fn rope_table(rope: &Rope, d: usize, positions: usize) -> (Vec<f32>, Vec<f32>) {
+    let inv: Vec<f32> = rope.inv_freq(d).into_iter().map(|f| f as f32).collect();
+    let mut cos = Vec::with_capacity(positions * inv.len());
+    let mut sin = Vec::with_capacity(positions * inv.len());
+    for p in 0..positions {
+        for &f in &inv {
+            let a = (f * p as f32) as f64;
+            cos.push(a.cos() as f32);
+            sin.push(a.sin() as f32);
+        }
+    }
+    (cos, sin)
+}
+
+/// Rotate each head of `d` values in place: pairs `(i, i + d/2)` (transformers' `rotate_half`), the
+/// token at `pos[r]` of the table.
+pub fn apply_rope(x: &mut [f32], width: usize, d: usize, pos: &[usize], cos: &[f32], sin: &[f32]) {
+    let half = d / 2;
+    x.par_chunks_mut(width)
+        .zip(pos.par_iter())
+        .for_each(|(row, &p)| {
+            let c = &cos[p * half..(p + 1) * half];
+            let s = &sin[p * half..(p + 1) * half];
+            for head in row.chunks_mut(d) {
+                let (a, b) = head.split_at_mut(half);
+                for i in 0..half {
+                    let (x1, x2) = (a[i], b[i]);
+                    a[i] = x1 * c[i] - x2 * s[i];
+                    b[i] = x2 * c[i] + x1 * s[i];
+                }
+            }
+        });
+}
+
+/// How attention sees other positions.
+#[derive(Debug, Clone, Copy)]
+pub struct AttnShape {
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+    pub scale: f32,
+    /// Only earlier positions (decoders).
+    pub causal: bool,
+    /// Only the last `w` positions, itself included.
+    pub window: Option<usize>,
+    /// `c·tanh(s/c)` on the scores.
+    pub softcap: Option<f32>,
+}
+
+/// Scaled dot-product attention for each sequence (`lens`, consecutive rows) and head; query head `h`
+/// reads key/value head `h / (heads / kv_heads)`. Returns `[rows, heads·head_dim]`.
+pub fn attention(q: &[f32], k: &[f32], v: &[f32], lens: &[usize], a: AttnShape) -> Vec<f32> {
+    let d = a.head_dim;
+    let (qw, kw) = (a.heads * d, a.kv_heads * d);
+    let rows: usize = lens.iter().sum();
+    assert_eq!(q.len(), rows * qw);
+    assert_eq!(k.len(), rows * kw);
+    let mut starts = Vec::with_capacity(lens.len());
+    let mut s = 0;
+    for &l in lens {
+        starts.push(s);
+        s += l;
+    }
+    let group = a.heads / a.kv_heads;
+    let mut y = vec![0f32; rows * qw];
+    let dst = Out(y.as_mut_ptr());
+    let tasks: Vec<(usize, usize)> = (0..lens.len())
+        .flat_map(|s| (0..a.heads).map(move |h| (s, h)))
+        .collect();
+    tasks.into_par_iter().for_each(|(si, h)| {
+        let (start, len) = (starts[si], lens[si]);
+        let kh = h / group;
+        // this head's keys and values, contiguous
+        let gather = |m: &[f32]| -> Vec<f32> {
+            (0..len)
+                .flat_map(|t| m[(start + t) * kw + kh * d..][..d].iter().copied())
+                .collect()
+        };
+        let (keys, vals) = (gather(k), gather(v));
+        let mut scores = vec![0f32; len];
+        let mut acc = vec![0f32; d];
+        for i in 0..len {
+            let qi = &q[(start + i) * qw + h * d..][..d];
+            let hi = if a.causal { i + 1 } else { len };
+            let lo = match a.window {
+                Some(w) if a.causal => (i + 1).saturating_sub(w),
+                _ => 0,
+            };
+            let mut max = f32::NEG_INFINITY;
+            for j in lo..hi {
+                let kj = &keys[j * d..(j + 1) * d];
+                let mut sc = qi.iter().zip(kj).map(|(x, y)| x * y).sum::<f32>() * a.scale;
+                if let Some(c) = a.softcap {
+                    sc = c * (sc / c).tanh();
+                }
+                scores[j] = sc;
+                max = max.max(sc);
+            }
+            let mut sum = 0f32;
+            for sc in &mut scores[lo..hi] {
+                *sc = (*sc - max).exp();
+                sum += *sc;
+            }
+            acc.iter_mut().for_each(|x| *x = 0.0);
+            for j in lo..hi {
+                let p = scores[j] / sum;
+                for (o, &vv) in acc.iter_mut().zip(&vals[j * d..(j + 1) * d]) {
+                    *o += p * vv;
+                }
+            }
+            // SAFETY: task (si, h) writes only head h's columns of its own sequence's rows.
+            unsafe {
+                let row = dst.at((start + i) * qw + h * d);
+                std::ptr::copy_nonoverlapping(acc.as_ptr(), row, d);
+            }
+        }
+    });
+    y
+}
+
+/// An activation in place.
+pub fn activate(x: &mut [f32], act: Activation) {
+    const CHUNK: usize = 1 << 14;
+    x.par_chunks_mut(CHUNK).for_each(|c| match act {
+        Activation::Silu => c.iter_mut().for_each(|v| *v /= 1.0 + (-*v).exp()),
+        Activation::Gelu => c.iter_mut().for_each(|v| {
+            let x = *v as f64;
+            *v = (0.5 * x * (1.0 + crate::nn::erf(x / std::f64::consts::SQRT_2))) as f32
+        }),
+        Activation::GeluTanh => c.iter_mut().for_each(|v| {
+            let x = *v;
+            let inner = (2.0f32 / std::f32::consts::PI).sqrt() * (x + 0.044715 * x * x * x);
+            *v = 0.5 * x * (1.0 + inner.tanh())
+        }),
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_column_split_linear_equals_the_row_split_one() {
+        let (rows, k, out) = (3, 5, 130);
+        let x: Vec<f32> = (0..rows * k).map(|i| (i as f32 * 0.37).sin()).collect();
+        let w: Vec<f32> = (0..out * k).map(|i| (i as f32 * 0.11).cos()).collect();
+        let b: Vec<f32> = (0..out).map(|i| i as f32 * 0.01).collect();
+        let y = linear(&x, rows, k, &w, out, Some(&b));
+        let r = crate::nn::gemm::xwt(&x, rows, k, &w, out, Some(&b));
+        for (a, b) in y.iter().zip(&r) {
+            assert!((a - b).abs() < 1e-5, "{a} {b}");
+        }
+    }
+
+    #[test]
+    fn attention_of_one_position_returns_its_value() {
+        let a = AttnShape {
+            heads: 2,
+            kv_heads: 1,
+            head_dim: 2,
+            scale: 1.0,
+            causal: true,
+            window: None,
+            softcap: None,
+        };
+        let q = [1.0, 2.0, 3.0, 4.0];
+        let k = [0.5, 0.5];
+        let v = [7.0, -1.0];
+        assert_eq!(attention(&q, &k, &v, &[1], a), [7.0, -1.0, 7.0, -1.0]);
+    }
+
+    #[test]
+    fn a_window_of_one_sees_only_itself() {
+        let a = AttnShape {
+            heads: 1,
+            kv_heads: 1,
+            head_dim: 1,
+            scale: 1.0,
+            causal: true,
+            window: Some(1),
+            softcap: None,
+        };
+        let v = [1.0, 2.0, 3.0];
+        let y = attention(&[1.0; 3], &[1.0; 3], &v, &[3], a);
+        assert_eq!(y, v);
+    }
+}

@@ -1,0 +1,221 @@
+//! How far a changed model's next-token predictions move from the reference's on text: perplexity of
+//! both, mean KL(reference ‖ changed) of the next-token distributions, and the share of positions whose
+//! most likely token is unchanged. The pass goes block by block over all windows, so each block's
+//! weights are read once per pass, and the logits are made a few windows at a time.
+
+use super::{Transformer, Weights};
+use crate::nn::NnError;
+use ndarray::Array2;
+use rayon::prelude::*;
+
+/// What the caller lets a long pass report and whether it should stop.
+pub trait Hooks: Sync {
+    /// `done` of `total` steps are finished.
+    fn progress(&self, _done: usize, _total: usize) {}
+    /// True when the caller wants the pass to stop (it then returns [`NnError::Cancelled`]).
+    fn cancelled(&self) -> bool {
+        false
+    }
+}
+
+/// Hooks that report nothing and never cancel.
+pub struct NoHooks;
+impl Hooks for NoHooks {}
+
+/// Sums over the scored positions (every position but a window's last predicts the next token).
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
+pub struct Comparison {
+    pub positions: usize,
+    /// Σ −log p(next token) under the reference and under the changed model (nats).
+    pub nll_reference: f64,
+    pub nll: f64,
+    /// Σ KL(reference ‖ changed) (nats).
+    pub kl: f64,
+    /// Positions whose argmax is the same in both.
+    pub same_top: usize,
+}
+
+impl Comparison {
+    pub fn perplexity_reference(&self) -> f64 {
+        (self.nll_reference / self.positions.max(1) as f64).exp()
+    }
+    pub fn perplexity(&self) -> f64 {
+        (self.nll / self.positions.max(1) as f64).exp()
+    }
+    pub fn mean_kl(&self) -> f64 {
+        self.kl / self.positions.max(1) as f64
+    }
+    pub fn top_agreement(&self) -> f64 {
+        self.same_top as f64 / self.positions.max(1) as f64
+    }
+}
+
+/// `log softmax` of one row, in f64.
+fn log_softmax(x: &[f32]) -> Vec<f64> {
+    let max = x.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) as f64;
+    let lse = x.iter().map(|&v| (v as f64 - max).exp()).sum::<f64>().ln() + max;
+    x.iter().map(|&v| v as f64 - lse).collect()
+}
+
+fn argmax(x: &[f32]) -> usize {
+    x.iter()
+        .enumerate()
+        .fold((0, f32::NEG_INFINITY), |(bi, bv), (i, &v)| {
+            if v > bv {
+                (i, v)
+            } else {
+                (bi, bv)
+            }
+        })
+        .0
+}
+
+/// Compare two logit matrices of the same windows (`lens` tokens each, `ids` their tokens in order).
+pub fn compare_logits(
+    reference: &Array2<f32>,
+    changed: &Array2<f32>,
+    seqs: &[Vec<u32>],
+) -> Comparison {
+    let mut rows = Vec::new();
+    let mut start = 0;
+    for s in seqs {
+        for t in 0..s.len().saturating_sub(1) {
+            rows.push((start + t, s[t + 1] as usize));
+        }
+        start += s.len();
+    }
+    rows.par_iter()
+        .map(|&(r, next)| {
+            let a = reference.row(r);
+            let b = changed.row(r);
+            let (a, b) = (a.as_slice().expect("row"), b.as_slice().expect("row"));
+            let (la, lb) = (log_softmax(a), log_softmax(b));
+            let kl: f64 = la
+                .iter()
+                .zip(&lb)
+                .map(|(&p, &q)| if p > -745.0 { p.exp() * (p - q) } else { 0.0 })
+                .sum();
+            Comparison {
+                positions: 1,
+                nll_reference: -la[next],
+                nll: -lb[next],
+                kl: kl.max(0.0),
+                same_top: (argmax(a) == argmax(b)) as usize,
+            }
+        })
+        .reduce(Comparison::default, |x, y| Comparison {
+            positions: x.positions + y.positions,
+            nll_reference: x.nll_reference + y.nll_reference,
+            nll: x.nll + y.nll,
+            kl: x.kl + y.kl,
+            same_top: x.same_top + y.same_top,
+        })
+}
+
+/// Hidden states after the last block, block by block over all windows (`steps` counts blocks done).
+pub fn last_hidden(
+    net: &Transformer,
+    w: &dyn Weights,
+    seqs: &[Vec<u32>],
+    hooks: &dyn Hooks,
+    step: &mut usize,
+    total: usize,
+) -> Result<Array2<f32>, NnError> {
+    let mut h = net.embed(w, seqs)?;
+    for i in 0..net.blocks.len() {
+        if hooks.cancelled() {
+            return Err(NnError::Cancelled);
+        }
+        net.block(i, w, seqs, &mut h, &mut super::Quiet)?;
+        *step += 1;
+        hooks.progress(*step, total);
+    }
+    Ok(h)
+}
+
+/// Windows per head chunk, so a chunk's logits stay near 256 MB.
+pub fn chunk_windows(net: &Transformer, seqs: &[Vec<u32>]) -> usize {
+    let longest = seqs.iter().map(Vec::len).max().unwrap_or(1).max(1);
+    ((256usize << 20) / (longest * net.config.vocab.max(1) * 4)).max(1)
+}
+
+/// Score `changed` weights against `reference` ones on `seqs` (a decoder's windows). With `changed`
+/// `None`, the reference is compared with itself (its perplexity; KL 0).
+pub fn compare(
+    net: &Transformer,
+    reference: &dyn Weights,
+    changed: Option<&dyn Weights>,
+    seqs: &[Vec<u32>],
+    hooks: &dyn Hooks,
+) -> Result<Comparison, NnError> {
+    if !net.config.is_decoder() {
+        return Err(NnError::NotRunnable(format!(
+            "{} is an encoder: it predicts no next token",
+            net.config.model_type
+        )));
+    }
+    let passes = 1 + changed.is_some() as usize;
+    let chunk = chunk_windows(net, seqs);
+    let chunks = seqs.len().div_ceil(chunk);
+    let total = passes * net.blocks.len() + chunks;
+    let mut step = 0;
+    let ha = last_hidden(net, reference, seqs, hooks, &mut step, total)?;
+    let hb = match changed {
+        Some(c) => Some(last_hidden(net, c, seqs, hooks, &mut step, total)?),
+        None => None,
+    };
+    let mut sum = Comparison::default();
+    let mut row = 0;
+    for part in seqs.chunks(chunk) {
+        if hooks.cancelled() {
+            return Err(NnError::Cancelled);
+        }
+        let n: usize = part.iter().map(Vec::len).sum();
+        let rows = ndarray::s![row..row + n, ..];
+        let la = net.finish(
+            reference,
+            part,
+            ha.slice(rows).to_owned(),
+            &mut super::Quiet,
+        )?;
+        let lb = match (&hb, changed) {
+            (Some(hb), Some(c)) => {
+                net.finish(c, part, hb.slice(rows).to_owned(), &mut super::Quiet)?
+            }
+            _ => la.clone(),
+        };
+        let c = compare_logits(&la, &lb, part);
+        sum.positions += c.positions;
+        sum.nll_reference += c.nll_reference;
+        sum.nll += c.nll;
+        sum.kl += c.kl;
+        sum.same_top += c.same_top;
+        row += n;
+        step += 1;
+        hooks.progress(step, total);
+    }
+    Ok(sum)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kl_and_perplexity_of_known_distributions() {
+        // reference logits ln(0.5, 0.25, 0.25), changed uniform; the next token is 0
+        let a = Array2::from_shape_vec(
+            (2, 3),
+            vec![0.5f32.ln(), 0.25f32.ln(), 0.25f32.ln(), 0.0, 0.0, 0.0],
+        )
+        .unwrap();
+        let b = Array2::from_shape_vec((2, 3), vec![0.0; 6]).unwrap();
+        let c = compare_logits(&a, &b, &[vec![1, 0]]);
+        assert_eq!(c.positions, 1);
+        let kl = 0.5 * (0.5f64 * 3.0).ln() + 2.0 * 0.25 * (0.25f64 * 3.0).ln();
+        assert!((c.kl - kl).abs() < 1e-6, "{} {kl}", c.kl);
+        assert!((c.perplexity_reference() - 2.0).abs() < 1e-6);
+        assert!((c.perplexity() - 3.0).abs() < 1e-6);
+        assert_eq!(c.same_top, 1);
+    }
+}

@@ -1,0 +1,128 @@
+//! A plan judged on text by the model's own output: the transformer runs with float weights and with
+//! the plan's quantized ones on evaluation windows (never the calibration ones), and the two are
+//! compared (decoders: perplexity, KL, top-token agreement; encoders: sentence-embedding cosine).
+
+use super::{Choice, Plan};
+use crate::jobs::Progress;
+use crate::model::Model;
+use crate::nn::text::{self, Split, Text, TextTokenizer};
+use crate::nn::transformer::score::{compare, Comparison, Hooks};
+use crate::nn::transformer::{mean_pool, model_dir, ModelWeights, Quiet, Transformer};
+use crate::nn::NnError;
+use crate::quant::{quantize, Family};
+
+/// A job's progress and cancel flag, as the runtime's hooks.
+pub struct ProgressHooks<'a>(pub &'a Progress);
+
+impl Hooks for ProgressHooks<'_> {
+    fn progress(&self, done: usize, total: usize) {
+        self.0.set_total(total as u64);
+        self.0.set_done(done as u64);
+    }
+    fn cancelled(&self) -> bool {
+        self.0.is_cancelled()
+    }
+}
+
+/// The model's weights as `plan` quantizes them (tensors it keeps are read as stored).
+pub fn planned_weights<'a>(model: &'a Model, plan: &'a Plan, keep: bool) -> ModelWeights<'a> {
+    ModelWeights::new(model, keep).with_transform(Box::new(move |name, shape, x| {
+        let quantizable = model
+            .find(name)
+            .is_some_and(|i| model.tensors[i].quantizable());
+        match plan.resolve(name, quantizable).0 {
+            Choice::Quantize(spec) if spec.family != Family::None => Ok(quantize(&x, shape, &spec)
+                .map_err(|e| NnError::Quant(name.to_string(), e))?
+                .into_dequant()),
+            _ => Ok(x),
+        }
+    }))
+}
+
+/// Text windows for a model: its tokenizer on `text` (the bundled text when `None`), windows of `ctx`
+/// tokens (at most the model's positions).
+pub fn windows(
+    model: &Model,
+    net: &Transformer,
+    text: Option<&Text>,
+    ctx: usize,
+    calib: usize,
+    eval: usize,
+) -> Result<Split, NnError> {
+    let tok = TextTokenizer::from_dir(&model_dir(model))?;
+    let default;
+    let text = match text {
+        Some(t) => t,
+        None => {
+            default = text::default_text();
+            &default
+        }
+    };
+    text::split(&tok, text, ctx.min(net.config.max_positions), calib, eval)
+}
+
+/// What scoring a plan found.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Score {
+    /// A decoder: next-token predictions on the evaluation windows.
+    NextToken {
+        windows: usize,
+        comparison: Comparison,
+    },
+    /// An encoder: the sentence embedding (mean over tokens) of each evaluation window.
+    Embedding {
+        windows: usize,
+        mean_cosine: f64,
+        min_cosine: f64,
+    },
+}
+
+fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    let dot: f64 = a.iter().zip(b).map(|(&x, &y)| x as f64 * y as f64).sum();
+    let na: f64 = a.iter().map(|&x| (x as f64).powi(2)).sum::<f64>().sqrt();
+    let nb: f64 = b.iter().map(|&x| (x as f64).powi(2)).sum::<f64>().sqrt();
+    dot / (na * nb).max(f64::MIN_POSITIVE)
+}
+
+/// Score `plan` (float against itself when `None`) on `seqs`.
+pub fn score(
+    model: &Model,
+    net: &Transformer,
+    plan: Option<&Plan>,
+    seqs: &[Vec<u32>],
+    progress: &Progress,
+) -> Result<Score, NnError> {
+    let hooks = ProgressHooks(progress);
+    let float = ModelWeights::new(model, false);
+    let planned = plan.map(|p| planned_weights(model, p, false));
+    if net.config.is_decoder() {
+        let changed = planned.as_ref().map(|w| w as _);
+        let comparison = compare(net, &float, changed, seqs, &hooks)?;
+        return Ok(Score::NextToken {
+            windows: seqs.len(),
+            comparison,
+        });
+    }
+    let lens: Vec<usize> = seqs.iter().map(Vec::len).collect();
+    let steps = 1 + planned.is_some() as usize;
+    let embed = |w: &ModelWeights, k: usize| -> Result<Vec<Vec<f32>>, NnError> {
+        if hooks.cancelled() {
+            return Err(NnError::Cancelled);
+        }
+        let h = net.forward(w, seqs, &mut Quiet)?;
+        hooks.progress(k, steps);
+        Ok(mean_pool(&h, &lens))
+    };
+    let a = embed(&float, 1)?;
+    let b = match &planned {
+        Some(p) => embed(p, 2)?,
+        None => a.clone(),
+    };
+    let cos: Vec<f64> = a.iter().zip(&b).map(|(x, y)| cosine(x, y)).collect();
+    Ok(Score::Embedding {
+        windows: seqs.len(),
+        mean_cosine: cos.iter().sum::<f64>() / cos.len().max(1) as f64,
+        min_cosine: cos.iter().copied().fold(f64::INFINITY, f64::min),
+    })
+}
