@@ -23,10 +23,22 @@ pub use crate::stats::{abs_max, finite_min_max};
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Clip {
     MinMax,
-    /// Keep this percentile of |x| (e.g. 99.9).
+    /// Keep this percentile of |x| (e.g. 99.9): a number in (0, 100], never NaN, so `Eq` holds.
     Percentile(f64),
     Mse,
     Kl,
+}
+
+impl Eq for Clip {}
+
+impl std::hash::Hash for Clip {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        std::mem::discriminant(self).hash(h);
+        if let Clip::Percentile(p) = self {
+            // +0.0 and −0.0 compare equal: hash them alike
+            (p + 0.0).to_bits().hash(h);
+        }
+    }
 }
 
 /// Search `lo..=hi` for the `t` minimising `err(t)`: 20 even steps, then 20 steps across the best

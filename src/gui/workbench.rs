@@ -46,7 +46,7 @@ const PRESETS: &[&str] = &[
     "ternary",
 ];
 
-type Key = (usize, String);
+type Key = (usize, Spec);
 /// An item of a job's list: a report (tensor, spec), or with `true` clip lines (tensor, clip family).
 type Item = (Key, bool);
 
@@ -67,7 +67,7 @@ enum Msg {
     Report(Key, Arc<LayerReport>),
     Clip(Key, Arc<ClipLines>),
     Failed(Key, String),
-    Group((usize, String, usize), crate::stats::Histogram),
+    Group((usize, Spec, usize), crate::stats::Histogram),
     /// (plan signature, float accuracy, accuracy under the plan, examples)
     Accuracy(String, f64, f64, usize),
 }
@@ -101,7 +101,7 @@ pub struct Workbench {
     model_ptr: usize,
     last_model_fp: String,
     /// The chosen group's own histogram: (tensor, spec, group) and the histogram of its values.
-    pub group_hist: Option<((usize, String, usize), crate::stats::Histogram)>,
+    pub group_hist: Option<((usize, Spec, usize), crate::stats::Histogram)>,
     group_job: Option<Job<Msg>>,
     pub bulk_pattern: String,
     pub bulk_error: Option<String>,
@@ -202,7 +202,7 @@ impl Workbench {
     }
 
     pub fn report(&self, t: usize, spec: &Spec) -> Option<&Arc<LayerReport>> {
-        self.reports.get(&(t, spec.to_string()))
+        self.reports.get(&(t, *spec))
     }
 
     /// The clip lines drawn for tensor `t` under `spec`, once computed.
@@ -346,14 +346,14 @@ impl Workbench {
             } else {
                 self.reports.contains_key(&k)
             };
-            if !done && !self.failures.contains_key(&k) && seen.insert((k.clone(), clip)) {
+            if !done && !self.failures.contains_key(&k) && seen.insert((k, clip)) {
                 out.push((k, clip));
             }
         };
         if let Some(t) = self.selected {
             let own = self.spec_of(model, t);
             if let Some(s) = &own {
-                push((t, s.to_string()), false, &mut out);
+                push((t, *s), false, &mut out);
             }
             let candidates: Vec<Spec> = self
                 .candidates
@@ -362,7 +362,7 @@ impl Workbench {
                 .collect();
             let own_lines = own.as_ref().map(clip_family);
             for s in &candidates {
-                push((t, s.to_string()), false, &mut out);
+                push((t, *s), false, &mut out);
                 let family = clip_family(s);
                 if own_lines.as_ref() != Some(&family) {
                     push((t, family), true, &mut out);
@@ -378,7 +378,7 @@ impl Workbench {
         }
         for t in listed(model) {
             if let Some(s) = self.spec_of(model, t) {
-                push((t, s.to_string()), false, &mut out);
+                push((t, s), false, &mut out);
             }
         }
         out
@@ -477,7 +477,7 @@ impl Workbench {
         // the selected layer under its current spec goes to the front job
         let front_key = self
             .selected
-            .and_then(|t| self.spec_of(model, t).map(|s| (t, s.to_string())))
+            .and_then(|t| self.spec_of(model, t).map(|s| (t, s)))
             .filter(|k| wanted.first().is_some_and(|w| w.0 == *k && !w.1));
         if front_key.is_some() {
             wanted.remove(0);
@@ -495,7 +495,7 @@ impl Workbench {
             .as_ref()
             .is_none_or(|c| self.front_wants.1.as_ref() == Some(c));
         if (front.0.is_some() || front.1.is_some()) && (self.front_job.is_none() || !covers) {
-            self.front_wants = front.clone();
+            self.front_wants = front;
             let model = model.clone();
             let ctx = ctx.clone();
             let wake: Arc<dyn Fn() + Send + Sync> = Arc::new(move || ctx.request_repaint());
@@ -658,14 +658,14 @@ impl Workbench {
         r: &LayerReport,
     ) {
         let g = self.group.min(r.groups.saturating_sub(1));
-        let key = (t, spec.to_string(), g);
+        let key = (t, *spec, g);
         let have = self.group_hist.as_ref().is_some_and(|(k, _)| *k == key);
         if !have && self.group_job.is_none() {
             let model = model.clone();
             let ctx = ui.ctx().clone();
             let wake: Arc<dyn Fn() + Send + Sync> = Arc::new(move || ctx.request_repaint());
             let (gs, gpr) = (r.group_size, r.groups_per_row);
-            let k2 = key.clone();
+            let k2 = key;
             self.group_job = Some(Job::spawn(wake, move |w: &Worker<Msg>| {
                 let info = &model.tensors[t];
                 if let Ok(x) = model.read_f32(info) {
@@ -983,9 +983,7 @@ impl Workbench {
                         }
                     });
                     row.col(|ui| {
-                        let text = spec
-                            .map(|s| short_spec(&s))
-                            .unwrap_or_else(|| "float".into());
+                        let text = spec.map(|s| s.short()).unwrap_or_else(|| "float".into());
                         ui.label(
                             RichText::new(text)
                                 .color(spec.map(|s| family_color(&s)).unwrap_or(Color32::GRAY)),
@@ -1085,7 +1083,7 @@ impl Workbench {
             self.compare_ui(ui, model, t);
             return;
         };
-        let key = (t, spec.to_string());
+        let key = (t, spec);
         if let Some(e) = self.failures.get(&key) {
             ui.colored_label(ui.visuals().error_fg_color, format!("Error: {e}"));
             return;
@@ -1139,7 +1137,7 @@ impl Workbench {
         if crate::jobs::tracing() {
             // what a person sees, for timing a real window: the first frame that draws this spec's
             // plots, then its clip lines
-            let drawn = (key.clone(), clips.is_some());
+            let drawn = (key, clips.is_some());
             if self.traced_drawn.as_ref() != Some(&drawn) {
                 let what = if clips.is_some() {
                     "plots and clip lines"
@@ -1188,7 +1186,7 @@ impl Workbench {
             .filter_map(|c| {
                 Spec::parse(c)
                     .ok()
-                    .map(|s| (c.clone(), self.reports.get(&(t, s.to_string())).cloned()))
+                    .map(|s| (c.clone(), self.reports.get(&(t, s)).cloned()))
             })
             .collect();
         egui::Grid::new("compare")
@@ -1247,15 +1245,6 @@ impl Workbench {
     }
 }
 
-/// A spec without the options that are at their defaults, for narrow table cells.
-fn short_spec(s: &Spec) -> String {
-    s.to_string()
-        .replace(":clip=minmax", "")
-        .replace(":round=nearest", "")
-        .replace(":scale=fp32", "")
-        .replace(":scale=fp16", "")
-}
-
 /// `s` with one bit fewer and one more (int and uint, 2–8 bits), for prefetching.
 fn bits_either_side(s: &Spec) -> Vec<Spec> {
     use crate::quant::Family;
@@ -1275,16 +1264,16 @@ fn bits_either_side(s: &Spec) -> Vec<Spec> {
 }
 
 /// Clip lines depend on the format and clip-free settings, not on the clip option itself.
-fn clip_family(s: &Spec) -> String {
+fn clip_family(s: &Spec) -> Spec {
     // the lines are per tensor: the granularity does not matter (the scale type does)
-    let base = Spec {
+    Spec {
         granularity: crate::quant::Granularity::Tensor,
         clip: crate::quant::Clip::MinMax,
         round: crate::quant::RoundMode::Nearest,
         vsq: false,
         ..*s
-    };
-    base.to_string()
+    }
+    .without_unused_seed()
 }
 
 fn family_color(s: &Spec) -> Color32 {
@@ -1567,18 +1556,17 @@ fn compute(
         if w.cancelled() {
             return;
         }
-        let (t, spec_text) = (&key.0, &key.1);
+        let (t, spec) = (&key.0, &key.1);
         let info = &model.tensors[*t];
         let began = std::time::Instant::now();
         crate::jobs::trace(format_args!(
-            "start {spec_text}{}",
+            "start {spec}{}",
             if is_clip { " clip lines" } else { "" }
         ));
         let result = data(*t).and_then(|x| {
-            let spec = Spec::parse(spec_text).map_err(|e| e.to_string())?;
             if is_clip {
                 let b = basis(*t);
-                match clip_lines_until(&x, &info.shape, &spec, Some(&b), &|| w.cancelled()) {
+                match clip_lines_until(&x, &info.shape, spec, Some(&b), &|| w.cancelled()) {
                     Ok(Some(c)) => {
                         // after the front job's lines, the rest of the basis (the other
                         // symmetry, the float or int summary), behind whatever the person waits
@@ -1595,23 +1583,23 @@ fn compute(
                                 });
                             });
                         }
-                        Ok(Msg::Clip(key.clone(), Arc::new(c)))
+                        Ok(Msg::Clip(key, Arc::new(c)))
                     }
                     Ok(None) => Err(String::new()), // cancelled: nothing is sent
                     Err(e) => Err(e.to_string()),
                 }
             } else {
                 let h = original(*t, &x);
-                layer_report_with(&x, &info.shape, &spec, BINS, Some(&h))
-                    .map(|(r, _)| Msg::Report(key.clone(), Arc::new(r)))
+                layer_report_with(&x, &info.shape, spec, BINS, Some(&h))
+                    .map(|(r, _)| Msg::Report(key, Arc::new(r)))
                     .map_err(|e| e.to_string())
             }
         });
         if w.cancelled() {
             return;
         }
-        crate::jobs::trace(format_args!("done {spec_text} in {:.1?}", began.elapsed()));
-        let msg = result.unwrap_or_else(|e| Msg::Failed(key.clone(), e));
+        crate::jobs::trace(format_args!("done {spec} in {:.1?}", began.elapsed()));
+        let msg = result.unwrap_or_else(|e| Msg::Failed(key, e));
         if !w.send(msg) {
             return;
         }
