@@ -68,19 +68,8 @@ pub fn run(a: ExportArgs) -> anyhow::Result<()> {
     }
     let ex = export(&entries, target)?;
     if let Some(out) = &a.out {
-        let tmp = out.with_file_name(format!(
-            ".{}.tmp-{}",
-            out.file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default(),
-            std::process::id()
-        ));
-        std::fs::write(&tmp, &ex.text)
-            .and_then(|_| std::fs::rename(&tmp, out))
-            .map_err(|e| {
-                let _ = std::fs::remove_file(&tmp);
-                anyhow::anyhow!("{}: {e}", out.display())
-            })?;
+        quantscope::model::write_atomic(out, &ex.text)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", out.display()))?;
     }
     if a.json {
         let config = match target {

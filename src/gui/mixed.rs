@@ -371,22 +371,16 @@ impl MixedView {
             .collect();
         let path = std::path::PathBuf::from(&self.export_path);
         self.message = Some(match export(&entries, self.export_target) {
-            Ok(ex) => {
-                let tmp = crate::plan::tmp_beside(&path);
-                match std::fs::write(&tmp, &ex.text).and_then(|_| std::fs::rename(&tmp, &path)) {
-                    Ok(()) => format!(
-                        "Exported to {} ({}); {} tensors not exact: {}",
-                        path.display(),
-                        self.export_target.name(),
-                        ex.notes().len(),
-                        ex.notes().first().cloned().unwrap_or_default()
-                    ),
-                    Err(e) => {
-                        let _ = std::fs::remove_file(&tmp);
-                        format!("Error: {}: {e}", path.display())
-                    }
-                }
-            }
+            Ok(ex) => match crate::model::write_atomic(&path, &ex.text) {
+                Ok(()) => format!(
+                    "Exported to {} ({}); {} tensors not exact: {}",
+                    path.display(),
+                    self.export_target.name(),
+                    ex.notes().len(),
+                    ex.notes().first().cloned().unwrap_or_default()
+                ),
+                Err(e) => format!("Error: {}: {e}", path.display()),
+            },
             Err(e) => format!("Error: {e}"),
         });
     }

@@ -128,13 +128,40 @@ fn io(path: &Path) -> impl Fn(std::io::Error) -> PlanError + '_ {
     }
 }
 
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), PlanError> {
-    let tmp = super::tmp_beside(path);
-    let r = std::fs::write(&tmp, bytes).and_then(|_| std::fs::rename(&tmp, path));
-    if r.is_err() {
-        let _ = std::fs::remove_file(&tmp);
+/// The header entries of `model`'s tensors in `order` (names, dtypes and shapes as stored).
+pub fn tensor_entries(model: &Model, order: &[usize]) -> Vec<TensorEntry> {
+    order
+        .iter()
+        .map(|&i| {
+            let t = &model.tensors[i];
+            TensorEntry {
+                name: t.name.clone(),
+                dtype: t.dtype,
+                shape: t.shape.clone(),
+            }
+        })
+        .collect()
+}
+
+/// The fake-quantized `values` of float tensor `t` stored in its own dtype (what a written model
+/// holds), and the largest |stored − original| over its elements.
+pub fn stored_bytes(t: &TensorInfo, values: &[f32], original: &[f32]) -> (Vec<u8>, f64) {
+    let codec = ElementCodec::new(t.dtype).expect("float tensors have a codec");
+    let mut bytes = vec![0u8; t.nbytes()];
+    let mut max_err = 0f64;
+    for ((chunk, &v), &orig) in bytes
+        .chunks_exact_mut(codec.width())
+        .zip(values)
+        .zip(original)
+    {
+        codec.write(v as f64, chunk);
+        max_err = max_err.max((codec.read(chunk) - orig as f64).abs());
     }
-    r.map_err(io(path))
+    (bytes, max_err)
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), PlanError> {
+    crate::model::write_atomic(path, bytes).map_err(io(path))
 }
 
 /// The folder whose side files (config, tokenizer) belong to the model, if it has one.
@@ -276,17 +303,7 @@ pub fn apply(
             .filter(|&i| model.tensors[i].shard == si)
             .collect();
         order.sort_by_key(|&i| model.tensors[i].start);
-        let entries: Vec<TensorEntry> = order
-            .iter()
-            .map(|&i| {
-                let t = &model.tensors[i];
-                TensorEntry {
-                    name: t.name.clone(),
-                    dtype: t.dtype,
-                    shape: t.shape.clone(),
-                }
-            })
-            .collect();
+        let entries = tensor_entries(model, &order);
         let mut meta = shard.metadata.clone().unwrap_or_default();
         meta.insert(
             "quantscope_applied".into(),
@@ -315,14 +332,7 @@ pub fn apply(
                     return Err(crate::model::ModelError::Other(msg));
                 }
             };
-            let codec = ElementCodec::new(t.dtype).expect("float tensors have a codec");
-            let w = codec.width();
-            let mut bytes = vec![0u8; t.nbytes()];
-            let mut stored = 0f64;
-            for ((chunk, &v), &orig) in bytes.chunks_exact_mut(w).zip(&q.dequant).zip(&x) {
-                codec.write(v as f64, chunk);
-                stored = stored.max((codec.read(chunk) - orig as f64).abs());
-            }
+            let (bytes, stored) = stored_bytes(t, &q.dequant, &x);
             let m = q.metrics;
             layers.push(TensorReport {
                 name: t.name.clone(),

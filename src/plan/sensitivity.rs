@@ -482,9 +482,8 @@ impl Cache {
             path: path.display().to_string(),
             why: e.to_string(),
         };
-        let tmp = super::tmp_beside(path);
-        std::fs::write(&tmp, serde_json::to_string(self).expect("serializes")).map_err(err)?;
-        std::fs::rename(&tmp, path).map_err(err)
+        let json = serde_json::to_string(self).expect("serializes");
+        crate::model::write_atomic(path, json).map_err(err)
     }
 
     pub fn get(&self, tensor: &str, spec: &str) -> Option<&Cell> {
