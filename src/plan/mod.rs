@@ -40,6 +40,25 @@ pub fn short_spec(spec: &str) -> String {
     Spec::parse(spec).map_or_else(|_| spec.to_string(), |s| s.short())
 }
 
+/// A comma-separated list of candidate specs for sensitivity and search (`int8,int4:g128`): each
+/// parsed, duplicates dropped, plain casts refused (they are not quantizers).
+pub fn parse_candidates(text: &str) -> Result<Vec<Spec>, String> {
+    let mut out: Vec<Spec> = Vec::new();
+    for p in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let s = Spec::parse(p).map_err(|e| e.to_string())?;
+        if s.family.is_cast() {
+            return Err(format!("'{p}' is a plain cast, not a quantizer"));
+        }
+        if !out.contains(&s) {
+            out.push(s);
+        }
+    }
+    if out.is_empty() {
+        return Err("list at least one candidate spec".into());
+    }
+    Ok(out)
+}
+
 /// What a tensor gets: a spec, or nothing (kept as it is).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Choice {
