@@ -1,10 +1,15 @@
 //! `sensitivity` and `search`: per-layer error under each candidate, and the best plan under a budget.
 
-use super::{json_num, print_json};
+use super::{json_num, print_json, with_progress};
 use anyhow::Context;
+use quantscope::activations::lm;
 use quantscope::jobs::Progress;
 use quantscope::model::Model;
+use quantscope::nn::text::read_text;
+use quantscope::nn::transformer::{is_transformer, Transformer};
 use quantscope::plan::choose::{Budget, Constraints, LayerChoice, Mixed};
+use quantscope::plan::lm::LmEvalSet;
+use quantscope::plan::score::{windows, ProgressHooks};
 use quantscope::plan::search::Solution;
 use quantscope::plan::sensitivity::{
     compute, db, default_layers, Cache, EndToEnd, EvalSet, Measure, Request, Sensitivity,
@@ -43,6 +48,16 @@ pub struct MeasureArgs {
     /// Keep measured cells in this file: a re-run with more candidates measures only the new ones.
     #[arg(long)]
     pub cache: Option<PathBuf>,
+    /// A transformer's calibration text: plain text, or JSONL with a `text` field (default: the bundled
+    /// English text). Calibration windows come from its first half, never its second (evaluation).
+    #[arg(long)]
+    pub text: Option<PathBuf>,
+    /// A transformer: tokens per calibration window.
+    #[arg(long, default_value_t = 128)]
+    pub ctx: usize,
+    /// A transformer: calibration windows for the end-to-end measure and the activations.
+    #[arg(long, default_value_t = 4)]
+    pub calib_windows: usize,
 }
 
 #[derive(clap::Args, Debug)]
@@ -101,6 +116,25 @@ fn full_match(re: &str, what: &str) -> anyhow::Result<regex::Regex> {
 struct Measured {
     model: Model,
     sens: Sensitivity,
+    /// A transformer whose LM head is its embedding tensor: that tensor's name.
+    tied_head: Option<String>,
+}
+
+/// An example of a layer name, for messages about patterns that match nothing.
+fn example_names(model: &Model, layers: &[usize]) -> String {
+    let mut names: Vec<&str> = layers
+        .iter()
+        .map(|&i| model.tensors[i].name.as_str())
+        .collect();
+    names.truncate(3);
+    format!(
+        "patterns match the whole name, e.g. '{}' (try '.*{}.*')",
+        names.join("', '"),
+        names
+            .first()
+            .and_then(|n| n.split('.').rev().nth(1))
+            .unwrap_or("proj")
+    )
 }
 
 /// Open the model, choose the layers, measure (through the cache), with a progress bar on stderr.
@@ -118,11 +152,16 @@ fn measure(a: &MeasureArgs, extra: &[(regex::Regex, Spec)]) -> anyhow::Result<Me
         .collect();
     if layers.is_empty() {
         anyhow::bail!(
-            "no layer to measure{} (float tensors with two or more dimensions)",
+            "no layer to measure{} (float tensors with two or more dimensions){}",
             if filter.is_some() {
                 " matches --layers"
             } else {
                 ""
+            },
+            if filter.is_some() {
+                format!("; {}", example_names(&model, &default_layers(&model)))
+            } else {
+                String::new()
             }
         );
     }
@@ -142,20 +181,74 @@ fn measure(a: &MeasureArgs, extra: &[(regex::Regex, Spec)]) -> anyhow::Result<Me
             }
         }
     }
-    let cache = match &a.cache {
-        Some(p) => Cache::load_or_new(p, &model, eval.as_ref()),
+    // a transformer: calibration windows of text, its activations and the float pass kept per block
+    let net = if eval.is_none() && is_transformer(&model) {
+        match Transformer::from_model(&model) {
+            Ok(n) => Some(n),
+            Err(e) => {
+                eprintln!("note: no end-to-end measure: {e}");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let tied_head = net
+        .as_ref()
+        .filter(|n| n.head_is_embedding())
+        .map(|n| n.embed.clone());
+    let mut lm_acts = None;
+    let lm = match net {
+        Some(net) if net.config.is_decoder() => {
+            let text = a.text.as_deref().map(read_text).transpose()?;
+            let split = windows(&model, &net, text.as_ref(), a.ctx, a.calib_windows, 0)?;
+            if a.pack.is_none() {
+                lm_acts = Some(with_progress("activations", |p| {
+                    lm::capture(
+                        &model,
+                        &net,
+                        &split.calibration,
+                        &split.describe,
+                        lm::Keep::default(),
+                        &ProgressHooks(p),
+                    )
+                })?);
+            }
+            if a.no_end_to_end {
+                None
+            } else {
+                Some(with_progress("float pass", |p| {
+                    LmEvalSet::new(
+                        &model,
+                        net,
+                        split.calibration,
+                        format!("calibration windows of {}", split.describe),
+                        &ProgressHooks(p),
+                    )
+                })?)
+            }
+        }
+        _ => None,
+    };
+    let fresh = match &lm {
+        Some(l) => Cache::for_source(&model, l.source.clone(), Some(l.baseline)),
         None => Cache::for_run(&model, eval.as_ref()),
+    };
+    let cache = match &a.cache {
+        Some(p) => Cache::load_or(p, fresh),
+        None => fresh,
     };
     let acts = match &a.pack {
         Some(p) => Some(quantscope::activations::pack::read(p)?),
         None if eval.is_some() => Some(quantscope::activations::capture(&model, a.calib_rows, 32)?),
-        None => None,
+        None => lm_acts,
     };
     let req = Request {
         layers: layers.clone(),
         candidates: cands,
         extra: extra_cells,
         eval: eval.as_ref(),
+        lm: lm.as_ref(),
         activations: acts.as_ref(),
     };
     let total: u64 = layers.len() as u64 * req.candidates.len() as u64;
@@ -176,7 +269,13 @@ fn measure(a: &MeasureArgs, extra: &[(regex::Regex, Spec)]) -> anyhow::Result<Me
         c.absorb(&sens);
         c.save(p)?;
     }
-    Ok(Measured { model, sens })
+    drop(req);
+    drop(lm);
+    Ok(Measured {
+        model,
+        sens,
+        tied_head,
+    })
 }
 
 fn e2e_json(e: &EndToEnd) -> Value {
@@ -210,9 +309,31 @@ fn sens_json(s: &Sensitivity) -> Value {
         "layers": layers,
         "agreement": {
             "weight_sqnr_vs_end_to_end": s.agreement(Measure::WeightSqnr, Measure::EndToEnd),
+            "imatrix_vs_end_to_end": s.agreement(Measure::Imatrix, Measure::EndToEnd),
+            "output_sqnr_vs_end_to_end": s.agreement(Measure::OutputSqnr, Measure::EndToEnd),
             "weight_sqnr_vs_output_sqnr": s.agreement(Measure::WeightSqnr, Measure::OutputSqnr),
         },
     })
+}
+
+/// Each measure's rank agreement (Spearman over all cells) with the end-to-end KL.
+fn agreement_lines(s: &Sensitivity) -> Vec<String> {
+    [Measure::WeightSqnr, Measure::Imatrix, Measure::OutputSqnr]
+        .into_iter()
+        .filter_map(|m| {
+            s.agreement(m, Measure::EndToEnd)
+                .map(|rho| format!("  {:<45} {rho:.3}", m.label()))
+        })
+        .collect()
+}
+
+/// A layer's name as shown: a tied LM head says so.
+fn shown_name(name: &str, tied_head: Option<&str>) -> String {
+    if tied_head == Some(name) {
+        format!("{name} (= LM head, tied)")
+    } else {
+        name.to_string()
+    }
 }
 
 /// Which layer each measure calls the most sensitive at the smallest candidate: where they disagree.
@@ -233,8 +354,11 @@ fn most_sensitive(s: &Sensitivity, m: Measure) -> Option<(String, String)> {
 pub fn run_sensitivity(a: SensitivityArgs) -> anyhow::Result<()> {
     let m = measure(&a.m, &[])?;
     let s = &m.sens;
+    let tied = m.tied_head.as_deref();
     if a.json {
-        return print_json(&sens_json(s));
+        let mut v = sens_json(s);
+        v["lm_head_is_embedding"] = json!(tied);
+        return print_json(&v);
     }
     println!(
         "{} layers x {} candidates; measures: {}",
@@ -256,7 +380,7 @@ pub fn run_sensitivity(a: SensitivityArgs) -> anyhow::Result<()> {
     let w = s
         .layers
         .iter()
-        .map(|l| l.name.len())
+        .map(|l| shown_name(&l.name, tied).chars().count())
         .max()
         .unwrap_or(10)
         .max(10);
@@ -266,7 +390,7 @@ pub fn run_sensitivity(a: SensitivityArgs) -> anyhow::Result<()> {
     }
     println!();
     for (l, row) in s.layers.iter().zip(&s.cells) {
-        print!("{:<w$}", l.name);
+        print!("{:<w$}", shown_name(&l.name, tied));
         for c in row.iter().take(s.candidates.len()) {
             let v = c.weight_sqnr_db();
             let text = match &c.error {
@@ -286,7 +410,7 @@ pub fn run_sensitivity(a: SensitivityArgs) -> anyhow::Result<()> {
         }
         println!();
         for (l, row) in s.layers.iter().zip(&s.cells) {
-            print!("{:<w$}", l.name);
+            print!("{:<w$}", shown_name(&l.name, tied));
             for c in row.iter().take(s.candidates.len()) {
                 let text = match &c.end_to_end {
                     Some(e) => format!("{:.4} ({:.1})", e.kl, 100.0 * e.accuracy),
@@ -296,10 +420,12 @@ pub fn run_sensitivity(a: SensitivityArgs) -> anyhow::Result<()> {
             }
             println!();
         }
-        if let Some(rho) = s.agreement(Measure::WeightSqnr, Measure::EndToEnd) {
-            println!(
-                "\nrank agreement of weight SQNR and end-to-end KL over all cells (Spearman): {rho:.3}"
-            );
+        let lines = agreement_lines(s);
+        if !lines.is_empty() {
+            println!("\nrank agreement with the end-to-end KL over all cells (Spearman):");
+            for l in lines {
+                println!("{l}");
+            }
         }
         if let (Some(a), Some(b)) = (
             most_sensitive(s, Measure::WeightSqnr),

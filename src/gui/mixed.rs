@@ -149,6 +149,7 @@ impl MixedView {
                         candidates: cands,
                         extra: Vec::new(),
                         eval: eval.as_ref(),
+                        lm: None,
                         activations: acts.as_ref(),
                     };
                     compute(&model, &req, &cache, &w.progress, &mut |r, cells| {
@@ -531,6 +532,7 @@ impl MixedView {
                 match m {
                     Measure::EndToEnd => "KL of the outputs",
                     Measure::OutputSqnr => "output SQNR",
+                    Measure::Imatrix => "importance-weighted SQNR",
                     Measure::WeightSqnr => "weight SQNR",
                 }
             ))

@@ -213,6 +213,12 @@ impl Mixed {
                     "output SQNR {}",
                     fmt_db(super::sensitivity::db(cell.output_nsr.unwrap_or(f64::NAN)))
                 ),
+                Measure::Imatrix => format!(
+                    "imatrix SQNR {}",
+                    fmt_db(super::sensitivity::db(
+                        cell.importance_nsr.unwrap_or(f64::NAN)
+                    ))
+                ),
                 Measure::EndToEnd => {
                     let e = cell.end_to_end.expect("end-to-end cells");
                     format!("KL {}, accuracy {:.1} %", fmt_kl(e.kl), 100.0 * e.accuracy)
@@ -234,6 +240,18 @@ impl Mixed {
                     );
                     format!(
                         "{} of output SQNR ({} -> {})",
+                        fmt_db_delta(x - y),
+                        fmt_db(x),
+                        fmt_db(y)
+                    )
+                }
+                Measure::Imatrix => {
+                    let (x, y) = (
+                        super::sensitivity::db(a.importance_nsr.unwrap_or(f64::NAN)),
+                        super::sensitivity::db(b.importance_nsr.unwrap_or(f64::NAN)),
+                    );
+                    format!(
+                        "{} of imatrix SQNR ({} -> {})",
                         fmt_db_delta(x - y),
                         fmt_db(x),
                         fmt_db(y)
@@ -406,6 +424,7 @@ mod tests {
             weight_nsr: nsr,
             weight_mse: nsr,
             output_nsr: None,
+            importance_nsr: None,
             end_to_end: None,
             error: None,
         }

@@ -11,6 +11,7 @@
 pub mod apply;
 pub mod choose;
 pub mod export;
+pub mod lm;
 pub mod score;
 pub mod search;
 pub mod sensitivity;
