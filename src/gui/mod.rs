@@ -173,8 +173,7 @@ impl App {
                 self.browser.poll(&ui.ctx().clone());
                 self.mixed.ui(ui, self.browser.model.clone());
                 if let Some(p) = self.mixed.send_plan.take() {
-                    self.workbench.default_text = p.default.text();
-                    self.workbench.plan = p;
+                    self.workbench.replace_plan(p);
                     self.view = View::Workbench;
                 }
             }

@@ -7,6 +7,7 @@
 use crate::formats::fmt_short;
 use crate::jobs::{Job, Worker};
 use crate::model::Model;
+use crate::plan::editor::PlanEditor;
 use crate::plan::{Choice, Plan};
 use crate::quant::report::{
     clip_lines_until, layer_report_with, original_histogram, report_levels, ClipBasis, ClipLines,
@@ -73,14 +74,9 @@ enum Msg {
 }
 
 /// Undoable state: the plan's default and overrides.
-#[derive(Clone)]
-struct Snapshot {
-    default: Choice,
-    overrides: std::collections::BTreeMap<String, (Choice, String)>,
-}
-
 pub struct Workbench {
-    pub plan: Plan,
+    /// The plan being edited, with its undo history.
+    pub editor: PlanEditor,
     pub default_text: String,
     pub default_error: Option<String>,
     /// The spec text of the selected tensor (its override, or what it resolves to).
@@ -111,8 +107,6 @@ pub struct Workbench {
     pub reports: HashMap<Key, Arc<LayerReport>>,
     pub clips: HashMap<Key, Arc<ClipLines>>,
     pub failures: HashMap<Key, String>,
-    undo: Vec<Snapshot>,
-    redo: Vec<Snapshot>,
     job: Option<Job<Msg>>,
     /// The selected layer's report under its current spec, and its clip lines: what a spec toggle
     /// changes and the person is waiting for. A job of its own on the foreground pool, so it never
@@ -140,7 +134,7 @@ impl Default for Workbench {
         let plan = Plan::default();
         Workbench {
             default_text: plan.default.text(),
-            plan,
+            editor: PlanEditor::default(),
             default_error: None,
             layer_text: String::new(),
             layer_error: None,
@@ -164,8 +158,6 @@ impl Default for Workbench {
             reports: HashMap::new(),
             clips: HashMap::new(),
             failures: HashMap::new(),
-            undo: Vec::new(),
-            redo: Vec::new(),
             job: None,
             front_job: None,
             front_wants: (None, None),
@@ -195,7 +187,7 @@ impl Workbench {
     /// The resolved spec of a tensor under the current plan (None: kept as it is).
     pub fn spec_of(&self, model: &Model, t: usize) -> Option<Spec> {
         let info = &model.tensors[t];
-        match self.plan.resolve(&info.name, info.quantizable()).0 {
+        match self.plan().resolve(&info.name, info.quantizable()).0 {
             Choice::Quantize(s) => Some(s),
             Choice::Keep => None,
         }
@@ -210,67 +202,42 @@ impl Workbench {
         self.clips.get(&(t, clip_family(spec)))
     }
 
-    fn snapshot(&self) -> Snapshot {
-        Snapshot {
-            default: self.plan.default.clone(),
-            overrides: self.plan.overrides.clone(),
-        }
+    /// The plan being edited.
+    pub fn plan(&self) -> &Plan {
+        self.editor.plan()
     }
 
-    fn restore(&mut self, s: Snapshot) {
-        self.plan.default = s.default;
-        self.plan.overrides = s.overrides;
-        self.default_text = self.plan.default.text();
-    }
-
-    /// Record the current plan for undo before an edit.
-    fn checkpoint(&mut self) {
-        self.undo.push(self.snapshot());
-        self.redo.clear();
+    /// Replace the plan as one undo step (a loaded file, a plan sent from the mixed-precision view).
+    pub fn replace_plan(&mut self, plan: Plan) {
+        self.editor.replace(plan);
+        self.default_text = self.plan().default.text();
     }
 
     pub fn undo(&mut self) -> bool {
-        match self.undo.pop() {
-            Some(s) => {
-                self.redo.push(self.snapshot());
-                self.restore(s);
-                true
-            }
-            None => false,
-        }
+        let done = self.editor.undo();
+        self.default_text = self.plan().default.text();
+        done
     }
 
     pub fn redo(&mut self) -> bool {
-        match self.redo.pop() {
-            Some(s) => {
-                self.undo.push(self.snapshot());
-                self.restore(s);
-                true
-            }
-            None => false,
-        }
+        let done = self.editor.redo();
+        self.default_text = self.plan().default.text();
+        done
     }
 
     /// Set the model-wide default from text; a bad spec leaves the plan as it was and says why.
     pub fn set_default(&mut self, text: &str) -> Result<(), String> {
-        let c = Choice::parse(text)?;
-        if c != self.plan.default {
-            self.checkpoint();
-            self.plan.default = c;
-        }
-        self.default_text = self.plan.default.text();
+        self.editor.set_default(text)?;
+        self.default_text = self.plan().default.text();
         Ok(())
     }
 
     /// Override one tensor (by name).
     pub fn set_layer(&mut self, name: &str, text: &str) -> Result<(), String> {
-        let c = Choice::parse(text)?;
         crate::jobs::trace(format_args!("set {name} to {text}"));
-        self.checkpoint();
-        self.plan
-            .overrides
-            .insert(name.to_string(), (c, "set in the workbench".into()));
-        Ok(())
+        self.editor
+            .set_names(&[name.to_string()], text, "set in the workbench")
+            .map(|_| ())
     }
 
     /// Set every listed tensor whose name matches `pattern` (a regular expression) or whose layer role
@@ -281,7 +248,7 @@ impl Workbench {
         pattern: &str,
         text: &str,
     ) -> Result<usize, String> {
-        let c = Choice::parse(text)?;
+        Choice::parse(text)?;
         let layers = crate::model::group_layers(&model.tensors);
         let role_of = |t: usize| {
             layers
@@ -302,13 +269,8 @@ impl Workbench {
         if names.is_empty() {
             return Err(format!("no quantizable tensor matches '{pattern}'"));
         }
-        self.checkpoint();
-        for n in &names {
-            self.plan
-                .overrides
-                .insert(n.clone(), (c.clone(), format!("bulk edit: {pattern}")));
-        }
-        Ok(names.len())
+        self.editor
+            .set_names(&names, text, &format!("bulk edit: {pattern}"))
     }
 
     /// Size of the model under the plan: (bytes of quantized tensors as planned + other tensors as they
@@ -459,9 +421,9 @@ impl Workbench {
             }
         }
         // the plan's JSON (which resolves every tensor) is rebuilt only when the plan changed
-        let edits = self.plan.fingerprint();
+        let edits = self.plan().fingerprint();
         if self.plan_json.0 != Some(edits) || self.plan_json.1.is_empty() {
-            self.plan_json = (Some(edits), self.plan.to_json(model, None));
+            self.plan_json = (Some(edits), self.plan().to_json(model, None));
         }
         let sig = self.plan_json.1.clone();
         self.autosave(model, &sig);
@@ -551,17 +513,7 @@ impl Workbench {
 
     /// Override several tensors at once (one undo step).
     pub fn set_names(&mut self, names: &[String], text: &str) -> Result<usize, String> {
-        let c = Choice::parse(text)?;
-        if names.is_empty() {
-            return Err("no rows picked (Ctrl+click rows in the table)".into());
-        }
-        self.checkpoint();
-        for n in names {
-            self.plan
-                .overrides
-                .insert(n.clone(), (c.clone(), "bulk edit: picked rows".into()));
-        }
-        Ok(names.len())
+        self.editor.set_names(names, text, "bulk edit: picked rows")
     }
 
     fn plan_file(&self) -> Option<std::path::PathBuf> {
@@ -597,7 +549,7 @@ impl Workbench {
         if current || self.acc_job.is_some() {
             return;
         }
-        let (model, plan, sig) = (model.clone(), self.plan.clone(), sig.to_string());
+        let (model, plan, sig) = (model.clone(), self.plan().clone(), sig.to_string());
         let ctx = ctx.clone();
         let wake: Arc<dyn Fn() + Send + Sync> = Arc::new(move || ctx.request_repaint());
         self.acc_job = Some(Job::spawn(wake, move |w: &Worker<Msg>| {
@@ -621,7 +573,7 @@ impl Workbench {
                 let _ = std::fs::create_dir_all(dir);
             }
             // best effort: a read-only config folder only loses the convenience
-            if self.plan.save(&path, model, None).is_ok() {
+            if self.plan().save(&path, model, None).is_ok() {
                 self.last_saved = text.to_string();
             }
         }
@@ -632,8 +584,8 @@ impl Workbench {
             if path.is_file() {
                 match Plan::load(&path, model) {
                     Ok(p) => {
-                        self.plan = p;
-                        self.default_text = self.plan.default.text();
+                        self.editor.reset(p);
+                        self.default_text = self.plan().default.text();
                         self.message =
                             Some("Restored this model's plan from the last session".into());
                     }
@@ -642,10 +594,9 @@ impl Workbench {
                     }
                 }
             }
-            self.last_saved = self.plan.to_json(model, None);
+            self.last_saved = self.plan().to_json(model, None);
         }
-        self.undo.clear();
-        self.redo.clear();
+        self.editor.clear_history();
     }
 
     /// The chosen group's own histogram and grid, computed on demand.
@@ -719,7 +670,7 @@ impl Workbench {
         };
         let ctx = ui.ctx().clone();
         self.schedule(&model, &ctx);
-        let before = (self.plan.fingerprint(), self.selected);
+        let before = (self.plan().fingerprint(), self.selected);
         // keyboard: Ctrl+Z / Ctrl+Y undo and redo when no text field has focus
         let nothing_focused = ctx.memory(|m| m.focused().is_none());
         if nothing_focused {
@@ -748,7 +699,7 @@ impl Workbench {
         });
         // an edit or a selection made in this frame starts its work now, not at the next frame
         // (which waits for this one to be painted: ~60 ms with a software renderer)
-        if (self.plan.fingerprint(), self.selected) != before {
+        if (self.plan().fingerprint(), self.selected) != before {
             self.schedule(&model, &ctx);
         }
     }
@@ -766,11 +717,11 @@ impl Workbench {
                 self.sync_layer_text(model);
             }
             ui.separator();
-            if ui.add_enabled(!self.undo.is_empty(), egui::Button::new("Undo")).on_hover_text("Undo the last plan edit (Ctrl+Z)").clicked() {
+            if ui.add_enabled(self.editor.can_undo(), egui::Button::new("Undo")).on_hover_text("Undo the last plan edit (Ctrl+Z)").clicked() {
                 self.undo();
                 self.sync_layer_text(model);
             }
-            if ui.add_enabled(!self.redo.is_empty(), egui::Button::new("Redo")).on_hover_text("Redo (Ctrl+Y)").clicked() {
+            if ui.add_enabled(self.editor.can_redo(), egui::Button::new("Redo")).on_hover_text("Redo (Ctrl+Y)").clicked() {
                 self.redo();
                 self.sync_layer_text(model);
             }
@@ -781,7 +732,7 @@ impl Workbench {
                 let (bytes, _, _) = self.size(model);
                 let bpw = bytes as f64 * 8.0 / model.parameters().max(1) as f64;
                 let summary = crate::plan::SummaryFile { bits_per_weight: bpw, bytes };
-                self.message = Some(match self.plan.save(std::path::Path::new(&self.plan_path), model, Some(summary)) {
+                self.message = Some(match self.plan().save(std::path::Path::new(&self.plan_path), model, Some(summary)) {
                     Ok(()) => format!("Saved the plan to {}", self.plan_path),
                     Err(e) => format!("Error: {e}"),
                 });
@@ -789,9 +740,7 @@ impl Workbench {
             if ui.button("Load plan").on_hover_text("Read a plan made for this model").clicked() {
                 match crate::plan::Plan::load(std::path::Path::new(&self.plan_path), model) {
                     Ok(p) => {
-                        self.checkpoint();
-                        self.plan = p;
-                        self.default_text = self.plan.default.text();
+                        self.replace_plan(p);
                         self.sync_layer_text(model);
                         self.message = Some(format!("Loaded {}", self.plan_path));
                     }
@@ -1053,8 +1002,7 @@ impl Workbench {
                 }
             }
             if ui.button("Use default").on_hover_text("Remove this layer's override").clicked() {
-                self.checkpoint();
-                self.plan.overrides.remove(&info.name);
+                self.editor.clear_override(&info.name);
                 self.sync_layer_text(model);
             }
         });
@@ -1076,7 +1024,7 @@ impl Workbench {
         if let Some(e) = &self.layer_error {
             ui.colored_label(ui.visuals().error_fg_color, e);
         }
-        let why = self.plan.resolve(&info.name, info.quantizable()).1;
+        let why = self.plan().resolve(&info.name, info.quantizable()).1;
         ui.label(RichText::new(format!("from: {why}")).weak());
         let Some(spec) = self.spec_of(model, t) else {
             ui.label("Kept in float.");

@@ -10,6 +10,7 @@
 
 pub mod apply;
 pub mod choose;
+pub mod editor;
 pub mod export;
 pub mod lm;
 pub mod score;
