@@ -174,8 +174,7 @@ pub fn background_pool() -> &'static rayon::ThreadPool {
 static FOREGROUND: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 /// Held while a foreground job runs: background threads wait at their next [`pause_point`] until
-/// none is left. Lower priority alone did not keep them off the cores: on this
-/// 2-core VM a background item running beside the selected layer's report doubled its latency.
+/// none is left. Lower priority alone does not keep them off the cores when there are few.
 pub struct Foreground(());
 
 impl Foreground {

@@ -1,3 +1,5 @@
+//! `quantscope export`: a plan in another tool's config format (`plan::export`).
+
 use super::print_json;
 use quantscope::model::Model;
 use quantscope::plan::export::{entries_of, export, fit_counts, Entry, Target};

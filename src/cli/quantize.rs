@@ -1,3 +1,6 @@
+//! `quantscope quantize`: every chosen tensor under one spec, with its metrics; `--out` writes the
+//! fake-quantized model through the same writer pieces as `plan apply`.
+
 use super::{json_num, print_json, progress_bar};
 use anyhow::Context;
 use quantscope::formats::fmt_short;

@@ -1,4 +1,5 @@
-//! The window. Panels draw what the engine computed; they hold no numerics of their own.
+//! The window: one panel per view, each drawing what the engine computed, and the jobs that ask the
+//! engine for it off the UI thread.
 
 mod activations;
 mod bars;

@@ -923,9 +923,7 @@ fn bucketed_search(k: &Kernel, spec: &Spec, len: usize) -> bool {
 }
 
 /// Groups of at least this many values search on buckets: below, sorting costs more than the
-/// exhaustive sums save (measured on rows of 384 to 8,192 values: MiniLM's 384-wide rows took 200 ms
-/// bucketed against 88 ms exhaustive for int4:channel:clip=mse, 4,096-wide rows 75 against 97 ms;
-/// about even at 2,048).
+/// exhaustive sums save (the two break even near 2,048 values; `cargo bench --bench quant`).
 const BUCKETED_FROM: usize = 2048;
 
 /// How much of the line a group's range covers (larger: less clipping).
