@@ -6,10 +6,11 @@ use quantscope::activations::lm;
 use quantscope::jobs::Progress;
 use quantscope::model::Model;
 use quantscope::nn::text::read_text;
-use quantscope::nn::transformer::{is_transformer, Transformer};
+use quantscope::nn::transformer::score::{compare_many, Comparison};
+use quantscope::nn::transformer::{is_transformer, ModelWeights, Transformer, Weights};
 use quantscope::plan::choose::{Budget, Constraints, LayerChoice, Mixed};
 use quantscope::plan::lm::LmEvalSet;
-use quantscope::plan::score::{windows, ProgressHooks};
+use quantscope::plan::score::{planned_weights, windows, ProgressHooks};
 use quantscope::plan::search::Solution;
 use quantscope::plan::sensitivity::{
     compute, db, default_layers, Cache, EndToEnd, EvalSet, Measure, Request, Sensitivity,
@@ -99,6 +100,12 @@ pub struct SearchArgs {
     /// Print every point of the size/error trade-off curve.
     #[arg(long)]
     pub front: bool,
+    /// A transformer: tokens per evaluation window (from the text's second half, never calibration's).
+    #[arg(long, default_value_t = 256)]
+    pub eval_ctx: usize,
+    /// A transformer: evaluation windows the plans are judged on.
+    #[arg(long, default_value_t = 8)]
+    pub eval_windows: usize,
     /// Machine-readable output on stdout.
     #[arg(long)]
     pub json: bool,
@@ -506,13 +513,32 @@ pub fn run_search(a: SearchArgs) -> anyhow::Result<()> {
             c.pinned.insert(r, cell);
         }
     }
+    let unwrap = |re: &regex::Regex| {
+        re.as_str()
+            .trim_start_matches("^(?:")
+            .trim_end_matches(")$")
+            .to_string()
+    };
+    let names: Vec<usize> = s
+        .layers
+        .iter()
+        .filter_map(|l| m.model.find(&l.name))
+        .collect();
     for (re, _) in &pins {
         if !s.layers.iter().any(|l| re.is_match(&l.name)) {
             anyhow::bail!(
-                "--pin '{}' matches no searched layer",
-                re.as_str()
-                    .trim_start_matches("^(?:")
-                    .trim_end_matches(")$")
+                "--pin '{}' matches no searched layer; {}",
+                unwrap(re),
+                example_names(&m.model, &names)
+            );
+        }
+    }
+    for re in &excludes {
+        if !s.layers.iter().any(|l| re.is_match(&l.name)) {
+            anyhow::bail!(
+                "--exclude '{}' matches no searched layer; {}",
+                unwrap(re),
+                example_names(&m.model, &names)
             );
         }
     }
@@ -566,41 +592,62 @@ pub fn run_search(a: SearchArgs) -> anyhow::Result<()> {
         .collect();
     let n_worse = worse.iter().filter(|&&r| r > 1e-9).count();
     let max_gap = worse.iter().copied().fold(0f64, f64::max);
+    // each candidate on every searched layer (pins kept), to judge the plan against
+    let uniform_plans: Vec<(String, f64, Plan)> = s
+        .candidates
+        .iter()
+        .enumerate()
+        .filter_map(|(i, spec)| {
+            let mut p = Plan {
+                default: Choice::Keep,
+                ..Default::default()
+            };
+            let mut bits = 0u64;
+            for (r, l) in s.layers.iter().enumerate() {
+                if c.excluded.contains(&r) {
+                    continue;
+                }
+                let cell = match c.pinned.get(&r) {
+                    Some(&k) => &s.cells[r][k],
+                    None => &s.cells[r][i],
+                };
+                bits += cell.bits;
+                p.overrides.insert(
+                    l.name.clone(),
+                    (Choice::parse(&cell.spec).ok()?, String::new()),
+                );
+            }
+            Some((spec.clone(), bits as f64 / mixed.numel as f64, p))
+        })
+        .collect();
+    let greedy_plan = greedy.as_ref().map(|g| mixed.plan(s, g, budget).0);
+    // a transformer: the plans on evaluation windows of the text
+    let text_eval = if s.baseline.is_some() && is_transformer(&m.model) {
+        Some(judge_on_text(
+            &a,
+            &m.model,
+            &plan,
+            mixed.bits_per_weight(&sol),
+            greedy_plan
+                .as_ref()
+                .zip(greedy.as_ref())
+                .map(|(p, g)| (p, mixed.bits_per_weight(g))),
+            &uniform_plans,
+            bits as f64 / mixed.numel as f64,
+        )?)
+    } else {
+        None
+    };
     // judge on the held-out split when the model runs
-    let held = match (s.baseline.is_some(), EvalSet::held_out(&m.model)) {
+    let held = match (
+        s.baseline.is_some() && text_eval.is_none(),
+        EvalSet::held_out(&m.model),
+    ) {
         (true, Ok(h)) => {
             let run = |p: &Plan| h.run(&m.model, p);
-            let greedy_plan = greedy.as_ref().map(|g| mixed.plan(s, g, budget).0);
-            let uniform: Vec<(String, f64, EndToEnd)> = s
-                .candidates
+            let uniform: Vec<(String, f64, EndToEnd)> = uniform_plans
                 .iter()
-                .enumerate()
-                .filter_map(|(i, spec)| {
-                    let mut p = Plan {
-                        default: Choice::Keep,
-                        ..Default::default()
-                    };
-                    let mut bits = 0u64;
-                    for (r, l) in s.layers.iter().enumerate() {
-                        if c.excluded.contains(&r) {
-                            continue;
-                        }
-                        let cell = match c.pinned.get(&r) {
-                            Some(&k) => &s.cells[r][k],
-                            None => &s.cells[r][i],
-                        };
-                        bits += cell.bits;
-                        p.overrides.insert(
-                            l.name.clone(),
-                            (Choice::parse(&cell.spec).ok()?, String::new()),
-                        );
-                    }
-                    Some((
-                        spec.clone(),
-                        bits as f64 / mixed.numel as f64,
-                        run(&p).ok()?,
-                    ))
-                })
+                .filter_map(|(spec, bpw, p)| Some((spec.clone(), *bpw, run(p).ok()?)))
                 .collect();
             Some((
                 h.baseline,
@@ -634,6 +681,7 @@ pub fn run_search(a: SearchArgs) -> anyhow::Result<()> {
             "front": gaps.iter().map(|(b, d, g)| json!({"bits_per_weight": b, "cost": json_num(*d), "greedy_cost": g.map(json_num)})).collect::<Vec<_>>(),
             "front_greedy_worse": n_worse,
             "front_greedy_max_gap": json_num(max_gap),
+            "evaluation": text_eval.as_ref().map(|t| t.json()),
             "held_out": held.as_ref().map(|(b, p, g, u, src)| json!({
                 "data": src,
                 "float": {"accuracy": b.accuracy, "loss": b.loss},
@@ -665,7 +713,7 @@ pub fn run_search(a: SearchArgs) -> anyhow::Result<()> {
         );
     }
     println!(
-        "\nexact (DP): {:.3} bits per weight, total cost {:.6}{}",
+        "\nsearched: {:.3} bits per weight, total cost {:.6}{}",
         mixed.bits_per_weight(&sol),
         sol.cost,
         if mixed.dp.exact {
@@ -676,12 +724,16 @@ pub fn run_search(a: SearchArgs) -> anyhow::Result<()> {
         } else {
             match lower {
                 Some(lb) if lb >= sol.cost * (1.0 - 1e-12) => format!(
-                    " (sizes rounded up to units of {} bits; the rounded-down relaxation gives the same cost: optimal)",
+                    " (the DP rounds sizes up to units of {} bits; the better of its plan and greedy's, \
+                     improved layer by layer; the rounded-down relaxation gives the same cost: optimal)",
                     mixed.dp.unit
                 ),
                 Some(lb) => format!(
-                    " (sizes rounded up to units of {} bits; no plan within the budget can be below {lb:.6})",
-                    mixed.dp.unit
+                    " (the DP rounds sizes up to units of {} bits; the better of its plan and greedy's, \
+                     improved layer by layer; proven: no plan within the budget is below {lb:.6}, \
+                     {:.2} % under this one)",
+                    mixed.dp.unit,
+                    100.0 * (1.0 - lb / sol.cost.max(f64::MIN_POSITIVE))
                 ),
                 None => String::new(),
             }
@@ -693,10 +745,10 @@ pub fn run_search(a: SearchArgs) -> anyhow::Result<()> {
             mixed.bits_per_weight(g),
             g.cost,
             if g.cost <= sol.cost * (1.0 + 1e-9) {
-                "the same optimum".to_string()
+                "the same cost as the searched plan".to_string()
             } else {
                 format!(
-                    "{:+.2} % above the optimum",
+                    "{:+.2} % above the searched plan",
                     100.0 * (g.cost / sol.cost - 1.0)
                 )
             }
@@ -744,8 +796,100 @@ pub fn run_search(a: SearchArgs) -> anyhow::Result<()> {
             line(&format!("uniform {}", short(spec)), *bpw, e);
         }
     }
+    if let Some(t) = &text_eval {
+        t.print();
+    }
     if let Some(out) = &a.out {
         println!("\nwrote the plan to {}", out.display());
     }
     Ok(())
+}
+
+/// Plans judged on a transformer's evaluation windows.
+struct TextEval {
+    describe: String,
+    budget_bpw: f64,
+    float_perplexity: f64,
+    /// (name, bits per weight, comparison with float)
+    rows: Vec<(String, f64, Comparison)>,
+}
+
+impl TextEval {
+    fn json(&self) -> Value {
+        json!({
+            "text": self.describe,
+            "budget_bits_per_weight": self.budget_bpw,
+            "float_perplexity": self.float_perplexity,
+            "plans": self.rows.iter().map(|(n, b, c)| json!({
+                "name": n, "bits_per_weight": b, "fits_budget": *b <= self.budget_bpw + 1e-9,
+                "perplexity": c.perplexity(), "mean_kl": c.mean_kl(), "same_top": c.top_agreement(),
+            })).collect::<Vec<_>>(),
+        })
+    }
+
+    fn print(&self) {
+        println!("\njudged on {}", self.describe);
+        println!(
+            "{:<28} {:>7} {:>11} {:>9} {:>11}",
+            "", "bits/w", "perplexity", "mean KL", "same top-1"
+        );
+        println!(
+            "{:<28} {:>7} {:>11.3} {:>9} {:>11}",
+            "float", "", self.float_perplexity, "0", "100 %"
+        );
+        for (name, bpw, c) in &self.rows {
+            println!(
+                "{name:<28} {bpw:>7.3} {:>11.3} {:>9.4} {:>9.1} %{}",
+                c.perplexity(),
+                c.mean_kl(),
+                100.0 * c.top_agreement(),
+                if *bpw > self.budget_bpw + 1e-9 {
+                    "  (over the budget)"
+                } else {
+                    ""
+                }
+            );
+        }
+    }
+}
+
+fn judge_on_text(
+    a: &SearchArgs,
+    model: &Model,
+    plan: &Plan,
+    plan_bpw: f64,
+    greedy: Option<(&Plan, f64)>,
+    uniform: &[(String, f64, Plan)],
+    budget_bpw: f64,
+) -> anyhow::Result<TextEval> {
+    let net = Transformer::from_model(model)?;
+    let text = a.m.text.as_deref().map(read_text).transpose()?;
+    let split = windows(model, &net, text.as_ref(), a.eval_ctx, 0, a.eval_windows)?;
+    let mut named: Vec<(String, f64, &Plan)> = vec![("searched plan".into(), plan_bpw, plan)];
+    if let Some((g, b)) = greedy {
+        named.push(("greedy plan".into(), b, g));
+    }
+    for (spec, bpw, p) in uniform {
+        named.push((format!("uniform {}", short(spec)), *bpw, p));
+    }
+    let weights: Vec<_> = named
+        .iter()
+        .map(|(_, _, p)| planned_weights(model, p, false))
+        .collect();
+    let float = ModelWeights::new(model, false);
+    let refs: Vec<&dyn Weights> = weights.iter().map(|w| w as &dyn Weights).collect();
+    let comps = with_progress("judging", |p| {
+        compare_many(&net, &float, &refs, &split.evaluation, &ProgressHooks(p))
+    })?;
+    let float_perplexity = comps.first().map_or(f64::NAN, |c| c.perplexity_reference());
+    Ok(TextEval {
+        describe: split.describe,
+        budget_bpw,
+        float_perplexity,
+        rows: named
+            .into_iter()
+            .zip(comps)
+            .map(|((n, b, _), c)| (n, b, c))
+            .collect(),
+    })
 }
