@@ -14,6 +14,7 @@ pub mod report;
 
 use crate::model::Model;
 use crate::nn::{calibration_set, dataset_bytes, Network, NnError};
+use crate::quant::adaround::adaround_or_quantize;
 use serde::Serialize;
 
 /// At most this many rows of a layer's input matrix are kept (for output-aware error and AdaRound).
@@ -278,18 +279,21 @@ pub fn accuracy_under(
     method: ranges::Method,
 ) -> Result<Option<[f64; 3]>, String> {
     use crate::nn::{evaluate, evaluate_with, held_out};
-    use crate::plan::{Choice, Plan};
     if Network::from_model(model, None).is_err() {
         return Ok(None);
     }
     let e = |e: NnError| e.to_string();
     let data = held_out(model, &dataset_bytes(model).map_err(e)?).map_err(e)?;
     let float = evaluate(&Network::from_model(model, None).map_err(e)?, &data).map_err(e)?;
-    let plan = Plan {
-        default: Choice::Quantize(*weights),
-        ..Default::default()
+    // every quantizable tensor under `weights`, as a plan with that default would
+    let quantized = |t: &crate::model::TensorInfo, x: Vec<f32>| {
+        if !t.quantizable() {
+            return Ok(x);
+        }
+        let inputs = cal.layer(&t.name).map(|l| (&l.rows[..], l.k));
+        Ok(adaround_or_quantize(&x, &t.shape, weights, inputs)?.into_dequant())
     };
-    let net = Network::from_model_calibrated(model, Some(&plan), Some(cal)).map_err(e)?;
+    let net = Network::from_model(model, Some(&quantized)).map_err(e)?;
     let w = evaluate(&net, &data).map_err(e)?;
     let q = ranges::act_quantizers(cal, act, method).map_err(|e| e.to_string())?;
     let wa = evaluate_with(&net, &data, Some(&q)).map_err(e)?;

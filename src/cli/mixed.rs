@@ -112,20 +112,7 @@ pub struct SearchArgs {
 }
 
 fn candidates(text: &str) -> anyhow::Result<Vec<Spec>> {
-    let mut out: Vec<Spec> = Vec::new();
-    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let s = Spec::parse(part).with_context(|| "--candidates")?;
-        if s.family.is_cast() {
-            anyhow::bail!("--candidates: '{part}' is a plain cast, not a quantizer");
-        }
-        if !out.contains(&s) {
-            out.push(s);
-        }
-    }
-    if out.is_empty() {
-        anyhow::bail!("--candidates lists no spec");
-    }
-    Ok(out)
+    quantscope::plan::parse_candidates(text).map_err(|e| anyhow::anyhow!("--candidates: {e}"))
 }
 
 fn full_match(re: &str, what: &str) -> anyhow::Result<regex::Regex> {

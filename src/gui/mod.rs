@@ -1,4 +1,5 @@
-//! The window. Panels draw what the engine computed; they hold no numerics of their own.
+//! The window: one panel per view, each drawing what the engine computed, and the jobs that ask the
+//! engine for it off the UI thread.
 
 mod activations;
 mod bars;
@@ -173,8 +174,7 @@ impl App {
                 self.browser.poll(&ui.ctx().clone());
                 self.mixed.ui(ui, self.browser.model.clone());
                 if let Some(p) = self.mixed.send_plan.take() {
-                    self.workbench.default_text = p.default.text();
-                    self.workbench.plan = p;
+                    self.workbench.replace_plan(p);
                     self.view = View::Workbench;
                 }
             }

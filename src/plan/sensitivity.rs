@@ -2,7 +2,7 @@
 //! quantized. Three measures, each where it can be had:
 //!
 //! - **weight SQNR**: the layer's own weights against their quantized copy (every model);
-//! - **output SQNR** on calibration activations, `X·Wᵀ` against `X·Ŵᵀ` (DESIGN.md §3): a slot in
+//! - **output SQNR** on calibration activations, `X·Wᵀ` against `X·Ŵᵀ` (docs/DESIGN.md §3): a slot in
 //!   [`Cell::output_nsr`] that stays `None` until activations are captured for the model (the calibration
 //!   engine fills it; see [`Cell::output_nsr`]);
 //! - **end to end**: for models that run ([`crate::nn`]), the network on calibration data with only this
@@ -518,9 +518,8 @@ impl Cache {
             path: path.display().to_string(),
             why: e.to_string(),
         };
-        let tmp = super::tmp_beside(path);
-        std::fs::write(&tmp, serde_json::to_string(self).expect("serializes")).map_err(err)?;
-        std::fs::rename(&tmp, path).map_err(err)
+        let json = serde_json::to_string(self).expect("serializes");
+        crate::model::write_atomic(path, json).map_err(err)
     }
 
     pub fn get(&self, tensor: &str, spec: &str) -> Option<&Cell> {
