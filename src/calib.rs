@@ -9,7 +9,6 @@
 //! - KL: TensorRT's entropy calibration (Migacz, GTC 2017): 2048 bins of |x|, candidate thresholds at
 //!   bins 128…2047, each compared with its 128-level quantized version by KL divergence.
 
-use crate::quant::spec::Clip;
 use crate::stats::{abs_histogram, abs_percentiles, percentiles};
 use rayon::prelude::*;
 
@@ -19,6 +18,28 @@ pub const KL_BINS: usize = 2048;
 pub const KL_LEVELS: usize = 128;
 
 pub use crate::stats::{abs_max, finite_min_max};
+
+/// How a quantizer's range is chosen: the `clip=` option of a spec (docs/DESIGN.md §2).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Clip {
+    MinMax,
+    /// Keep this percentile of |x| (e.g. 99.9): a number in (0, 100], never NaN, so `Eq` holds.
+    Percentile(f64),
+    Mse,
+    Kl,
+}
+
+impl Eq for Clip {}
+
+impl std::hash::Hash for Clip {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        std::mem::discriminant(self).hash(h);
+        if let Clip::Percentile(p) = self {
+            // +0.0 and −0.0 compare equal: hash them alike
+            (p + 0.0).to_bits().hash(h);
+        }
+    }
+}
 
 /// Search `lo..=hi` for the `t` minimising `err(t)`: 20 even steps, then 20 steps across the best
 /// step's neighbours, then 10 more across the best of those (a resolution of (hi − lo)/2000).

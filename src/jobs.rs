@@ -159,7 +159,10 @@ pub fn background_pool() -> &'static rayon::ThreadPool {
             .num_threads(window_threads())
             .thread_name(|i| format!("quantscope-bg-{i}"))
             .start_handler(|_| {
-                BACKGROUND.with(|b| b.set(true));
+                crate::kernels::pause::install(crate::kernels::pause::Hook {
+                    pause: pause_point,
+                    background: true,
+                });
                 lower_priority()
             })
             .build()
@@ -171,8 +174,7 @@ pub fn background_pool() -> &'static rayon::ThreadPool {
 static FOREGROUND: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 /// Held while a foreground job runs: background threads wait at their next [`pause_point`] until
-/// none is left. Lower priority alone did not keep them off the cores: on this
-/// 2-core VM a background item running beside the selected layer's report doubled its latency.
+/// none is left. Lower priority alone does not keep them off the cores when there are few.
 pub struct Foreground(());
 
 impl Foreground {
@@ -188,22 +190,16 @@ impl Drop for Foreground {
     }
 }
 
-thread_local! {
-    /// Whether this thread belongs to [`background_pool`].
-    static BACKGROUND: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
-
 /// Whether the calling thread belongs to [`background_pool`].
 pub fn on_background_thread() -> bool {
-    BACKGROUND.with(|b| b.get())
+    crate::kernels::pause::on_background_thread()
 }
 
-/// Called by the engine's long loops between pieces of work (a row, a chunk of 64 Ki values) and by
-/// the window's jobs between items: on a thread of [`background_pool`], waits while a foreground job
-/// runs (a [`ForegroundPool`] or a [`Foreground`] is alive), so that a long background item
-/// (a k-means fit takes seconds) steps aside within a millisecond or so. Elsewhere (the command line,
-/// the foreground pool, tests) it costs one atomic load. (It traces nothing: inlined into the row
-/// loops, a trace call here, even kept out of line, made the per-channel MSE search 12–40 % slower.)
+/// The pause hook of [`background_pool`]'s threads (the engine's long loops reach it through
+/// [`crate::kernels::pause::point`]), also called by the window's jobs between items: on a thread of
+/// [`background_pool`], waits while a foreground job runs (a [`ForegroundPool`] or a [`Foreground`]
+/// is alive), so that a long background item (a k-means fit) steps aside within a millisecond or so.
+/// Elsewhere it returns at once. It traces nothing: it runs once per row of the quantizer loops.
 #[inline]
 pub fn pause_point() {
     if FOREGROUND.load(std::sync::atomic::Ordering::Relaxed) > 0 && on_background_thread() {

@@ -14,6 +14,7 @@ pub mod calib;
 pub mod formats;
 pub mod intmm;
 pub mod jobs;
+pub mod kernels;
 pub mod model;
 pub mod nn;
 pub mod plan;

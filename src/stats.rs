@@ -206,7 +206,7 @@ const BUCKETS: usize = 1 << 16;
 fn bucket_counts(c: &[f32], signed: bool) -> Vec<u32> {
     let mut t = vec![0u32; 2 * BUCKETS];
     #[cfg(target_arch = "x86_64")]
-    if crate::quant::simd::avx2() {
+    if crate::kernels::simd::avx2() {
         // SAFETY: the CPU supports AVX2 (checked just above)
         unsafe { avx2_bucket_counts(c, signed, &mut t) };
         return t;
@@ -403,7 +403,7 @@ fn bucketed_order_statistics(x: &[f32], ps: &[f64], signed: bool) -> Vec<f64> {
         .par_chunks(1 << 20)
         .flat_map_iter(|c| {
             #[cfg(target_arch = "x86_64")]
-            if crate::quant::simd::avx2() && wanted.len() <= 8 {
+            if crate::kernels::simd::avx2() && wanted.len() <= 8 {
                 // SAFETY: the CPU supports AVX2 (checked just above)
                 return unsafe { avx2_gather(c, signed, &wanted) };
             }
@@ -512,7 +512,7 @@ pub fn count_non_finite(x: &[f32]) -> usize {
 #[inline(always)]
 pub fn finite_min_max(x: &[f32]) -> (f32, f32) {
     #[cfg(target_arch = "x86_64")]
-    if x.len() >= 16 && crate::quant::simd::avx2() {
+    if x.len() >= 16 && crate::kernels::simd::avx2() {
         // SAFETY: the CPU supports AVX2 (checked just above). Callers outside an AVX2 function
         // (the clip search) would otherwise run the plain loop in 4-lane SSE2.
         return unsafe { avx2_min_max(x) };
@@ -555,7 +555,7 @@ fn finite_min_max_plain(x: &[f32]) -> (f32, f32) {
 #[inline(always)]
 pub fn min_max_of_finite(x: &[f32]) -> (f32, f32) {
     #[cfg(target_arch = "x86_64")]
-    if crate::quant::simd::avx2() {
+    if crate::kernels::simd::avx2() {
         // SAFETY: the CPU supports AVX2 (checked just above). The plain loop below, inlined into a
         // group loop, compiled to compares, mask packing and blends instead of `vminps`/`vmaxps`.
         return unsafe { avx2_min_max_of_finite(x) };
@@ -619,7 +619,7 @@ fn avx2_min_max_of_finite(x: &[f32]) -> (f32, f32) {
 /// order does not matter).
 fn min_max_piece(x: &[f32]) -> (f32, f32) {
     #[cfg(target_arch = "x86_64")]
-    if crate::quant::simd::avx2() {
+    if crate::kernels::simd::avx2() {
         // SAFETY: the CPU supports AVX2 (checked just above)
         return unsafe { avx2_min_max(x) };
     }
@@ -770,7 +770,7 @@ fn bin_counts(c: &[f32], lo: f64, hi: f64, scale: f64, bins: usize) -> Vec<u64> 
     let w = bins + 3;
     let mut t = vec![0u32; TABLES * w];
     #[cfg(target_arch = "x86_64")]
-    if crate::quant::simd::avx2() && bins < (1 << 30) {
+    if crate::kernels::simd::avx2() && bins < (1 << 30) {
         // SAFETY: the CPU supports AVX2 (checked just above)
         unsafe { avx2_bin_counts(c, lo, hi, scale, bins, &mut t) };
         return merge_tables(&t, w);

@@ -647,7 +647,7 @@ fn the_sample_models_accuracy_follows_the_plan() {
             let app = h.state();
             let sig = app
                 .workbench
-                .plan
+                .plan()
                 .to_json(app.browser.model.as_ref().unwrap(), None);
             if app.workbench.accuracy.as_ref().is_some_and(|a| a.0 == sig) {
                 return app.workbench.accuracy.clone().unwrap();

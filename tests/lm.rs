@@ -46,7 +46,7 @@ fn every_tiny_architecture_matches_transformers() {
         let y = net
             .forward(
                 &ModelWeights::new(&model, false),
-                &[ids.clone()],
+                std::slice::from_ref(&ids),
                 &mut Quiet,
             )
             .unwrap();
@@ -208,4 +208,43 @@ fn an_unsupported_architecture_says_what_is_supported_and_still_opens() {
     );
     let (ok, out, err) = quantscope(&["inspect", p]);
     assert!(ok && out.contains("lm_head.weight"), "{err}");
+}
+
+#[test]
+fn a_pack_that_names_no_weight_of_the_model_is_refused() {
+    // the model's own pack with its weights renamed as an AutoModel capture named them (without
+    // `model.`): it matches no tensor and must not be silently ignored
+    let tmp = tempfile::tempdir().unwrap();
+    let pack = tmp.path().join("pack.safetensors");
+    let d = dir("smollm_tied");
+    let (ok, _, err) = quantscope(&[
+        "calibrate",
+        d.to_str().unwrap(),
+        "--ctx",
+        "16",
+        "--windows",
+        "2",
+        "--method",
+        "minmax",
+        "--save-pack",
+        pack.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    let mut cal = quantscope::activations::pack::read(&pack).unwrap();
+    for l in &mut cal.layers {
+        l.weight = l.weight.trim_start_matches("model.").to_string();
+    }
+    let renamed = tmp.path().join("renamed.safetensors");
+    quantscope::activations::pack::write(&cal, &renamed).unwrap();
+    let (ok, _, err) = quantscope(&[
+        "calibrate",
+        d.to_str().unwrap(),
+        "--data",
+        renamed.to_str().unwrap(),
+    ]);
+    assert!(!ok);
+    assert!(
+        err.contains("does not have") && err.contains("model.layers.0"),
+        "{err}"
+    );
 }

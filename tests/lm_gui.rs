@@ -146,7 +146,7 @@ fn score_on_text_shows_the_engines_score_and_goes_stale_when_the_plan_changes() 
     let model = Model::open(&lm("llama")).unwrap();
     let net = Transformer::from_model(&model).unwrap();
     let split = windows(&model, &net, None, 32, 0, 3).unwrap();
-    let plan = h.state().workbench.plan.clone();
+    let plan = h.state().workbench.plan().clone();
     let want = score(
         &model,
         &net,
@@ -172,7 +172,7 @@ fn score_on_text_shows_the_engines_score_and_goes_stale_when_the_plan_changes() 
     // another plan: the result stays, marked stale
     h.state_mut().workbench.set_default("int8").unwrap();
     h.step();
-    assert!(h.state().score.stale(&h.state().workbench.plan));
+    assert!(h.state().score.stale(h.state().workbench.plan()));
     h.get_by_label_contains("stale: the plan changed");
 }
 

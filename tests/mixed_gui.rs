@@ -180,8 +180,8 @@ fn export_and_apply_write_what_the_cli_writes() {
     }
     assert_eq!(h.state().view, View::Workbench);
     assert_eq!(
-        h.state().workbench.plan.default,
+        h.state().workbench.plan().default,
         quantscope::plan::Choice::Keep
     );
-    assert_eq!(h.state().workbench.plan.overrides.len(), 3);
+    assert_eq!(h.state().workbench.plan().overrides.len(), 3);
 }

@@ -39,7 +39,7 @@ fn sensitivity_lists_every_layer_and_candidate_in_every_measure() {
     assert_eq!(v["candidates"].as_array().unwrap().len(), 4);
     assert_eq!(
         v["measures"],
-        serde_json::json!(["weight_sqnr", "output_sqnr", "end_to_end"])
+        serde_json::json!(["weight_sqnr", "imatrix", "output_sqnr", "end_to_end"])
     );
     assert_eq!(v["baseline"]["examples"], 200);
     for l in layers {

@@ -38,6 +38,32 @@ def sentences_from_pydoc(n):
     return parts[::step][:n]
 
 
+def checkpoint_names(model_dir):
+    """The tensor names stored in a Hugging Face folder's safetensors (one file or an index)."""
+    from safetensors import safe_open
+    idx = os.path.join(model_dir, "model.safetensors.index.json")
+    if os.path.isfile(idx):
+        return set(json.load(open(idx))["weight_map"])
+    names = set()
+    for f in os.listdir(model_dir):
+        if f.endswith(".safetensors"):
+            with safe_open(os.path.join(model_dir, f), "pt") as h:
+                names.update(h.keys())
+    return names
+
+
+def weight_name(module, stored):
+    """The checkpoint's name of a module's weight: AutoModel drops the task head's prefix (a Llama
+    folder stores `model.layers.0.…`, AutoModel names the module `layers.0.…`), so match by suffix."""
+    want = f"{module}.weight"
+    if want in stored:
+        return want
+    hits = sorted(n for n in stored if n.endswith("." + want))
+    if len(hits) != 1:
+        raise SystemExit(f"{want}: {len(hits)} tensors of the checkpoint end with it ({hits[:3]})")
+    return hits[0]
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("model")
@@ -113,6 +139,7 @@ def main():
     for h in handles:
         h.remove()
 
+    stored = checkpoint_names(a.model)
     tensors, meta_layers = {}, []
     for n, _ in layers:
         r = rec[n]
@@ -123,7 +150,7 @@ def main():
         tensors[f"{n}.outputs"] = torch.cat(r["outputs"]).numpy().astype(np.float32)
         tensors[f"{n}.batch_ranges"] = np.array(r["ranges"], dtype=np.float32)
         tensors[f"{n}.channel_absmax"] = r["absmax"].numpy().astype(np.float32)
-        meta_layers.append({"name": n, "weight": f"{n}.weight", "k": int(r["k"]), "seen": int(r["seen"])})
+        meta_layers.append({"name": n, "weight": weight_name(n, stored), "k": int(r["k"]), "seen": int(r["seen"])})
     meta = {
         "quantscope_calibration": "1",
         "model": os.path.abspath(a.model),

@@ -104,7 +104,7 @@ def check_applied(orig_dir, applied_dir, n=256):
     changed = [k for k in o_sd if not torch.equal(o_sd[k], a_sd[k])]
     out["tensors_changed"] = len(changed)
 
-    # independent oracle for the int8 layers: numpy per-channel symmetric int8 (DESIGN.md section 2)
+    # independent oracle for the int8 layers: numpy per-channel symmetric int8 (docs/DESIGN.md section 2)
     plan = json.load(open(f"{applied_dir}/quantscope_plan.json"))
     orig = load_file(f"{orig_dir}/model.safetensors")
     appl = load_file(f"{applied_dir}/model.safetensors")

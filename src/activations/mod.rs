@@ -14,6 +14,7 @@ pub mod report;
 
 use crate::model::Model;
 use crate::nn::{calibration_set, dataset_bytes, Network, NnError};
+use crate::quant::adaround::adaround_or_quantize;
 use serde::Serialize;
 
 /// At most this many rows of a layer's input matrix are kept (for output-aware error and AdaRound).
@@ -222,7 +223,11 @@ pub fn load(
     batch: usize,
 ) -> Result<Calibration, String> {
     match pack {
-        Some(p) => pack::read(p).map_err(|e| e.to_string()),
+        Some(p) => {
+            let cal = pack::read(p).map_err(|e| e.to_string())?;
+            check_matches(&cal, model)?;
+            Ok(cal)
+        }
         None => capture(model, examples, batch).map_err(|e| {
             format!(
                 "{e}; for a model the engine cannot run, capture a calibration pack with \
@@ -230,6 +235,37 @@ pub fn load(
             )
         }),
     }
+}
+
+/// A calibration whose layers name weights the model does not have is refused (it would silently
+/// measure nothing): the message names the first few and shows the model's own names.
+pub fn check_matches(cal: &Calibration, model: &Model) -> Result<(), String> {
+    let missing: Vec<&str> = cal
+        .layers
+        .iter()
+        .filter(|l| model.find(&l.weight).is_none())
+        .map(|l| l.weight.as_str())
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let ours: Vec<&str> = model
+        .tensors
+        .iter()
+        .filter(|t| t.quantizable())
+        .take(2)
+        .map(|t| t.name.as_str())
+        .collect();
+    Err(format!(
+        "the calibration pack names {} of its {} layers' weights that {} does not have ({}{}); the \
+         model's weights are named like {}",
+        missing.len(),
+        cal.layers.len(),
+        model.source.display(),
+        missing[..missing.len().min(3)].join(", "),
+        if missing.len() > 3 { ", …" } else { "" },
+        ours.join(", ")
+    ))
 }
 
 /// Held-out accuracy of a runnable model: float, with its weights quantized by `weights`, and with the
@@ -243,18 +279,21 @@ pub fn accuracy_under(
     method: ranges::Method,
 ) -> Result<Option<[f64; 3]>, String> {
     use crate::nn::{evaluate, evaluate_with, held_out};
-    use crate::plan::{Choice, Plan};
     if Network::from_model(model, None).is_err() {
         return Ok(None);
     }
     let e = |e: NnError| e.to_string();
     let data = held_out(model, &dataset_bytes(model).map_err(e)?).map_err(e)?;
     let float = evaluate(&Network::from_model(model, None).map_err(e)?, &data).map_err(e)?;
-    let plan = Plan {
-        default: Choice::Quantize(*weights),
-        ..Default::default()
+    // every quantizable tensor under `weights`, as a plan with that default would
+    let quantized = |t: &crate::model::TensorInfo, x: Vec<f32>| {
+        if !t.quantizable() {
+            return Ok(x);
+        }
+        let inputs = cal.layer(&t.name).map(|l| (&l.rows[..], l.k));
+        Ok(adaround_or_quantize(&x, &t.shape, weights, inputs)?.into_dequant())
     };
-    let net = Network::from_model_calibrated(model, Some(&plan), Some(cal)).map_err(e)?;
+    let net = Network::from_model(model, Some(&quantized)).map_err(e)?;
     let w = evaluate(&net, &data).map_err(e)?;
     let q = ranges::act_quantizers(cal, act, method).map_err(|e| e.to_string())?;
     let wa = evaluate_with(&net, &data, Some(&q)).map_err(e)?;

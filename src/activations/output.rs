@@ -1,9 +1,9 @@
-//! Output-aware error (DESIGN.md §3): with a layer's calibration inputs X, compare `Y = X·Wᵀ` with
+//! Output-aware error (docs/DESIGN.md §3): with a layer's calibration inputs X, compare `Y = X·Wᵀ` with
 //! `Ŷ = X̂·Ŵᵀ`, where Ŵ is the quantized weight and X̂ the inputs as an activation quantizer leaves them
 //! (or X itself for weight-only quantization, e.g. W4A16). Bias is left out: it is the same on both sides.
 
 use super::LayerActivations;
-use crate::nn::gemm::xwt;
+use crate::kernels::gemm::xwt;
 use crate::quant::fixed::FixedQuant;
 use crate::quant::Metrics;
 

@@ -4,9 +4,9 @@ use super::output::output_metrics;
 use super::ranges::{all_ranges, ema_trajectory, range, Method, Range};
 use super::LayerActivations;
 use crate::model::Model;
-use crate::quant::adaround::{adaround, AdaRoundConfig};
+use crate::quant::adaround::adaround_or_quantize;
 use crate::quant::fixed::FixedQuant;
-use crate::quant::{quantize, Spec};
+use crate::quant::Spec;
 use crate::stats::{histogram, Histogram};
 use serde::Serialize;
 
@@ -85,20 +85,8 @@ pub fn activation_report(
             // the view uses the first VIEW_ROWS rows: enough for a stable SQNR, fast on big layers
             let mut l = layer.clone();
             l.rows.truncate(VIEW_ROWS * layer.k);
-            let wq = if weights.adaround {
-                adaround(
-                    &w,
-                    &t.shape,
-                    weights,
-                    &l.rows,
-                    l.k,
-                    &AdaRoundConfig::default(),
-                )
-                .map_err(|e| e.to_string())?
-                .quantized
-            } else {
-                quantize(&w, &t.shape, weights).map_err(|e| e.to_string())?
-            };
+            let wq = adaround_or_quantize(&w, &t.shape, weights, Some((&l.rows, l.k)))
+                .map_err(|e| e.to_string())?;
             ws = Some(wq.metrics.sqnr_db);
             os = Some(output_metrics(&l, &w, &wq.dequant, None)?.sqnr_db);
             oa = Some(output_metrics(&l, &w, &wq.dequant, Some(&q))?.sqnr_db);

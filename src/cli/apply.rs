@@ -1,3 +1,6 @@
+//! `quantscope apply`: write a model with a plan's fake-quantized weights (and optionally its packed form)
+//! to a new folder, through `plan::apply`.
+
 use super::{json_num, print_json, progress_bar};
 use quantscope::jobs::Progress;
 use quantscope::model::Model;

@@ -1,3 +1,5 @@
+//! `quantscope cast`: every tensor of a file through a number format and back, element by element.
+
 use super::print_json;
 use quantscope::formats::{fmt_short, lookup, Overflow};
 use quantscope::model::cast_file;

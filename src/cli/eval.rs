@@ -4,7 +4,7 @@ use quantscope::activations::ranges::{act_quantizers, Method};
 use quantscope::model::Model;
 use quantscope::nn::text::read_text;
 use quantscope::nn::transformer::{is_transformer, Transformer};
-use quantscope::nn::{dataset_bytes, evaluate, evaluate_with, held_out, Network};
+use quantscope::nn::{dataset_bytes, evaluate, evaluate_with, held_out, Network, Weights};
 use quantscope::plan::score::{score, windows, Score};
 use quantscope::plan::{Choice, Plan};
 use quantscope::quant::Spec;
@@ -158,7 +158,8 @@ pub fn run(a: EvalArgs) -> anyhow::Result<()> {
         _ => None,
     };
     let quant = if plan.is_some() || act.is_some() {
-        let net = Network::from_model_calibrated(&model, plan.as_ref(), cal.as_ref())?;
+        let weights = plan.as_ref().map(|p| p.with_calibration(cal.as_ref()));
+        let net = Network::from_model(&model, weights.as_ref().map(|w| w as &dyn Weights))?;
         Some(evaluate_with(&net, &data, act.as_ref().map(|(_, q)| q))?)
     } else {
         None

@@ -1,6 +1,8 @@
+//! `quantscope export`: a plan in another tool's config format (`plan::export`).
+
 use super::print_json;
 use quantscope::model::Model;
-use quantscope::plan::export::{export, fit_counts, Entry, Target};
+use quantscope::plan::export::{entries_of, export, fit_counts, Entry, Target};
 use quantscope::plan::Plan;
 use serde_json::json;
 use std::path::PathBuf;
@@ -30,23 +32,7 @@ pub fn run(a: ExportArgs) -> anyhow::Result<()> {
         Some(m) => {
             let model = Model::open(m)?;
             let plan = Plan::load(&a.plan, &model)?;
-            // every weight the plan names or quantizes, and every other quantizable weight too, so a kept
-            // matrix gets its own line (llama-quantize would otherwise give it the default type)
-            model
-                .tensors
-                .iter()
-                .filter_map(|t| {
-                    let (choice, _) = plan.resolve(&t.name, t.quantizable());
-                    let listed = t.quantizable()
-                        || matches!(choice, quantscope::plan::Choice::Quantize(_))
-                        || plan.overrides.contains_key(&t.name);
-                    listed.then(|| Entry {
-                        tensor: t.name.clone(),
-                        choice,
-                        dtype: Some(t.dtype),
-                    })
-                })
-                .collect()
+            entries_of(&plan, &model)
         }
         None => {
             let text = std::fs::read_to_string(&a.plan)
@@ -68,19 +54,8 @@ pub fn run(a: ExportArgs) -> anyhow::Result<()> {
     }
     let ex = export(&entries, target)?;
     if let Some(out) = &a.out {
-        let tmp = out.with_file_name(format!(
-            ".{}.tmp-{}",
-            out.file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default(),
-            std::process::id()
-        ));
-        std::fs::write(&tmp, &ex.text)
-            .and_then(|_| std::fs::rename(&tmp, out))
-            .map_err(|e| {
-                let _ = std::fs::remove_file(&tmp);
-                anyhow::anyhow!("{}: {e}", out.display())
-            })?;
+        quantscope::model::write_atomic(out, &ex.text)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", out.display()))?;
     }
     if a.json {
         let config = match target {

@@ -1,3 +1,5 @@
+//! `quantscope formats`: the format catalog, or one format's layout, constants and values.
+
 use super::{json_num, json_opt, print_json};
 use quantscope::formats::{
     catalog, fmt_num, fmt_short, lookup, parse_value, power_of_two, Constants, NamedFormat,

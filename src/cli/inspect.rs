@@ -1,3 +1,5 @@
+//! `quantscope inspect`: every tensor of a model with its shape, dtype and statistics.
+
 use super::{json_num, print_json, progress_bar};
 use quantscope::formats::fmt_short;
 use quantscope::model::{group_layers, Model};

@@ -1,10 +1,16 @@
 //! `sensitivity` and `search`: per-layer error under each candidate, and the best plan under a budget.
 
-use super::{json_num, print_json};
+use super::{json_num, print_json, with_progress};
 use anyhow::Context;
+use quantscope::activations::lm;
 use quantscope::jobs::Progress;
 use quantscope::model::Model;
+use quantscope::nn::text::read_text;
+use quantscope::nn::transformer::score::{compare_many, Comparison};
+use quantscope::nn::transformer::{is_transformer, ModelWeights, Transformer, Weights};
 use quantscope::plan::choose::{Budget, Constraints, LayerChoice, Mixed};
+use quantscope::plan::lm::LmEvalSet;
+use quantscope::plan::score::{planned_weights, windows, ProgressHooks};
 use quantscope::plan::search::Solution;
 use quantscope::plan::sensitivity::{
     compute, db, default_layers, Cache, EndToEnd, EvalSet, Measure, Request, Sensitivity,
@@ -43,6 +49,16 @@ pub struct MeasureArgs {
     /// Keep measured cells in this file: a re-run with more candidates measures only the new ones.
     #[arg(long)]
     pub cache: Option<PathBuf>,
+    /// A transformer's calibration text: plain text, or JSONL with a `text` field (default: the bundled
+    /// English text). Calibration windows come from its first half, never its second (evaluation).
+    #[arg(long)]
+    pub text: Option<PathBuf>,
+    /// A transformer: tokens per calibration window.
+    #[arg(long, default_value_t = 128)]
+    pub ctx: usize,
+    /// A transformer: calibration windows for the end-to-end measure and the activations.
+    #[arg(long, default_value_t = 4)]
+    pub calib_windows: usize,
 }
 
 #[derive(clap::Args, Debug)]
@@ -84,26 +100,19 @@ pub struct SearchArgs {
     /// Print every point of the size/error trade-off curve.
     #[arg(long)]
     pub front: bool,
+    /// A transformer: tokens per evaluation window (from the text's second half, never calibration's).
+    #[arg(long, default_value_t = 256)]
+    pub eval_ctx: usize,
+    /// A transformer: evaluation windows the plans are judged on.
+    #[arg(long, default_value_t = 8)]
+    pub eval_windows: usize,
     /// Machine-readable output on stdout.
     #[arg(long)]
     pub json: bool,
 }
 
 fn candidates(text: &str) -> anyhow::Result<Vec<Spec>> {
-    let mut out: Vec<Spec> = Vec::new();
-    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let s = Spec::parse(part).with_context(|| "--candidates")?;
-        if s.family.is_cast() {
-            anyhow::bail!("--candidates: '{part}' is a plain cast, not a quantizer");
-        }
-        if !out.contains(&s) {
-            out.push(s);
-        }
-    }
-    if out.is_empty() {
-        anyhow::bail!("--candidates lists no spec");
-    }
-    Ok(out)
+    quantscope::plan::parse_candidates(text).map_err(|e| anyhow::anyhow!("--candidates: {e}"))
 }
 
 fn full_match(re: &str, what: &str) -> anyhow::Result<regex::Regex> {
@@ -114,6 +123,25 @@ fn full_match(re: &str, what: &str) -> anyhow::Result<regex::Regex> {
 struct Measured {
     model: Model,
     sens: Sensitivity,
+    /// A transformer whose LM head is its embedding tensor: that tensor's name.
+    tied_head: Option<String>,
+}
+
+/// An example of a layer name, for messages about patterns that match nothing.
+fn example_names(model: &Model, layers: &[usize]) -> String {
+    let mut names: Vec<&str> = layers
+        .iter()
+        .map(|&i| model.tensors[i].name.as_str())
+        .collect();
+    names.truncate(3);
+    format!(
+        "patterns match the whole name, e.g. '{}' (try '.*{}.*')",
+        names.join("', '"),
+        names
+            .first()
+            .and_then(|n| n.split('.').rev().nth(1))
+            .unwrap_or("proj")
+    )
 }
 
 /// Open the model, choose the layers, measure (through the cache), with a progress bar on stderr.
@@ -131,11 +159,16 @@ fn measure(a: &MeasureArgs, extra: &[(regex::Regex, Spec)]) -> anyhow::Result<Me
         .collect();
     if layers.is_empty() {
         anyhow::bail!(
-            "no layer to measure{} (float tensors with two or more dimensions)",
+            "no layer to measure{} (float tensors with two or more dimensions){}",
             if filter.is_some() {
                 " matches --layers"
             } else {
                 ""
+            },
+            if filter.is_some() {
+                format!("; {}", example_names(&model, &default_layers(&model)))
+            } else {
+                String::new()
             }
         );
     }
@@ -155,20 +188,78 @@ fn measure(a: &MeasureArgs, extra: &[(regex::Regex, Spec)]) -> anyhow::Result<Me
             }
         }
     }
-    let cache = match &a.cache {
-        Some(p) => Cache::load_or_new(p, &model, eval.as_ref()),
+    // a transformer: calibration windows of text, its activations and the float pass kept per block
+    let net = if eval.is_none() && is_transformer(&model) {
+        match Transformer::from_model(&model) {
+            Ok(n) => Some(n),
+            Err(e) => {
+                eprintln!("note: no end-to-end measure: {e}");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let tied_head = net
+        .as_ref()
+        .filter(|n| n.head_is_embedding())
+        .map(|n| n.embed.clone());
+    let mut lm_acts = None;
+    let lm = match net {
+        Some(net) if net.config.is_decoder() => {
+            let text = a.text.as_deref().map(read_text).transpose()?;
+            let split = windows(&model, &net, text.as_ref(), a.ctx, a.calib_windows, 0)?;
+            if a.pack.is_none() {
+                lm_acts = Some(with_progress("activations", |p| {
+                    lm::capture(
+                        &model,
+                        &net,
+                        &split.calibration,
+                        &split.describe,
+                        lm::Keep::default(),
+                        &ProgressHooks(p),
+                    )
+                })?);
+            }
+            if a.no_end_to_end {
+                None
+            } else {
+                Some(with_progress("float pass", |p| {
+                    LmEvalSet::new(
+                        &model,
+                        net,
+                        split.calibration,
+                        format!("calibration windows of {}", split.describe),
+                        &ProgressHooks(p),
+                    )
+                })?)
+            }
+        }
+        _ => None,
+    };
+    let fresh = match &lm {
+        Some(l) => Cache::for_source(&model, l.source.clone(), Some(l.baseline)),
         None => Cache::for_run(&model, eval.as_ref()),
     };
+    let cache = match &a.cache {
+        Some(p) => Cache::load_or(p, fresh),
+        None => fresh,
+    };
     let acts = match &a.pack {
-        Some(p) => Some(quantscope::activations::pack::read(p)?),
+        Some(p) => {
+            let cal = quantscope::activations::pack::read(p)?;
+            quantscope::activations::check_matches(&cal, &model).map_err(anyhow::Error::msg)?;
+            Some(cal)
+        }
         None if eval.is_some() => Some(quantscope::activations::capture(&model, a.calib_rows, 32)?),
-        None => None,
+        None => lm_acts,
     };
     let req = Request {
         layers: layers.clone(),
         candidates: cands,
         extra: extra_cells,
         eval: eval.as_ref(),
+        lm: lm.as_ref(),
         activations: acts.as_ref(),
     };
     let total: u64 = layers.len() as u64 * req.candidates.len() as u64;
@@ -189,7 +280,13 @@ fn measure(a: &MeasureArgs, extra: &[(regex::Regex, Spec)]) -> anyhow::Result<Me
         c.absorb(&sens);
         c.save(p)?;
     }
-    Ok(Measured { model, sens })
+    drop(req);
+    drop(lm);
+    Ok(Measured {
+        model,
+        sens,
+        tied_head,
+    })
 }
 
 fn e2e_json(e: &EndToEnd) -> Value {
@@ -223,9 +320,31 @@ fn sens_json(s: &Sensitivity) -> Value {
         "layers": layers,
         "agreement": {
             "weight_sqnr_vs_end_to_end": s.agreement(Measure::WeightSqnr, Measure::EndToEnd),
+            "imatrix_vs_end_to_end": s.agreement(Measure::Imatrix, Measure::EndToEnd),
+            "output_sqnr_vs_end_to_end": s.agreement(Measure::OutputSqnr, Measure::EndToEnd),
             "weight_sqnr_vs_output_sqnr": s.agreement(Measure::WeightSqnr, Measure::OutputSqnr),
         },
     })
+}
+
+/// Each measure's rank agreement (Spearman over all cells) with the end-to-end KL.
+fn agreement_lines(s: &Sensitivity) -> Vec<String> {
+    [Measure::WeightSqnr, Measure::Imatrix, Measure::OutputSqnr]
+        .into_iter()
+        .filter_map(|m| {
+            s.agreement(m, Measure::EndToEnd)
+                .map(|rho| format!("  {:<45} {rho:.3}", m.label()))
+        })
+        .collect()
+}
+
+/// A layer's name as shown: a tied LM head says so.
+fn shown_name(name: &str, tied_head: Option<&str>) -> String {
+    if tied_head == Some(name) {
+        format!("{name} (= LM head, tied)")
+    } else {
+        name.to_string()
+    }
 }
 
 /// Which layer each measure calls the most sensitive at the smallest candidate: where they disagree.
@@ -246,8 +365,11 @@ fn most_sensitive(s: &Sensitivity, m: Measure) -> Option<(String, String)> {
 pub fn run_sensitivity(a: SensitivityArgs) -> anyhow::Result<()> {
     let m = measure(&a.m, &[])?;
     let s = &m.sens;
+    let tied = m.tied_head.as_deref();
     if a.json {
-        return print_json(&sens_json(s));
+        let mut v = sens_json(s);
+        v["lm_head_is_embedding"] = json!(tied);
+        return print_json(&v);
     }
     println!(
         "{} layers x {} candidates; measures: {}",
@@ -269,7 +391,7 @@ pub fn run_sensitivity(a: SensitivityArgs) -> anyhow::Result<()> {
     let w = s
         .layers
         .iter()
-        .map(|l| l.name.len())
+        .map(|l| shown_name(&l.name, tied).chars().count())
         .max()
         .unwrap_or(10)
         .max(10);
@@ -279,7 +401,7 @@ pub fn run_sensitivity(a: SensitivityArgs) -> anyhow::Result<()> {
     }
     println!();
     for (l, row) in s.layers.iter().zip(&s.cells) {
-        print!("{:<w$}", l.name);
+        print!("{:<w$}", shown_name(&l.name, tied));
         for c in row.iter().take(s.candidates.len()) {
             let v = c.weight_sqnr_db();
             let text = match &c.error {
@@ -299,7 +421,7 @@ pub fn run_sensitivity(a: SensitivityArgs) -> anyhow::Result<()> {
         }
         println!();
         for (l, row) in s.layers.iter().zip(&s.cells) {
-            print!("{:<w$}", l.name);
+            print!("{:<w$}", shown_name(&l.name, tied));
             for c in row.iter().take(s.candidates.len()) {
                 let text = match &c.end_to_end {
                     Some(e) => format!("{:.4} ({:.1})", e.kl, 100.0 * e.accuracy),
@@ -309,10 +431,12 @@ pub fn run_sensitivity(a: SensitivityArgs) -> anyhow::Result<()> {
             }
             println!();
         }
-        if let Some(rho) = s.agreement(Measure::WeightSqnr, Measure::EndToEnd) {
-            println!(
-                "\nrank agreement of weight SQNR and end-to-end KL over all cells (Spearman): {rho:.3}"
-            );
+        let lines = agreement_lines(s);
+        if !lines.is_empty() {
+            println!("\nrank agreement with the end-to-end KL over all cells (Spearman):");
+            for l in lines {
+                println!("{l}");
+            }
         }
         if let (Some(a), Some(b)) = (
             most_sensitive(s, Measure::WeightSqnr),
@@ -393,13 +517,32 @@ pub fn run_search(a: SearchArgs) -> anyhow::Result<()> {
             c.pinned.insert(r, cell);
         }
     }
+    let unwrap = |re: &regex::Regex| {
+        re.as_str()
+            .trim_start_matches("^(?:")
+            .trim_end_matches(")$")
+            .to_string()
+    };
+    let names: Vec<usize> = s
+        .layers
+        .iter()
+        .filter_map(|l| m.model.find(&l.name))
+        .collect();
     for (re, _) in &pins {
         if !s.layers.iter().any(|l| re.is_match(&l.name)) {
             anyhow::bail!(
-                "--pin '{}' matches no searched layer",
-                re.as_str()
-                    .trim_start_matches("^(?:")
-                    .trim_end_matches(")$")
+                "--pin '{}' matches no searched layer; {}",
+                unwrap(re),
+                example_names(&m.model, &names)
+            );
+        }
+    }
+    for re in &excludes {
+        if !s.layers.iter().any(|l| re.is_match(&l.name)) {
+            anyhow::bail!(
+                "--exclude '{}' matches no searched layer; {}",
+                unwrap(re),
+                example_names(&m.model, &names)
             );
         }
     }
@@ -453,41 +596,62 @@ pub fn run_search(a: SearchArgs) -> anyhow::Result<()> {
         .collect();
     let n_worse = worse.iter().filter(|&&r| r > 1e-9).count();
     let max_gap = worse.iter().copied().fold(0f64, f64::max);
+    // each candidate on every searched layer (pins kept), to judge the plan against
+    let uniform_plans: Vec<(String, f64, Plan)> = s
+        .candidates
+        .iter()
+        .enumerate()
+        .filter_map(|(i, spec)| {
+            let mut p = Plan {
+                default: Choice::Keep,
+                ..Default::default()
+            };
+            let mut bits = 0u64;
+            for (r, l) in s.layers.iter().enumerate() {
+                if c.excluded.contains(&r) {
+                    continue;
+                }
+                let cell = match c.pinned.get(&r) {
+                    Some(&k) => &s.cells[r][k],
+                    None => &s.cells[r][i],
+                };
+                bits += cell.bits;
+                p.overrides.insert(
+                    l.name.clone(),
+                    (Choice::parse(&cell.spec).ok()?, String::new()),
+                );
+            }
+            Some((spec.clone(), bits as f64 / mixed.numel as f64, p))
+        })
+        .collect();
+    let greedy_plan = greedy.as_ref().map(|g| mixed.plan(s, g, budget).0);
+    // a transformer: the plans on evaluation windows of the text
+    let text_eval = if s.baseline.is_some() && is_transformer(&m.model) {
+        Some(judge_on_text(
+            &a,
+            &m.model,
+            &plan,
+            mixed.bits_per_weight(&sol),
+            greedy_plan
+                .as_ref()
+                .zip(greedy.as_ref())
+                .map(|(p, g)| (p, mixed.bits_per_weight(g))),
+            &uniform_plans,
+            bits as f64 / mixed.numel as f64,
+        )?)
+    } else {
+        None
+    };
     // judge on the held-out split when the model runs
-    let held = match (s.baseline.is_some(), EvalSet::held_out(&m.model)) {
+    let held = match (
+        s.baseline.is_some() && text_eval.is_none(),
+        EvalSet::held_out(&m.model),
+    ) {
         (true, Ok(h)) => {
             let run = |p: &Plan| h.run(&m.model, p);
-            let greedy_plan = greedy.as_ref().map(|g| mixed.plan(s, g, budget).0);
-            let uniform: Vec<(String, f64, EndToEnd)> = s
-                .candidates
+            let uniform: Vec<(String, f64, EndToEnd)> = uniform_plans
                 .iter()
-                .enumerate()
-                .filter_map(|(i, spec)| {
-                    let mut p = Plan {
-                        default: Choice::Keep,
-                        ..Default::default()
-                    };
-                    let mut bits = 0u64;
-                    for (r, l) in s.layers.iter().enumerate() {
-                        if c.excluded.contains(&r) {
-                            continue;
-                        }
-                        let cell = match c.pinned.get(&r) {
-                            Some(&k) => &s.cells[r][k],
-                            None => &s.cells[r][i],
-                        };
-                        bits += cell.bits;
-                        p.overrides.insert(
-                            l.name.clone(),
-                            (Choice::parse(&cell.spec).ok()?, String::new()),
-                        );
-                    }
-                    Some((
-                        spec.clone(),
-                        bits as f64 / mixed.numel as f64,
-                        run(&p).ok()?,
-                    ))
-                })
+                .filter_map(|(spec, bpw, p)| Some((spec.clone(), *bpw, run(p).ok()?)))
                 .collect();
             Some((
                 h.baseline,
@@ -521,6 +685,7 @@ pub fn run_search(a: SearchArgs) -> anyhow::Result<()> {
             "front": gaps.iter().map(|(b, d, g)| json!({"bits_per_weight": b, "cost": json_num(*d), "greedy_cost": g.map(json_num)})).collect::<Vec<_>>(),
             "front_greedy_worse": n_worse,
             "front_greedy_max_gap": json_num(max_gap),
+            "evaluation": text_eval.as_ref().map(|t| t.json()),
             "held_out": held.as_ref().map(|(b, p, g, u, src)| json!({
                 "data": src,
                 "float": {"accuracy": b.accuracy, "loss": b.loss},
@@ -552,7 +717,7 @@ pub fn run_search(a: SearchArgs) -> anyhow::Result<()> {
         );
     }
     println!(
-        "\nexact (DP): {:.3} bits per weight, total cost {:.6}{}",
+        "\nsearched: {:.3} bits per weight, total cost {:.6}{}",
         mixed.bits_per_weight(&sol),
         sol.cost,
         if mixed.dp.exact {
@@ -563,12 +728,16 @@ pub fn run_search(a: SearchArgs) -> anyhow::Result<()> {
         } else {
             match lower {
                 Some(lb) if lb >= sol.cost * (1.0 - 1e-12) => format!(
-                    " (sizes rounded up to units of {} bits; the rounded-down relaxation gives the same cost: optimal)",
+                    " (the DP rounds sizes up to units of {} bits; the better of its plan and greedy's, \
+                     improved layer by layer; the rounded-down relaxation gives the same cost: optimal)",
                     mixed.dp.unit
                 ),
                 Some(lb) => format!(
-                    " (sizes rounded up to units of {} bits; no plan within the budget can be below {lb:.6})",
-                    mixed.dp.unit
+                    " (the DP rounds sizes up to units of {} bits; the better of its plan and greedy's, \
+                     improved layer by layer; proven: no plan within the budget is below {lb:.6}, \
+                     {:.2} % under this one)",
+                    mixed.dp.unit,
+                    100.0 * (1.0 - lb / sol.cost.max(f64::MIN_POSITIVE))
                 ),
                 None => String::new(),
             }
@@ -580,10 +749,10 @@ pub fn run_search(a: SearchArgs) -> anyhow::Result<()> {
             mixed.bits_per_weight(g),
             g.cost,
             if g.cost <= sol.cost * (1.0 + 1e-9) {
-                "the same optimum".to_string()
+                "the same cost as the searched plan".to_string()
             } else {
                 format!(
-                    "{:+.2} % above the optimum",
+                    "{:+.2} % above the searched plan",
                     100.0 * (g.cost / sol.cost - 1.0)
                 )
             }
@@ -631,8 +800,100 @@ pub fn run_search(a: SearchArgs) -> anyhow::Result<()> {
             line(&format!("uniform {}", short(spec)), *bpw, e);
         }
     }
+    if let Some(t) = &text_eval {
+        t.print();
+    }
     if let Some(out) = &a.out {
         println!("\nwrote the plan to {}", out.display());
     }
     Ok(())
+}
+
+/// Plans judged on a transformer's evaluation windows.
+struct TextEval {
+    describe: String,
+    budget_bpw: f64,
+    float_perplexity: f64,
+    /// (name, bits per weight, comparison with float)
+    rows: Vec<(String, f64, Comparison)>,
+}
+
+impl TextEval {
+    fn json(&self) -> Value {
+        json!({
+            "text": self.describe,
+            "budget_bits_per_weight": self.budget_bpw,
+            "float_perplexity": self.float_perplexity,
+            "plans": self.rows.iter().map(|(n, b, c)| json!({
+                "name": n, "bits_per_weight": b, "fits_budget": *b <= self.budget_bpw + 1e-9,
+                "perplexity": c.perplexity(), "mean_kl": c.mean_kl(), "same_top": c.top_agreement(),
+            })).collect::<Vec<_>>(),
+        })
+    }
+
+    fn print(&self) {
+        println!("\njudged on {}", self.describe);
+        println!(
+            "{:<28} {:>7} {:>11} {:>9} {:>11}",
+            "", "bits/w", "perplexity", "mean KL", "same top-1"
+        );
+        println!(
+            "{:<28} {:>7} {:>11.3} {:>9} {:>11}",
+            "float", "", self.float_perplexity, "0", "100 %"
+        );
+        for (name, bpw, c) in &self.rows {
+            println!(
+                "{name:<28} {bpw:>7.3} {:>11.3} {:>9.4} {:>9.1} %{}",
+                c.perplexity(),
+                c.mean_kl(),
+                100.0 * c.top_agreement(),
+                if *bpw > self.budget_bpw + 1e-9 {
+                    "  (over the budget)"
+                } else {
+                    ""
+                }
+            );
+        }
+    }
+}
+
+fn judge_on_text(
+    a: &SearchArgs,
+    model: &Model,
+    plan: &Plan,
+    plan_bpw: f64,
+    greedy: Option<(&Plan, f64)>,
+    uniform: &[(String, f64, Plan)],
+    budget_bpw: f64,
+) -> anyhow::Result<TextEval> {
+    let net = Transformer::from_model(model)?;
+    let text = a.m.text.as_deref().map(read_text).transpose()?;
+    let split = windows(model, &net, text.as_ref(), a.eval_ctx, 0, a.eval_windows)?;
+    let mut named: Vec<(String, f64, &Plan)> = vec![("searched plan".into(), plan_bpw, plan)];
+    if let Some((g, b)) = greedy {
+        named.push(("greedy plan".into(), b, g));
+    }
+    for (spec, bpw, p) in uniform {
+        named.push((format!("uniform {}", short(spec)), *bpw, p));
+    }
+    let weights: Vec<_> = named
+        .iter()
+        .map(|(_, _, p)| planned_weights(model, p, false))
+        .collect();
+    let float = ModelWeights::new(model, false);
+    let refs: Vec<&dyn Weights> = weights.iter().map(|w| w as &dyn Weights).collect();
+    let comps = with_progress("judging", |p| {
+        compare_many(&net, &float, &refs, &split.evaluation, &ProgressHooks(p))
+    })?;
+    let float_perplexity = comps.first().map_or(f64::NAN, |c| c.perplexity_reference());
+    Ok(TextEval {
+        describe: split.describe,
+        budget_bpw,
+        float_perplexity,
+        rows: named
+            .into_iter()
+            .zip(comps)
+            .map(|((n, b, _), c)| (n, b, c))
+            .collect(),
+    })
 }

@@ -1,7 +1,11 @@
+//! `quantscope quantize`: every chosen tensor under one spec, with its metrics; `--out` writes the
+//! fake-quantized model through the same writer pieces as `plan apply`.
+
 use super::{json_num, print_json, progress_bar};
 use anyhow::Context;
 use quantscope::formats::fmt_short;
-use quantscope::model::{write_safetensors, ElementCodec, Model, TensorEntry};
+use quantscope::model::{write_safetensors, Model};
+use quantscope::plan::apply::{stored_bytes, tensor_entries};
 use quantscope::quant::{quantize, Quantized, Spec};
 use serde_json::json;
 use std::path::PathBuf;
@@ -101,17 +105,7 @@ pub fn run(a: QuantizeArgs) -> anyhow::Result<()> {
         Some(out) => {
             let mut order: Vec<usize> = (0..model.tensors.len()).collect();
             order.sort_by_key(|&i| (model.tensors[i].shard, model.tensors[i].start));
-            let entries: Vec<TensorEntry> = order
-                .iter()
-                .map(|&i| {
-                    let t = &model.tensors[i];
-                    TensorEntry {
-                        name: t.name.clone(),
-                        dtype: t.dtype,
-                        shape: t.shape.clone(),
-                    }
-                })
-                .collect();
+            let entries = tensor_entries(&model, &order);
             let mut meta = model.metadata().cloned().unwrap_or_default();
             meta.insert("quantscope_quantize".into(), spec.to_string());
             let mut failure = None;
@@ -129,14 +123,7 @@ pub fn run(a: QuantizeArgs) -> anyhow::Result<()> {
                         return Err(quantscope::model::ModelError::Other(msg));
                     }
                 };
-                let codec = ElementCodec::new(t.dtype).expect("chosen tensors are float");
-                let w = codec.width();
-                let mut bytes = vec![0u8; t.nbytes()];
-                let mut max_err = 0f64;
-                for ((chunk, &v), &orig) in bytes.chunks_exact_mut(w).zip(&q.dequant).zip(&x) {
-                    codec.write(v as f64, chunk);
-                    max_err = max_err.max((codec.read(chunk) - orig as f64).abs());
-                }
+                let (bytes, max_err) = stored_bytes(t, &q.dequant, &x);
                 rows.push(Row {
                     tensor: i,
                     q,

@@ -1,3 +1,6 @@
+//! `quantscope train`: quantization-aware training, k-means fine-tuning and binary / ternary training
+//! of a runnable sample model (`nn::train`).
+
 use super::print_json;
 use quantscope::model::Model;
 use quantscope::nn::train::{

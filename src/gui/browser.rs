@@ -913,10 +913,7 @@ fn save_recent(file: &Path, recent: &[PathBuf]) {
         let _ = std::fs::create_dir_all(dir);
     }
     if let Ok(text) = serde_json::to_string_pretty(recent) {
-        let tmp = file.with_extension("json.tmp");
-        if std::fs::write(&tmp, text).is_ok() {
-            let _ = std::fs::rename(&tmp, file);
-        }
+        let _ = crate::model::write_atomic(file, text);
     }
 }
 

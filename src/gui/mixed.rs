@@ -8,13 +8,12 @@ use crate::jobs::{Job, Worker};
 use crate::model::Model;
 use crate::plan::apply::{apply, ApplyOptions, ApplyReport};
 use crate::plan::choose::{Budget, Constraints, LayerChoice, Mixed};
-use crate::plan::export::{export, Entry, Target};
+use crate::plan::export::{entries_of, export, Target};
 use crate::plan::search::Solution;
 use crate::plan::sensitivity::{
     compute, default_layers, Cache, Cell, EvalSet, Measure, Request, Sensitivity,
 };
-use crate::plan::{short_spec, Plan};
-use crate::quant::Spec;
+use crate::plan::{parse_candidates, short_spec, Plan};
 use egui::{Color32, RichText, Ui};
 use egui_plot::{Legend, Line, Plot, PlotPoints, Points};
 use std::sync::Arc;
@@ -106,23 +105,6 @@ impl Default for MixedView {
     }
 }
 
-fn parse_candidates(text: &str) -> Result<Vec<Spec>, String> {
-    let mut out: Vec<Spec> = Vec::new();
-    for p in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let s = Spec::parse(p).map_err(|e| e.to_string())?;
-        if s.family.is_cast() {
-            return Err(format!("'{p}' is a plain cast, not a quantizer"));
-        }
-        if !out.contains(&s) {
-            out.push(s);
-        }
-    }
-    if out.is_empty() {
-        return Err("list at least one candidate spec".into());
-    }
-    Ok(out)
-}
-
 impl MixedView {
     pub fn is_computing(&self) -> bool {
         self.job.is_some()
@@ -167,6 +149,7 @@ impl MixedView {
                         candidates: cands,
                         extra: Vec::new(),
                         eval: eval.as_ref(),
+                        lm: None,
                         activations: acts.as_ref(),
                     };
                     compute(&model, &req, &cache, &w.progress, &mut |r, cells| {
@@ -357,36 +340,19 @@ impl MixedView {
             self.message = Some("Error: no plan yet: compute the sensitivity first".into());
             return;
         };
-        let entries: Vec<Entry> = model
-            .tensors
-            .iter()
-            .filter_map(|t| {
-                let (choice, _) = plan.resolve(&t.name, t.quantizable());
-                (t.quantizable() || plan.overrides.contains_key(&t.name)).then(|| Entry {
-                    tensor: t.name.clone(),
-                    choice,
-                    dtype: Some(t.dtype),
-                })
-            })
-            .collect();
+        let entries = entries_of(&plan, model);
         let path = std::path::PathBuf::from(&self.export_path);
         self.message = Some(match export(&entries, self.export_target) {
-            Ok(ex) => {
-                let tmp = crate::plan::tmp_beside(&path);
-                match std::fs::write(&tmp, &ex.text).and_then(|_| std::fs::rename(&tmp, &path)) {
-                    Ok(()) => format!(
-                        "Exported to {} ({}); {} tensors not exact: {}",
-                        path.display(),
-                        self.export_target.name(),
-                        ex.notes().len(),
-                        ex.notes().first().cloned().unwrap_or_default()
-                    ),
-                    Err(e) => {
-                        let _ = std::fs::remove_file(&tmp);
-                        format!("Error: {}: {e}", path.display())
-                    }
-                }
-            }
+            Ok(ex) => match crate::model::write_atomic(&path, &ex.text) {
+                Ok(()) => format!(
+                    "Exported to {} ({}); {} tensors not exact: {}",
+                    path.display(),
+                    self.export_target.name(),
+                    ex.notes().len(),
+                    ex.notes().first().cloned().unwrap_or_default()
+                ),
+                Err(e) => format!("Error: {}: {e}", path.display()),
+            },
             Err(e) => format!("Error: {e}"),
         });
     }
@@ -566,6 +532,7 @@ impl MixedView {
                 match m {
                     Measure::EndToEnd => "KL of the outputs",
                     Measure::OutputSqnr => "output SQNR",
+                    Measure::Imatrix => "importance-weighted SQNR",
                     Measure::WeightSqnr => "weight SQNR",
                 }
             ))

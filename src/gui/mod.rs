@@ -1,4 +1,5 @@
-//! The window. Panels draw what the engine computed; they hold no numerics of their own.
+//! The window: one panel per view, each drawing what the engine computed, and the jobs that ask the
+//! engine for it off the UI thread.
 
 mod activations;
 mod bars;
@@ -156,7 +157,7 @@ impl App {
                 if let Some(model) = self.browser.model.clone() {
                     // above the plan and its size: the plan judged on text
                     egui::Panel::top("score_on_text").show(ui, |ui| {
-                        self.score.ui(ui, Some(&model), &self.workbench.plan)
+                        self.score.ui(ui, Some(&model), self.workbench.plan())
                     });
                 }
                 self.workbench.ui(ui, self.browser.model.clone())
@@ -186,8 +187,7 @@ impl App {
                 self.browser.poll(&ui.ctx().clone());
                 self.mixed.ui(ui, self.browser.model.clone());
                 if let Some(p) = self.mixed.send_plan.take() {
-                    self.workbench.default_text = p.default.text();
-                    self.workbench.plan = p;
+                    self.workbench.replace_plan(p);
                     self.view = View::Workbench;
                 }
             }

@@ -7,6 +7,7 @@
 use crate::formats::fmt_short;
 use crate::jobs::{Job, Worker};
 use crate::model::Model;
+use crate::plan::editor::PlanEditor;
 use crate::plan::{Choice, Plan};
 use crate::quant::report::{
     clip_lines_until, layer_report_with, original_histogram, report_levels, ClipBasis, ClipLines,
@@ -46,7 +47,7 @@ const PRESETS: &[&str] = &[
     "ternary",
 ];
 
-type Key = (usize, String);
+type Key = (usize, Spec);
 /// An item of a job's list: a report (tensor, spec), or with `true` clip lines (tensor, clip family).
 type Item = (Key, bool);
 
@@ -67,20 +68,15 @@ enum Msg {
     Report(Key, Arc<LayerReport>),
     Clip(Key, Arc<ClipLines>),
     Failed(Key, String),
-    Group((usize, String, usize), crate::stats::Histogram),
+    Group((usize, Spec, usize), crate::stats::Histogram),
     /// (plan signature, float accuracy, accuracy under the plan, examples)
     Accuracy(String, f64, f64, usize),
 }
 
 /// Undoable state: the plan's default and overrides.
-#[derive(Clone)]
-struct Snapshot {
-    default: Choice,
-    overrides: std::collections::BTreeMap<String, (Choice, String)>,
-}
-
 pub struct Workbench {
-    pub plan: Plan,
+    /// The plan being edited, with its undo history.
+    pub editor: PlanEditor,
     pub default_text: String,
     pub default_error: Option<String>,
     /// The spec text of the selected tensor (its override, or what it resolves to).
@@ -101,7 +97,7 @@ pub struct Workbench {
     model_ptr: usize,
     last_model_fp: String,
     /// The chosen group's own histogram: (tensor, spec, group) and the histogram of its values.
-    pub group_hist: Option<((usize, String, usize), crate::stats::Histogram)>,
+    pub group_hist: Option<((usize, Spec, usize), crate::stats::Histogram)>,
     group_job: Option<Job<Msg>>,
     pub bulk_pattern: String,
     pub bulk_error: Option<String>,
@@ -111,8 +107,6 @@ pub struct Workbench {
     pub reports: HashMap<Key, Arc<LayerReport>>,
     pub clips: HashMap<Key, Arc<ClipLines>>,
     pub failures: HashMap<Key, String>,
-    undo: Vec<Snapshot>,
-    redo: Vec<Snapshot>,
     job: Option<Job<Msg>>,
     /// The selected layer's report under its current spec, and its clip lines: what a spec toggle
     /// changes and the person is waiting for. A job of its own on the foreground pool, so it never
@@ -140,7 +134,7 @@ impl Default for Workbench {
         let plan = Plan::default();
         Workbench {
             default_text: plan.default.text(),
-            plan,
+            editor: PlanEditor::default(),
             default_error: None,
             layer_text: String::new(),
             layer_error: None,
@@ -164,8 +158,6 @@ impl Default for Workbench {
             reports: HashMap::new(),
             clips: HashMap::new(),
             failures: HashMap::new(),
-            undo: Vec::new(),
-            redo: Vec::new(),
             job: None,
             front_job: None,
             front_wants: (None, None),
@@ -195,14 +187,14 @@ impl Workbench {
     /// The resolved spec of a tensor under the current plan (None: kept as it is).
     pub fn spec_of(&self, model: &Model, t: usize) -> Option<Spec> {
         let info = &model.tensors[t];
-        match self.plan.resolve(&info.name, info.quantizable()).0 {
+        match self.plan().resolve(&info.name, info.quantizable()).0 {
             Choice::Quantize(s) => Some(s),
             Choice::Keep => None,
         }
     }
 
     pub fn report(&self, t: usize, spec: &Spec) -> Option<&Arc<LayerReport>> {
-        self.reports.get(&(t, spec.to_string()))
+        self.reports.get(&(t, *spec))
     }
 
     /// The clip lines drawn for tensor `t` under `spec`, once computed.
@@ -210,67 +202,42 @@ impl Workbench {
         self.clips.get(&(t, clip_family(spec)))
     }
 
-    fn snapshot(&self) -> Snapshot {
-        Snapshot {
-            default: self.plan.default.clone(),
-            overrides: self.plan.overrides.clone(),
-        }
+    /// The plan being edited.
+    pub fn plan(&self) -> &Plan {
+        self.editor.plan()
     }
 
-    fn restore(&mut self, s: Snapshot) {
-        self.plan.default = s.default;
-        self.plan.overrides = s.overrides;
-        self.default_text = self.plan.default.text();
-    }
-
-    /// Record the current plan for undo before an edit.
-    fn checkpoint(&mut self) {
-        self.undo.push(self.snapshot());
-        self.redo.clear();
+    /// Replace the plan as one undo step (a loaded file, a plan sent from the mixed-precision view).
+    pub fn replace_plan(&mut self, plan: Plan) {
+        self.editor.replace(plan);
+        self.default_text = self.plan().default.text();
     }
 
     pub fn undo(&mut self) -> bool {
-        match self.undo.pop() {
-            Some(s) => {
-                self.redo.push(self.snapshot());
-                self.restore(s);
-                true
-            }
-            None => false,
-        }
+        let done = self.editor.undo();
+        self.default_text = self.plan().default.text();
+        done
     }
 
     pub fn redo(&mut self) -> bool {
-        match self.redo.pop() {
-            Some(s) => {
-                self.undo.push(self.snapshot());
-                self.restore(s);
-                true
-            }
-            None => false,
-        }
+        let done = self.editor.redo();
+        self.default_text = self.plan().default.text();
+        done
     }
 
     /// Set the model-wide default from text; a bad spec leaves the plan as it was and says why.
     pub fn set_default(&mut self, text: &str) -> Result<(), String> {
-        let c = Choice::parse(text)?;
-        if c != self.plan.default {
-            self.checkpoint();
-            self.plan.default = c;
-        }
-        self.default_text = self.plan.default.text();
+        self.editor.set_default(text)?;
+        self.default_text = self.plan().default.text();
         Ok(())
     }
 
     /// Override one tensor (by name).
     pub fn set_layer(&mut self, name: &str, text: &str) -> Result<(), String> {
-        let c = Choice::parse(text)?;
         crate::jobs::trace(format_args!("set {name} to {text}"));
-        self.checkpoint();
-        self.plan
-            .overrides
-            .insert(name.to_string(), (c, "set in the workbench".into()));
-        Ok(())
+        self.editor
+            .set_names(&[name.to_string()], text, "set in the workbench")
+            .map(|_| ())
     }
 
     /// Set every listed tensor whose name matches `pattern` (a regular expression) or whose layer role
@@ -281,7 +248,7 @@ impl Workbench {
         pattern: &str,
         text: &str,
     ) -> Result<usize, String> {
-        let c = Choice::parse(text)?;
+        Choice::parse(text)?;
         let layers = crate::model::group_layers(&model.tensors);
         let role_of = |t: usize| {
             layers
@@ -302,13 +269,8 @@ impl Workbench {
         if names.is_empty() {
             return Err(format!("no quantizable tensor matches '{pattern}'"));
         }
-        self.checkpoint();
-        for n in &names {
-            self.plan
-                .overrides
-                .insert(n.clone(), (c.clone(), format!("bulk edit: {pattern}")));
-        }
-        Ok(names.len())
+        self.editor
+            .set_names(&names, text, &format!("bulk edit: {pattern}"))
     }
 
     /// Size of the model under the plan: (bytes of quantized tensors as planned + other tensors as they
@@ -346,14 +308,14 @@ impl Workbench {
             } else {
                 self.reports.contains_key(&k)
             };
-            if !done && !self.failures.contains_key(&k) && seen.insert((k.clone(), clip)) {
+            if !done && !self.failures.contains_key(&k) && seen.insert((k, clip)) {
                 out.push((k, clip));
             }
         };
         if let Some(t) = self.selected {
             let own = self.spec_of(model, t);
             if let Some(s) = &own {
-                push((t, s.to_string()), false, &mut out);
+                push((t, *s), false, &mut out);
             }
             let candidates: Vec<Spec> = self
                 .candidates
@@ -362,7 +324,7 @@ impl Workbench {
                 .collect();
             let own_lines = own.as_ref().map(clip_family);
             for s in &candidates {
-                push((t, s.to_string()), false, &mut out);
+                push((t, *s), false, &mut out);
                 let family = clip_family(s);
                 if own_lines.as_ref() != Some(&family) {
                     push((t, family), true, &mut out);
@@ -378,7 +340,7 @@ impl Workbench {
         }
         for t in listed(model) {
             if let Some(s) = self.spec_of(model, t) {
-                push((t, s.to_string()), false, &mut out);
+                push((t, s), false, &mut out);
             }
         }
         out
@@ -459,9 +421,9 @@ impl Workbench {
             }
         }
         // the plan's JSON (which resolves every tensor) is rebuilt only when the plan changed
-        let edits = self.plan.fingerprint();
+        let edits = self.plan().fingerprint();
         if self.plan_json.0 != Some(edits) || self.plan_json.1.is_empty() {
-            self.plan_json = (Some(edits), self.plan.to_json(model, None));
+            self.plan_json = (Some(edits), self.plan().to_json(model, None));
         }
         let sig = self.plan_json.1.clone();
         self.autosave(model, &sig);
@@ -477,7 +439,7 @@ impl Workbench {
         // the selected layer under its current spec goes to the front job
         let front_key = self
             .selected
-            .and_then(|t| self.spec_of(model, t).map(|s| (t, s.to_string())))
+            .and_then(|t| self.spec_of(model, t).map(|s| (t, s)))
             .filter(|k| wanted.first().is_some_and(|w| w.0 == *k && !w.1));
         if front_key.is_some() {
             wanted.remove(0);
@@ -495,7 +457,7 @@ impl Workbench {
             .as_ref()
             .is_none_or(|c| self.front_wants.1.as_ref() == Some(c));
         if (front.0.is_some() || front.1.is_some()) && (self.front_job.is_none() || !covers) {
-            self.front_wants = front.clone();
+            self.front_wants = front;
             let model = model.clone();
             let ctx = ctx.clone();
             let wake: Arc<dyn Fn() + Send + Sync> = Arc::new(move || ctx.request_repaint());
@@ -551,17 +513,7 @@ impl Workbench {
 
     /// Override several tensors at once (one undo step).
     pub fn set_names(&mut self, names: &[String], text: &str) -> Result<usize, String> {
-        let c = Choice::parse(text)?;
-        if names.is_empty() {
-            return Err("no rows picked (Ctrl+click rows in the table)".into());
-        }
-        self.checkpoint();
-        for n in names {
-            self.plan
-                .overrides
-                .insert(n.clone(), (c.clone(), "bulk edit: picked rows".into()));
-        }
-        Ok(names.len())
+        self.editor.set_names(names, text, "bulk edit: picked rows")
     }
 
     fn plan_file(&self) -> Option<std::path::PathBuf> {
@@ -597,7 +549,7 @@ impl Workbench {
         if current || self.acc_job.is_some() {
             return;
         }
-        let (model, plan, sig) = (model.clone(), self.plan.clone(), sig.to_string());
+        let (model, plan, sig) = (model.clone(), self.plan().clone(), sig.to_string());
         let ctx = ctx.clone();
         let wake: Arc<dyn Fn() + Send + Sync> = Arc::new(move || ctx.request_repaint());
         self.acc_job = Some(Job::spawn(wake, move |w: &Worker<Msg>| {
@@ -621,7 +573,7 @@ impl Workbench {
                 let _ = std::fs::create_dir_all(dir);
             }
             // best effort: a read-only config folder only loses the convenience
-            if self.plan.save(&path, model, None).is_ok() {
+            if self.plan().save(&path, model, None).is_ok() {
                 self.last_saved = text.to_string();
             }
         }
@@ -632,8 +584,8 @@ impl Workbench {
             if path.is_file() {
                 match Plan::load(&path, model) {
                     Ok(p) => {
-                        self.plan = p;
-                        self.default_text = self.plan.default.text();
+                        self.editor.reset(p);
+                        self.default_text = self.plan().default.text();
                         self.message =
                             Some("Restored this model's plan from the last session".into());
                     }
@@ -642,10 +594,9 @@ impl Workbench {
                     }
                 }
             }
-            self.last_saved = self.plan.to_json(model, None);
+            self.last_saved = self.plan().to_json(model, None);
         }
-        self.undo.clear();
-        self.redo.clear();
+        self.editor.clear_history();
     }
 
     /// The chosen group's own histogram and grid, computed on demand.
@@ -658,14 +609,14 @@ impl Workbench {
         r: &LayerReport,
     ) {
         let g = self.group.min(r.groups.saturating_sub(1));
-        let key = (t, spec.to_string(), g);
+        let key = (t, *spec, g);
         let have = self.group_hist.as_ref().is_some_and(|(k, _)| *k == key);
         if !have && self.group_job.is_none() {
             let model = model.clone();
             let ctx = ui.ctx().clone();
             let wake: Arc<dyn Fn() + Send + Sync> = Arc::new(move || ctx.request_repaint());
             let (gs, gpr) = (r.group_size, r.groups_per_row);
-            let k2 = key.clone();
+            let k2 = key;
             self.group_job = Some(Job::spawn(wake, move |w: &Worker<Msg>| {
                 let info = &model.tensors[t];
                 if let Ok(x) = model.read_f32(info) {
@@ -719,7 +670,7 @@ impl Workbench {
         };
         let ctx = ui.ctx().clone();
         self.schedule(&model, &ctx);
-        let before = (self.plan.fingerprint(), self.selected);
+        let before = (self.plan().fingerprint(), self.selected);
         // keyboard: Ctrl+Z / Ctrl+Y undo and redo when no text field has focus
         let nothing_focused = ctx.memory(|m| m.focused().is_none());
         if nothing_focused {
@@ -748,7 +699,7 @@ impl Workbench {
         });
         // an edit or a selection made in this frame starts its work now, not at the next frame
         // (which waits for this one to be painted: ~60 ms with a software renderer)
-        if (self.plan.fingerprint(), self.selected) != before {
+        if (self.plan().fingerprint(), self.selected) != before {
             self.schedule(&model, &ctx);
         }
     }
@@ -766,11 +717,11 @@ impl Workbench {
                 self.sync_layer_text(model);
             }
             ui.separator();
-            if ui.add_enabled(!self.undo.is_empty(), egui::Button::new("Undo")).on_hover_text("Undo the last plan edit (Ctrl+Z)").clicked() {
+            if ui.add_enabled(self.editor.can_undo(), egui::Button::new("Undo")).on_hover_text("Undo the last plan edit (Ctrl+Z)").clicked() {
                 self.undo();
                 self.sync_layer_text(model);
             }
-            if ui.add_enabled(!self.redo.is_empty(), egui::Button::new("Redo")).on_hover_text("Redo (Ctrl+Y)").clicked() {
+            if ui.add_enabled(self.editor.can_redo(), egui::Button::new("Redo")).on_hover_text("Redo (Ctrl+Y)").clicked() {
                 self.redo();
                 self.sync_layer_text(model);
             }
@@ -781,7 +732,7 @@ impl Workbench {
                 let (bytes, _, _) = self.size(model);
                 let bpw = bytes as f64 * 8.0 / model.parameters().max(1) as f64;
                 let summary = crate::plan::SummaryFile { bits_per_weight: bpw, bytes };
-                self.message = Some(match self.plan.save(std::path::Path::new(&self.plan_path), model, Some(summary)) {
+                self.message = Some(match self.plan().save(std::path::Path::new(&self.plan_path), model, Some(summary)) {
                     Ok(()) => format!("Saved the plan to {}", self.plan_path),
                     Err(e) => format!("Error: {e}"),
                 });
@@ -789,9 +740,7 @@ impl Workbench {
             if ui.button("Load plan").on_hover_text("Read a plan made for this model").clicked() {
                 match crate::plan::Plan::load(std::path::Path::new(&self.plan_path), model) {
                     Ok(p) => {
-                        self.checkpoint();
-                        self.plan = p;
-                        self.default_text = self.plan.default.text();
+                        self.replace_plan(p);
                         self.sync_layer_text(model);
                         self.message = Some(format!("Loaded {}", self.plan_path));
                     }
@@ -983,9 +932,7 @@ impl Workbench {
                         }
                     });
                     row.col(|ui| {
-                        let text = spec
-                            .map(|s| short_spec(&s))
-                            .unwrap_or_else(|| "float".into());
+                        let text = spec.map(|s| s.short()).unwrap_or_else(|| "float".into());
                         ui.label(
                             RichText::new(text)
                                 .color(spec.map(|s| family_color(&s)).unwrap_or(Color32::GRAY)),
@@ -1055,8 +1002,7 @@ impl Workbench {
                 }
             }
             if ui.button("Use default").on_hover_text("Remove this layer's override").clicked() {
-                self.checkpoint();
-                self.plan.overrides.remove(&info.name);
+                self.editor.clear_override(&info.name);
                 self.sync_layer_text(model);
             }
         });
@@ -1078,14 +1024,14 @@ impl Workbench {
         if let Some(e) = &self.layer_error {
             ui.colored_label(ui.visuals().error_fg_color, e);
         }
-        let why = self.plan.resolve(&info.name, info.quantizable()).1;
+        let why = self.plan().resolve(&info.name, info.quantizable()).1;
         ui.label(RichText::new(format!("from: {why}")).weak());
         let Some(spec) = self.spec_of(model, t) else {
             ui.label("Kept in float.");
             self.compare_ui(ui, model, t);
             return;
         };
-        let key = (t, spec.to_string());
+        let key = (t, spec);
         if let Some(e) = self.failures.get(&key) {
             ui.colored_label(ui.visuals().error_fg_color, format!("Error: {e}"));
             return;
@@ -1139,7 +1085,7 @@ impl Workbench {
         if crate::jobs::tracing() {
             // what a person sees, for timing a real window: the first frame that draws this spec's
             // plots, then its clip lines
-            let drawn = (key.clone(), clips.is_some());
+            let drawn = (key, clips.is_some());
             if self.traced_drawn.as_ref() != Some(&drawn) {
                 let what = if clips.is_some() {
                     "plots and clip lines"
@@ -1188,7 +1134,7 @@ impl Workbench {
             .filter_map(|c| {
                 Spec::parse(c)
                     .ok()
-                    .map(|s| (c.clone(), self.reports.get(&(t, s.to_string())).cloned()))
+                    .map(|s| (c.clone(), self.reports.get(&(t, s)).cloned()))
             })
             .collect();
         egui::Grid::new("compare")
@@ -1247,15 +1193,6 @@ impl Workbench {
     }
 }
 
-/// A spec without the options that are at their defaults, for narrow table cells.
-fn short_spec(s: &Spec) -> String {
-    s.to_string()
-        .replace(":clip=minmax", "")
-        .replace(":round=nearest", "")
-        .replace(":scale=fp32", "")
-        .replace(":scale=fp16", "")
-}
-
 /// `s` with one bit fewer and one more (int and uint, 2–8 bits), for prefetching.
 fn bits_either_side(s: &Spec) -> Vec<Spec> {
     use crate::quant::Family;
@@ -1275,16 +1212,16 @@ fn bits_either_side(s: &Spec) -> Vec<Spec> {
 }
 
 /// Clip lines depend on the format and clip-free settings, not on the clip option itself.
-fn clip_family(s: &Spec) -> String {
+fn clip_family(s: &Spec) -> Spec {
     // the lines are per tensor: the granularity does not matter (the scale type does)
-    let base = Spec {
+    Spec {
         granularity: crate::quant::Granularity::Tensor,
         clip: crate::quant::Clip::MinMax,
         round: crate::quant::RoundMode::Nearest,
         vsq: false,
         ..*s
-    };
-    base.to_string()
+    }
+    .without_unused_seed()
 }
 
 fn family_color(s: &Spec) -> Color32 {
@@ -1567,18 +1504,17 @@ fn compute(
         if w.cancelled() {
             return;
         }
-        let (t, spec_text) = (&key.0, &key.1);
+        let (t, spec) = (&key.0, &key.1);
         let info = &model.tensors[*t];
         let began = std::time::Instant::now();
         crate::jobs::trace(format_args!(
-            "start {spec_text}{}",
+            "start {spec}{}",
             if is_clip { " clip lines" } else { "" }
         ));
         let result = data(*t).and_then(|x| {
-            let spec = Spec::parse(spec_text).map_err(|e| e.to_string())?;
             if is_clip {
                 let b = basis(*t);
-                match clip_lines_until(&x, &info.shape, &spec, Some(&b), &|| w.cancelled()) {
+                match clip_lines_until(&x, &info.shape, spec, Some(&b), &|| w.cancelled()) {
                     Ok(Some(c)) => {
                         // after the front job's lines, the rest of the basis (the other
                         // symmetry, the float or int summary), behind whatever the person waits
@@ -1595,23 +1531,23 @@ fn compute(
                                 });
                             });
                         }
-                        Ok(Msg::Clip(key.clone(), Arc::new(c)))
+                        Ok(Msg::Clip(key, Arc::new(c)))
                     }
                     Ok(None) => Err(String::new()), // cancelled: nothing is sent
                     Err(e) => Err(e.to_string()),
                 }
             } else {
                 let h = original(*t, &x);
-                layer_report_with(&x, &info.shape, &spec, BINS, Some(&h))
-                    .map(|(r, _)| Msg::Report(key.clone(), Arc::new(r)))
+                layer_report_with(&x, &info.shape, spec, BINS, Some(&h))
+                    .map(|(r, _)| Msg::Report(key, Arc::new(r)))
                     .map_err(|e| e.to_string())
             }
         });
         if w.cancelled() {
             return;
         }
-        crate::jobs::trace(format_args!("done {spec_text} in {:.1?}", began.elapsed()));
-        let msg = result.unwrap_or_else(|e| Msg::Failed(key.clone(), e));
+        crate::jobs::trace(format_args!("done {spec} in {:.1?}", began.elapsed()));
+        let msg = result.unwrap_or_else(|e| Msg::Failed(key, e));
         if !w.send(msg) {
             return;
         }

@@ -8,8 +8,8 @@ use super::{ActQuant, IntForward, IntLinear, IntMmError, OutputType};
 use crate::activations::ranges::{range, Method};
 use crate::activations::LayerActivations;
 use crate::intmm::FixedMultiplier;
+use crate::kernels::gemm::xwt;
 use crate::model::Model;
-use crate::nn::gemm::xwt;
 use crate::quant::{Metrics, Spec};
 use crate::stats::{histogram, Histogram};
 use serde::Serialize;
@@ -95,7 +95,7 @@ impl Term {
     }
 }
 
-/// Error statistics of one result against the float layer (DESIGN.md §3), and in output steps.
+/// Error statistics of one result against the float layer (docs/DESIGN.md §3), and in output steps.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct ErrorStats {
     pub max_abs: f64,

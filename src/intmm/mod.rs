@@ -42,7 +42,7 @@ pub use fixedpoint::{
     rounding_divide_by_pot, saturating_rounding_doubling_high_mul, FixedMultiplier,
 };
 
-use crate::nn::gemm::xwt;
+use crate::kernels::gemm::xwt;
 use crate::quant::fixed::FixedQuant;
 use crate::quant::{quantize, Family, Granularity, QuantError, Spec};
 use rayon::prelude::*;
@@ -70,7 +70,7 @@ fn invalid<T>(s: impl Into<String>) -> Result<T, IntMmError> {
 pub enum OutputType {
     /// Asymmetric, codes 0..255 with a zero point.
     Uint8,
-    /// Symmetric, codes −127..127, zero point 0 (DESIGN.md's intN).
+    /// Symmetric, codes −127..127, zero point 0 (docs/DESIGN.md §2's intN).
     Int8,
 }
 
@@ -122,7 +122,7 @@ pub struct ActQuant {
 }
 
 impl ActQuant {
-    /// uint8 or int8 for `[lo, hi]`, with `quant::fixed::FixedQuant`'s (DESIGN.md §2) scale and zero point.
+    /// uint8 or int8 for `[lo, hi]`, with `quant::fixed::FixedQuant`'s (docs/DESIGN.md §2) scale and zero point.
     pub fn new(t: OutputType, lo: f32, hi: f32, method: &str) -> Result<ActQuant, IntMmError> {
         let spec = Spec::parse(t.name()).expect("uint8 and int8 parse");
         let f = FixedQuant::new(&spec, lo, hi)?;

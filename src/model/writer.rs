@@ -60,15 +60,7 @@ pub fn write_safetensors(
         json.push(b' ');
     }
 
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let file_name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{file_name}.tmp-{}", std::process::id()));
+    let tmp = tmp_beside(path);
     let result = (|| {
         let file = std::fs::File::create(&tmp).map_err(|e| ModelError::io(&tmp, e))?;
         let mut w = std::io::BufWriter::with_capacity(1 << 20, file);
@@ -98,4 +90,28 @@ pub fn write_safetensors(
         let _ = std::fs::remove_file(&tmp);
     }
     result
+}
+
+/// A temporary name beside `path` (same folder, so the final rename is atomic).
+pub fn tmp_beside(path: &Path) -> std::path::PathBuf {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let file_name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    dir.join(format!(".{file_name}.tmp-{}", std::process::id()))
+}
+
+/// Write `bytes` to `path` whole or not at all: to a temporary file beside it, then renamed
+/// (docs/DESIGN.md §6); the temporary file is removed if anything fails.
+pub fn write_atomic(path: &Path, bytes: impl AsRef<[u8]>) -> std::io::Result<()> {
+    let tmp = tmp_beside(path);
+    let r = std::fs::write(&tmp, bytes).and_then(|_| std::fs::rename(&tmp, path));
+    if r.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    r
 }

@@ -17,8 +17,8 @@
 //! output element is summed in one fixed order: results do not depend on the number of threads.
 //! `tests` checks every op against central finite differences.
 
-use super::gemm::{ab, atb};
 use super::{erf, geom, next_shape, Network, Op};
+use crate::kernels::gemm::{ab, atb};
 use crate::quant::fixed::FixedQuant;
 use rayon::prelude::*;
 use std::collections::HashMap;

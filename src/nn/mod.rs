@@ -1,12 +1,13 @@
 //! A small inference engine for the bundled sample models: the network is described in the model's
 //! safetensors metadata (`architecture`: a JSON list of ops), so a sample model is one self-describing
-//! file. It runs with the weights as stored or as a plan quantizes them, with the inputs of its layers
-//! optionally fake-quantized too (activation quantization, simulated in f32), and it can show every
-//! layer's input and output to an observer (calibration).
+//! file. It runs with the weights as stored or as the caller transforms them ([`Weights`]: a plan's
+//! fake quantization, say), with the inputs of its layers optionally fake-quantized too (activation
+//! quantization, simulated in f32), and it can show every layer's input and output to an observer
+//! (calibration). It knows nothing of plans or calibrations: callers pass what it needs.
 
 pub mod backward;
 mod data;
-pub mod gemm;
+pub use crate::kernels::gemm;
 pub mod text;
 pub mod train;
 pub mod transformer;
@@ -18,13 +19,9 @@ pub use data::{
 #[cfg(test)]
 pub(crate) use data::{sample_cnn, sample_mlp};
 
-use crate::activations::Calibration;
-use crate::model::Model;
-use crate::plan::{Choice, Plan};
-use crate::quant::adaround::{adaround, AdaRoundConfig};
+use crate::kernels::gemm::{xwt, ConvGeom};
+use crate::model::{Model, TensorInfo};
 use crate::quant::fixed::FixedQuant;
-use crate::quant::quantize;
-use gemm::{xwt, ConvGeom};
 use rayon::prelude::*;
 use serde::Deserialize;
 use std::collections::HashMap;
@@ -116,6 +113,30 @@ pub struct LayerIo<'a> {
     pub layer: &'a Weighted,
 }
 
+/// What a network computes with in place of a stored tensor: the caller's transform of it (a plan's
+/// fake quantization, say). A closure `|tensor, stored| -> Result<values, QuantError>` is one.
+pub trait Weights {
+    /// The values to use for `tensor`, whose stored values are `stored` (same length and layout).
+    fn weights(
+        &self,
+        tensor: &TensorInfo,
+        stored: Vec<f32>,
+    ) -> Result<Vec<f32>, crate::quant::QuantError>;
+}
+
+impl<F> Weights for F
+where
+    F: Fn(&TensorInfo, Vec<f32>) -> Result<Vec<f32>, crate::quant::QuantError>,
+{
+    fn weights(
+        &self,
+        tensor: &TensorInfo,
+        stored: Vec<f32>,
+    ) -> Result<Vec<f32>, crate::quant::QuantError> {
+        self(tensor, stored)
+    }
+}
+
 /// A feed-forward network read from a sample model.
 #[derive(Debug, Clone)]
 pub struct Network {
@@ -127,18 +148,9 @@ pub struct Network {
 }
 
 impl Network {
-    /// Build from `model`; `plan` (if any) fake-quantizes the weights it names.
-    pub fn from_model(model: &Model, plan: Option<&Plan>) -> Result<Network, NnError> {
-        Self::from_model_calibrated(model, plan, None)
-    }
-
-    /// As [`Network::from_model`]; specs with `round=adaround` learn their rounding from the layer's
-    /// inputs in `cal`.
-    pub fn from_model_calibrated(
-        model: &Model,
-        plan: Option<&Plan>,
-        cal: Option<&Calibration>,
-    ) -> Result<Network, NnError> {
+    /// Build from `model`, with each stored tensor turned by `weights` (if any) into the values the
+    /// network computes with (a plan's fake quantization, say); without, the weights as stored.
+    pub fn from_model(model: &Model, weights: Option<&dyn Weights>) -> Result<Network, NnError> {
         let meta = model
             .metadata()
             .ok_or_else(|| NnError::NotRunnable("no metadata".into()))?;
@@ -160,24 +172,10 @@ impl Network {
                 .map(|i| &model.tensors[i])
                 .ok_or_else(|| NnError::NotRunnable(format!("tensor '{name}' is missing")))?;
             let mut x = model.read_f32(t)?;
-            if let Some(p) = plan {
-                if let Choice::Quantize(spec) = p.resolve(&t.name, t.quantizable()).0 {
-                    let err = |e| NnError::Quant(t.name.clone(), e);
-                    x = match cal.and_then(|c| c.layer(&t.name)).filter(|_| spec.adaround) {
-                        Some(l) => adaround(
-                            &x,
-                            &t.shape,
-                            &spec,
-                            &l.rows,
-                            l.k,
-                            &AdaRoundConfig::default(),
-                        )
-                        .map_err(err)?
-                        .quantized
-                        .into_dequant(),
-                        None => quantize(&x, &t.shape, &spec).map_err(err)?.into_dequant(),
-                    };
-                }
+            if let Some(w) = weights {
+                x = w
+                    .weights(t, x)
+                    .map_err(|e| NnError::Quant(t.name.clone(), e))?;
             }
             Ok((x, t.shape.clone()))
         };
@@ -610,6 +608,7 @@ pub fn evaluate_with(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::plan::{Choice, Plan};
     use std::sync::Arc;
 
     fn sample() -> Model {

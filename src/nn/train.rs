@@ -99,7 +99,7 @@ impl Mode {
             Mode::Qat(s) => match s.family {
                 Family::Binary => "binary (XNOR)".into(),
                 Family::Ternary => "ternary TWN".into(),
-                _ => short_spec(s),
+                _ => s.short(),
             },
             Mode::Kmeans(b) => format!("k-means {b}-bit"),
             Mode::Ttq => "ternary TTQ".into(),
@@ -127,20 +127,10 @@ impl Mode {
     /// its quantizer is its own).
     pub fn ptq_spec(&self) -> Option<String> {
         match self {
-            Mode::Qat(s) => Some(short_spec(s)),
+            Mode::Qat(s) => Some(s.short()),
             Mode::Kmeans(b) => Some(format!("kmeans{b}")),
             Mode::Ttq => None,
         }
-    }
-}
-
-/// The spec as written when its options are the defaults (`int4`), else resolved.
-fn short_spec(s: &Spec) -> String {
-    let name = s.to_string();
-    let family = name.split(':').next().unwrap_or_default().to_string();
-    match Spec::parse(&family) {
-        Ok(d) if d == *s => family,
-        _ => name,
     }
 }
 
@@ -290,7 +280,7 @@ impl Trained {
         format!(
             "{} from the float model, activations {}, {} epochs of {} at lr {} (cosine), batch {}, seed {}{}",
             c.mode.label(),
-            c.act.map(|a| short_spec(&a)).unwrap_or("float".into()),
+            c.act.map(|a| a.short()).unwrap_or("float".into()),
             self.after().epoch,
             match c.optimizer {
                 Optimizer::Adam => "Adam",
@@ -326,7 +316,7 @@ impl Trained {
             "spec": match c.mode { Mode::Qat(s) => Some(s.to_string()), _ => None },
             "ptq_spec": c.mode.ptq_spec(),
             "bits": c.mode.bits(),
-            "act": c.act.map(|a| short_spec(&a)),
+            "act": c.act.map(|a| a.short()),
             "epochs": c.epochs,
             "epochs_run": self.after().epoch,
             "stopped": self.stopped,
@@ -995,10 +985,7 @@ mod tests {
         assert_eq!(Mode::parse("kmeans3").unwrap(), Mode::Kmeans(3));
         assert_eq!(Mode::parse("twn").unwrap().label(), "ternary TWN");
         assert_eq!(Mode::parse("int4").unwrap().label(), "int4");
-        assert_eq!(
-            Mode::parse("int4:g16").unwrap().label(),
-            "int4:g16:clip=minmax:round=nearest:scale=fp16"
-        );
+        assert_eq!(Mode::parse("int4:g16").unwrap().label(), "int4:g16");
         assert_eq!(Mode::parse("binary").unwrap().bits(), 1.0);
         assert!(Mode::parse("none").is_err());
         assert!(Mode::parse("int4:round=adaround").is_err());

@@ -21,15 +21,52 @@
 //! shared-microexponent formats are not packable (their per-pair exponent bits are not kept).
 
 use super::{Choice, Plan, PlanError, SummaryFile};
+use crate::activations::Calibration;
 use crate::formats::lookup;
 use crate::jobs::Progress;
-use crate::model::{write_safetensors, ElementCodec, Model, SourceKind, TensorEntry};
+use crate::model::{write_safetensors, ElementCodec, Model, SourceKind, TensorEntry, TensorInfo};
+use crate::quant::adaround::adaround_or_quantize;
 use crate::quant::spec::MxElem;
-use crate::quant::{quantize, Family, Layout, Quantized, Spec};
+use crate::quant::{quantize, Family, Layout, QuantError, Quantized, Spec};
 use safetensors::Dtype;
 use serde::Serialize;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+
+/// A plan's weights for a network ([`crate::nn::Weights`], from [`Plan::with_calibration`]): each tensor the plan quantizes, fake-quantized;
+/// with a calibration, `round=adaround` specs learn their rounding from the layer's inputs.
+#[derive(Clone, Copy)]
+pub struct PlanWeights<'a> {
+    pub plan: &'a Plan,
+    pub cal: Option<&'a Calibration>,
+}
+
+impl Plan {
+    /// This plan's weights for a network, learning AdaRound's rounding from `cal` where asked.
+    pub fn with_calibration<'a>(&'a self, cal: Option<&'a Calibration>) -> PlanWeights<'a> {
+        PlanWeights { plan: self, cal }
+    }
+}
+
+impl crate::nn::Weights for PlanWeights<'_> {
+    fn weights(&self, t: &TensorInfo, stored: Vec<f32>) -> Result<Vec<f32>, QuantError> {
+        let Choice::Quantize(spec) = self.plan.resolve(&t.name, t.quantizable()).0 else {
+            return Ok(stored);
+        };
+        let inputs = self
+            .cal
+            .and_then(|c| c.layer(&t.name))
+            .map(|l| (&l.rows[..], l.k));
+        Ok(adaround_or_quantize(&stored, &t.shape, &spec, inputs)?.into_dequant())
+    }
+}
+
+/// A plan without a calibration ([`Plan::with_calibration`] with `None`).
+impl crate::nn::Weights for Plan {
+    fn weights(&self, t: &TensorInfo, stored: Vec<f32>) -> Result<Vec<f32>, QuantError> {
+        self.with_calibration(None).weights(t, stored)
+    }
+}
 
 #[derive(Debug, Clone, Default)]
 pub struct ApplyOptions {
@@ -37,7 +74,7 @@ pub struct ApplyOptions {
     pub packed: bool,
 }
 
-/// Per quantized tensor: the errors of DESIGN.md §3, and the largest error after storing the values in
+/// Per quantized tensor: the errors of docs/DESIGN.md §3, and the largest error after storing the values in
 /// the tensor's own dtype (what the written file holds).
 #[derive(Debug, Clone, Serialize)]
 pub struct TensorReport {
@@ -91,13 +128,40 @@ fn io(path: &Path) -> impl Fn(std::io::Error) -> PlanError + '_ {
     }
 }
 
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), PlanError> {
-    let tmp = super::tmp_beside(path);
-    let r = std::fs::write(&tmp, bytes).and_then(|_| std::fs::rename(&tmp, path));
-    if r.is_err() {
-        let _ = std::fs::remove_file(&tmp);
+/// The header entries of `model`'s tensors in `order` (names, dtypes and shapes as stored).
+pub fn tensor_entries(model: &Model, order: &[usize]) -> Vec<TensorEntry> {
+    order
+        .iter()
+        .map(|&i| {
+            let t = &model.tensors[i];
+            TensorEntry {
+                name: t.name.clone(),
+                dtype: t.dtype,
+                shape: t.shape.clone(),
+            }
+        })
+        .collect()
+}
+
+/// The fake-quantized `values` of float tensor `t` stored in its own dtype (what a written model
+/// holds), and the largest |stored − original| over its elements.
+pub fn stored_bytes(t: &TensorInfo, values: &[f32], original: &[f32]) -> (Vec<u8>, f64) {
+    let codec = ElementCodec::new(t.dtype).expect("float tensors have a codec");
+    let mut bytes = vec![0u8; t.nbytes()];
+    let mut max_err = 0f64;
+    for ((chunk, &v), &orig) in bytes
+        .chunks_exact_mut(codec.width())
+        .zip(values)
+        .zip(original)
+    {
+        codec.write(v as f64, chunk);
+        max_err = max_err.max((codec.read(chunk) - orig as f64).abs());
     }
-    r.map_err(io(path))
+    (bytes, max_err)
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), PlanError> {
+    crate::model::write_atomic(path, bytes).map_err(io(path))
 }
 
 /// The folder whose side files (config, tokenizer) belong to the model, if it has one.
@@ -239,17 +303,7 @@ pub fn apply(
             .filter(|&i| model.tensors[i].shard == si)
             .collect();
         order.sort_by_key(|&i| model.tensors[i].start);
-        let entries: Vec<TensorEntry> = order
-            .iter()
-            .map(|&i| {
-                let t = &model.tensors[i];
-                TensorEntry {
-                    name: t.name.clone(),
-                    dtype: t.dtype,
-                    shape: t.shape.clone(),
-                }
-            })
-            .collect();
+        let entries = tensor_entries(model, &order);
         let mut meta = shard.metadata.clone().unwrap_or_default();
         meta.insert(
             "quantscope_applied".into(),
@@ -278,14 +332,7 @@ pub fn apply(
                     return Err(crate::model::ModelError::Other(msg));
                 }
             };
-            let codec = ElementCodec::new(t.dtype).expect("float tensors have a codec");
-            let w = codec.width();
-            let mut bytes = vec![0u8; t.nbytes()];
-            let mut stored = 0f64;
-            for ((chunk, &v), &orig) in bytes.chunks_exact_mut(w).zip(&q.dequant).zip(&x) {
-                codec.write(v as f64, chunk);
-                stored = stored.max((codec.read(chunk) - orig as f64).abs());
-            }
+            let (bytes, stored) = stored_bytes(t, &q.dequant, &x);
             let m = q.metrics;
             layers.push(TensorReport {
                 name: t.name.clone(),

@@ -1,7 +1,7 @@
 //! From a sensitivity table to a plan: which layers the search may change (pinned and excluded layers
 //! stay out of its hands), the budget, the solvers of [`super::search`], and a reason for every choice.
 
-use super::search::{greedy, Dp, Item, Opt, Problem, Solution};
+use super::search::{greedy, improve, Dp, Item, Opt, Problem, Solution};
 use super::sensitivity::{Measure, Sensitivity};
 use super::{Choice, Plan, PlanError, SummaryFile};
 use std::collections::{BTreeMap, BTreeSet};
@@ -165,8 +165,20 @@ impl Mixed {
         )
     }
 
+    /// The plan with the least summed cost within the budget. Exact when the DP's table is (every size a
+    /// whole number of slots); otherwise the better of the DP's plan on rounded-up sizes and greedy's,
+    /// each improved by single-layer changes within the true budget, so it is never worse than greedy.
     pub fn solve(&self, b: Budget) -> Option<Solution> {
-        self.dp.solve(self.budget_bits(b))
+        let bits = self.budget_bits(b);
+        let dp = self.dp.solve(bits);
+        if self.dp.exact {
+            return dp;
+        }
+        [dp, greedy(&self.problem, bits)]
+            .into_iter()
+            .flatten()
+            .map(|s| improve(&self.problem, &s, bits))
+            .min_by(|a, b| a.cost.total_cmp(&b.cost))
     }
 
     pub fn greedy(&self, b: Budget) -> Option<Solution> {
@@ -213,6 +225,12 @@ impl Mixed {
                     "output SQNR {}",
                     fmt_db(super::sensitivity::db(cell.output_nsr.unwrap_or(f64::NAN)))
                 ),
+                Measure::Imatrix => format!(
+                    "imatrix SQNR {}",
+                    fmt_db(super::sensitivity::db(
+                        cell.importance_nsr.unwrap_or(f64::NAN)
+                    ))
+                ),
                 Measure::EndToEnd => {
                     let e = cell.end_to_end.expect("end-to-end cells");
                     format!("KL {}, accuracy {:.1} %", fmt_kl(e.kl), 100.0 * e.accuracy)
@@ -234,6 +252,18 @@ impl Mixed {
                     );
                     format!(
                         "{} of output SQNR ({} -> {})",
+                        fmt_db_delta(x - y),
+                        fmt_db(x),
+                        fmt_db(y)
+                    )
+                }
+                Measure::Imatrix => {
+                    let (x, y) = (
+                        super::sensitivity::db(a.importance_nsr.unwrap_or(f64::NAN)),
+                        super::sensitivity::db(b.importance_nsr.unwrap_or(f64::NAN)),
+                    );
+                    format!(
+                        "{} of imatrix SQNR ({} -> {})",
                         fmt_db_delta(x - y),
                         fmt_db(x),
                         fmt_db(y)
@@ -406,6 +436,7 @@ mod tests {
             weight_nsr: nsr,
             weight_mse: nsr,
             output_nsr: None,
+            importance_nsr: None,
             end_to_end: None,
             error: None,
         }

@@ -16,7 +16,8 @@
 //! rounding details or block size), the nearest available, or left out; the reasons are returned as notes
 //! for the output (neither format has room for comments).
 
-use super::{Choice, PlanError};
+use super::{Choice, Plan, PlanError};
+use crate::model::Model;
 use crate::quant::spec::{ElemFloat, MicroExp, MxElem};
 use crate::quant::{Clip, Family, Granularity, RoundMode, Spec};
 use safetensors::Dtype;
@@ -68,6 +69,27 @@ pub struct Entry {
     pub choice: Choice,
     /// The tensor's dtype in the model, where known (llama.cpp: what a kept tensor stays as).
     pub dtype: Option<Dtype>,
+}
+
+/// The tensors of `model` an export of `plan` lists: every weight the plan quantizes or names, and
+/// every other quantizable weight too, so a kept matrix gets its own line (llama-quantize would
+/// otherwise give it the default type).
+pub fn entries_of(plan: &Plan, model: &Model) -> Vec<Entry> {
+    model
+        .tensors
+        .iter()
+        .filter_map(|t| {
+            let (choice, _) = plan.resolve(&t.name, t.quantizable());
+            let listed = t.quantizable()
+                || matches!(choice, Choice::Quantize(_))
+                || plan.overrides.contains_key(&t.name);
+            listed.then(|| Entry {
+                tensor: t.name.clone(),
+                choice,
+                dtype: Some(t.dtype),
+            })
+        })
+        .collect()
 }
 
 /// What became of one tensor.

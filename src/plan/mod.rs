@@ -1,4 +1,4 @@
-//! Per-layer quantization plans (DESIGN.md §5): a default spec, ordered rules (the last match wins) and
+//! Per-layer quantization plans (docs/DESIGN.md §5): a default spec, ordered rules (the last match wins) and
 //! per-tensor overrides (which beat rules), saved as versioned JSON that always lists the resolved spec
 //! of every tensor it names, so no one has to guess which rule won.
 
@@ -10,7 +10,9 @@
 
 pub mod apply;
 pub mod choose;
+pub mod editor;
 pub mod export;
+pub mod lm;
 pub mod score;
 pub mod search;
 pub mod sensitivity;
@@ -19,7 +21,7 @@ use crate::model::Model;
 use crate::quant::Spec;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 pub const PLAN_VERSION: u32 = 1;
 
@@ -35,34 +37,28 @@ pub enum PlanError {
     Cancelled,
 }
 
-/// A resolved spec without the options that are defaults (`clip=minmax`, `round=nearest`, the default
-/// scale type, the seed), for tables and reasons; the plan file keeps the full form.
+/// [`Spec::short`] of a spec's text; text that is not a spec (`none`) is returned as it is.
 pub fn short_spec(spec: &str) -> String {
-    let Ok(full) = Spec::parse(spec) else {
-        return spec.to_string();
-    };
-    let mut parts: Vec<&str> = spec.split(':').collect();
-    // drop each option whose absence parses to the same spec
-    let mut k = 1;
-    while k < parts.len() {
-        let mut without = parts.clone();
-        without.remove(k);
-        if Spec::parse(&without.join(":")).is_ok_and(|s| s == full) {
-            parts = without;
-        } else {
-            k += 1;
-        }
-    }
-    parts.join(":")
+    Spec::parse(spec).map_or_else(|_| spec.to_string(), |s| s.short())
 }
 
-/// A temporary name beside `path` (same folder, so the final rename is atomic).
-pub(crate) fn tmp_beside(path: &Path) -> PathBuf {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    path.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
+/// A comma-separated list of candidate specs for sensitivity and search (`int8,int4:g128`): each
+/// parsed, duplicates dropped, plain casts refused (they are not quantizers).
+pub fn parse_candidates(text: &str) -> Result<Vec<Spec>, String> {
+    let mut out: Vec<Spec> = Vec::new();
+    for p in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let s = Spec::parse(p).map_err(|e| e.to_string())?;
+        if s.family.is_cast() {
+            return Err(format!("'{p}' is a plain cast, not a quantizer"));
+        }
+        if !out.contains(&s) {
+            out.push(s);
+        }
+    }
+    if out.is_empty() {
+        return Err("list at least one candidate spec".into());
+    }
+    Ok(out)
 }
 
 /// What a tensor gets: a spec, or nothing (kept as it is).
@@ -444,9 +440,7 @@ impl Plan {
             path: path.display().to_string(),
             why: e.to_string(),
         };
-        let tmp = tmp_beside(path);
-        std::fs::write(&tmp, self.to_json(model, summary)).map_err(err)?;
-        std::fs::rename(&tmp, path).map_err(err)
+        crate::model::write_atomic(path, self.to_json(model, summary)).map_err(err)
     }
 }
 

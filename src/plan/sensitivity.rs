@@ -2,7 +2,7 @@
 //! quantized. Three measures, each where it can be had:
 //!
 //! - **weight SQNR**: the layer's own weights against their quantized copy (every model);
-//! - **output SQNR** on calibration activations, `X·Wᵀ` against `X·Ŵᵀ` (DESIGN.md §3): a slot in
+//! - **output SQNR** on calibration activations, `X·Wᵀ` against `X·Ŵᵀ` (docs/DESIGN.md §3): a slot in
 //!   [`Cell::output_nsr`] that stays `None` until activations are captured for the model (the calibration
 //!   engine fills it; see [`Cell::output_nsr`]);
 //! - **end to end**: for models that run ([`crate::nn`]), the network on calibration data with only this
@@ -32,17 +32,27 @@ pub enum Measure {
     WeightSqnr,
     /// The same on the layer's outputs for calibration activations X: Σ(XWᵀ − XŴᵀ)² / Σ(XWᵀ)².
     OutputSqnr,
+    /// The weight error weighted by each input column's Σx² on calibration data (the importance
+    /// matrix, as llama.cpp's quantizers and llm-compressor's imatrix observer use it):
+    /// Σ_j imp_j Σ_i (w_ij − ŵ_ij)² / Σ_j imp_j Σ_i w_ij².
+    Imatrix,
     /// KL divergence of the network's output distribution from the float one, on calibration data.
     EndToEnd,
 }
 
 impl Measure {
-    pub const ALL: [Measure; 3] = [Measure::WeightSqnr, Measure::OutputSqnr, Measure::EndToEnd];
+    pub const ALL: [Measure; 4] = [
+        Measure::WeightSqnr,
+        Measure::Imatrix,
+        Measure::OutputSqnr,
+        Measure::EndToEnd,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             Measure::WeightSqnr => "weight_sqnr",
             Measure::OutputSqnr => "output_sqnr",
+            Measure::Imatrix => "imatrix",
             Measure::EndToEnd => "end_to_end",
         }
     }
@@ -51,6 +61,7 @@ impl Measure {
         match self {
             Measure::WeightSqnr => "weight SQNR",
             Measure::OutputSqnr => "output SQNR on calibration activations",
+            Measure::Imatrix => "importance-weighted weight SQNR (imatrix)",
             Measure::EndToEnd => "end to end (KL of the outputs on calibration data)",
         }
     }
@@ -59,9 +70,10 @@ impl Measure {
         match s.trim() {
             "weight_sqnr" | "weight" | "sqnr" => Ok(Measure::WeightSqnr),
             "output_sqnr" | "output" => Ok(Measure::OutputSqnr),
+            "imatrix" | "importance" => Ok(Measure::Imatrix),
             "end_to_end" | "e2e" | "kl" => Ok(Measure::EndToEnd),
             other => Err(format!(
-                "unknown measure '{other}': use weight_sqnr, output_sqnr or end_to_end"
+                "unknown measure '{other}': use weight_sqnr, imatrix, output_sqnr or end_to_end"
             )),
         }
     }
@@ -95,6 +107,10 @@ pub struct Cell {
     /// becomes available to the search with no other change.
     #[serde(default)]
     pub output_nsr: Option<f64>,
+    /// Importance-weighted noise-to-signal ([`Measure::Imatrix`]) where calibration recorded the layer's
+    /// importance matrix.
+    #[serde(default)]
+    pub importance_nsr: Option<f64>,
     #[serde(default)]
     pub end_to_end: Option<EndToEnd>,
     /// The quantizer failed on this tensor: the search never picks this cell.
@@ -120,6 +136,7 @@ impl Cell {
         match m {
             Measure::WeightSqnr => Some(self.weight_nsr),
             Measure::OutputSqnr => self.output_nsr,
+            Measure::Imatrix => self.importance_nsr,
             Measure::EndToEnd => self.end_to_end.map(|e| e.kl.max(0.0)),
         }
         .filter(|c| c.is_finite())
@@ -134,6 +151,7 @@ impl Cell {
         match m {
             Measure::WeightSqnr => Some(db(self.weight_nsr)),
             Measure::OutputSqnr => self.output_nsr.map(db),
+            Measure::Imatrix => self.importance_nsr.map(db),
             Measure::EndToEnd => self.end_to_end.map(|e| e.kl),
         }
     }
@@ -195,7 +213,7 @@ impl Sensitivity {
     /// then weight SQNR.
     pub fn best_measure(&self) -> Measure {
         let a = self.available();
-        [Measure::EndToEnd, Measure::OutputSqnr]
+        [Measure::EndToEnd, Measure::OutputSqnr, Measure::Imatrix]
             .into_iter()
             .find(|m| a.contains(m))
             .unwrap_or(Measure::WeightSqnr)
@@ -459,12 +477,30 @@ fn key(tensor: &str, spec: &str) -> String {
 
 impl Cache {
     pub fn for_run(model: &Model, eval: Option<&EvalSet>) -> Cache {
+        Cache::for_source(
+            model,
+            eval.map(|e| e.source.clone()).unwrap_or_default(),
+            eval.map(|e| e.baseline),
+        )
+    }
+
+    /// A cache for end-to-end cells measured on `data` ("" for none).
+    pub fn for_source(model: &Model, data: String, baseline: Option<Baseline>) -> Cache {
         Cache {
             model: model.header_fingerprint(),
-            data: eval.map(|e| e.source.clone()).unwrap_or_default(),
+            data,
             cells: BTreeMap::new(),
-            baseline: eval.map(|e| e.baseline),
+            baseline,
         }
+    }
+
+    /// Read a cache file; one for another model or other data (or a missing file) gives `fresh`.
+    pub fn load_or(path: &Path, fresh: Cache) -> Cache {
+        std::fs::read_to_string(path)
+            .ok()
+            .and_then(|t| serde_json::from_str::<Cache>(&t).ok())
+            .filter(|c| c.model == fresh.model && c.data == fresh.data)
+            .unwrap_or(fresh)
     }
 
     /// Read a cache file; one for another model or other data (or a missing file) gives an empty cache.
@@ -482,9 +518,8 @@ impl Cache {
             path: path.display().to_string(),
             why: e.to_string(),
         };
-        let tmp = super::tmp_beside(path);
-        std::fs::write(&tmp, serde_json::to_string(self).expect("serializes")).map_err(err)?;
-        std::fs::rename(&tmp, path).map_err(err)
+        let json = serde_json::to_string(self).expect("serializes");
+        crate::model::write_atomic(path, json).map_err(err)
     }
 
     pub fn get(&self, tensor: &str, spec: &str) -> Option<&Cell> {
@@ -508,8 +543,20 @@ pub struct Request<'a> {
     /// Extra (row, spec) cells, e.g. a pinned spec that is not a candidate.
     pub extra: Vec<(usize, Spec)>,
     pub eval: Option<&'a EvalSet>,
+    /// A transformer's calibration windows, for its end-to-end measure.
+    pub lm: Option<&'a super::lm::LmEvalSet<'a>>,
     /// Calibration activations: each layer they cover gets its output-space error (X·Wᵀ vs X·Ŵᵀ).
     pub activations: Option<&'a crate::activations::Calibration>,
+}
+
+impl Request<'_> {
+    /// What the end-to-end cells were measured on ("" for none): part of the cache's key.
+    pub fn data_source(&self) -> String {
+        self.eval
+            .map(|e| e.source.clone())
+            .or(self.lm.map(|l| l.source.clone()))
+            .unwrap_or_default()
+    }
 }
 
 /// Measure every (layer, candidate) cell not in `cache`. Layers run one after another (memory stays
@@ -534,8 +581,8 @@ pub fn compute(
         })
         .collect();
     progress.set_total(per_row.iter().map(|s| s.len() as u64).sum());
-    let fresh_cache = cache.model == model.header_fingerprint()
-        && cache.data == req.eval.map(|e| e.source.clone()).unwrap_or_default();
+    let fresh_cache = cache.model == model.header_fingerprint() && cache.data == req.data_source();
+    let e2e = req.eval.is_some() || req.lm.is_some();
     let mut layers = Vec::new();
     let mut cells = Vec::new();
     for (r, &ti) in req.layers.iter().enumerate() {
@@ -553,7 +600,7 @@ pub fn compute(
                 fresh_cache
                     .then(|| cache.get(&t.name, &s.to_string()).cloned())
                     .flatten()
-                    .filter(|c| req.eval.is_none() || c.end_to_end.is_some() || c.error.is_some())
+                    .filter(|c| !e2e || c.end_to_end.is_some() || c.error.is_some())
                     .filter(|c| {
                         req.activations.and_then(|a| a.layer(&t.name)).is_none()
                             || c.output_nsr.is_some()
@@ -581,6 +628,7 @@ pub fn compute(
                         weight_nsr: f64::NAN,
                         weight_mse: f64::NAN,
                         output_nsr: None,
+                        importance_nsr: None,
                         end_to_end: None,
                         error: Some("cancelled".into()),
                     },
@@ -590,7 +638,7 @@ pub fn compute(
                         &t.shape,
                         x.as_deref().expect("read"),
                         spec,
-                        req.eval,
+                        req,
                         req.activations.and_then(|a| a.layer(&t.name)),
                     ),
                 };
@@ -615,8 +663,8 @@ pub fn compute(
         layers,
         candidates: req.candidates.iter().map(|s| s.to_string()).collect(),
         cells,
-        baseline: req.eval.map(|e| e.baseline),
-        data: req.eval.map(|e| e.source.clone()),
+        baseline: req.eval.map(|e| e.baseline).or(req.lm.map(|l| l.baseline)),
+        data: (e2e).then(|| req.data_source()),
     })
 }
 
@@ -626,7 +674,7 @@ fn measure(
     shape: &[usize],
     x: &[f32],
     spec: &Spec,
-    eval: Option<&EvalSet>,
+    req: &Request,
     acts: Option<&crate::activations::LayerActivations>,
 ) -> Cell {
     let mut cell = Cell {
@@ -636,6 +684,7 @@ fn measure(
         weight_nsr: f64::NAN,
         weight_mse: f64::NAN,
         output_nsr: None,
+        importance_nsr: None,
         end_to_end: None,
         error: None,
     };
@@ -647,6 +696,11 @@ fn measure(
         }
     };
     let m = q.metrics;
+    if let Some(l) =
+        acts.filter(|l| !l.importance.is_empty() && x.len().is_multiple_of(l.importance.len()))
+    {
+        cell.importance_nsr = Some(importance_nsr(x, &q.dequant, &l.importance));
+    }
     if let Some(l) = acts {
         // noise-to-signal of the layer's output on calibration inputs (10^(−SQNR/10))
         if let Ok(o) = crate::activations::output::output_metrics(l, x, &q.dequant, None) {
@@ -668,7 +722,12 @@ fn measure(
     } else {
         0.0
     };
-    if let Some(ev) = eval {
+    if let Some(lm) = req.lm {
+        match lm.run(name, q.into_dequant()) {
+            Ok(e) => cell.end_to_end = Some(e),
+            Err(e) => cell.error = Some(e.to_string()),
+        }
+    } else if let Some(ev) = req.eval {
         let mut plan = Plan {
             default: Choice::Keep,
             ..Default::default()
@@ -681,6 +740,27 @@ fn measure(
         }
     }
     cell
+}
+
+/// Σ_j imp_j Σ_i (w_ij − ŵ_ij)² / Σ_j imp_j Σ_i w_ij² for a row-major weight whose rows have
+/// `imp.len()` columns.
+pub fn importance_nsr(w: &[f32], q: &[f32], imp: &[f32]) -> f64 {
+    let k = imp.len();
+    let (mut noise, mut signal) = (0f64, 0f64);
+    for (rw, rq) in w.chunks_exact(k).zip(q.chunks_exact(k)) {
+        for ((&a, &b), &s) in rw.iter().zip(rq).zip(imp) {
+            let s = s as f64;
+            noise += s * (a as f64 - b as f64).powi(2);
+            signal += s * (a as f64).powi(2);
+        }
+    }
+    if signal > 0.0 {
+        noise / signal
+    } else if noise > 0.0 {
+        f64::INFINITY
+    } else {
+        0.0
+    }
 }
 
 /// The layers a search considers by default: every quantizable weight, in file order.
@@ -740,6 +820,7 @@ mod tests {
             candidates: cands.clone(),
             extra: vec![(0, Spec::parse("int4").unwrap())],
             eval: Some(&ev),
+            lm: None,
             activations: None,
         };
         let mut rows = 0;

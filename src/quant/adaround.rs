@@ -12,7 +12,7 @@
 //! of output SQNR over nearest where 300 steps at 1e-2 left the rounding undecided and lost 1.2 dB). At the end every h is rounded to 0 or 1.
 
 use super::{quantize, Family, QuantError, Quantized, Spec};
-use crate::nn::gemm::{atb, xwt};
+use crate::kernels::gemm::{atb, xwt};
 use rayon::prelude::*;
 
 const ZETA: f32 = 1.1;
@@ -63,6 +63,21 @@ fn sigmoid(v: f32) -> f32 {
 
 fn h_of(v: f32) -> f32 {
     (sigmoid(v) * (ZETA - GAMMA) + GAMMA).clamp(0.0, 1.0)
+}
+
+/// `w` quantized by `spec`, with learned rounding when the spec asks for it (`round=adaround`) and the
+/// layer's calibration inputs (`x`, `rows × k`) are given; otherwise (or without inputs) by plain
+/// [`quantize`](super::quantize).
+pub fn adaround_or_quantize(
+    w: &[f32],
+    shape: &[usize],
+    spec: &Spec,
+    inputs: Option<(&[f32], usize)>,
+) -> Result<Quantized, QuantError> {
+    match inputs.filter(|_| spec.adaround) {
+        Some((x, k)) => Ok(adaround(w, shape, spec, x, k, &AdaRoundConfig::default())?.quantized),
+        None => quantize(w, shape, spec),
+    }
 }
 
 /// Learn the rounding of `w` (`[out, k]`, quantized by `spec`: intN or uintN, any granularity) on the

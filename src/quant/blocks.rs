@@ -2,13 +2,13 @@
 //! NVFP4 (E4M3 scale per 16 and an FP32 tensor scale), and the shared-microexponent formats.
 
 use super::buffers::{f32_zeroed, i16_zeroed};
-use super::linear::rne;
 use super::metrics::Acc;
 use super::rounder::{Binary, Rounder};
-use super::simd::multiversion;
 use super::spec::{MicroExp, MxElem, Spec};
 use super::{store_scale, Layout, Quantized};
 use crate::formats::{lookup, Codebook};
+use crate::kernels::round::rne;
+use crate::kernels::simd::multiversion;
 use crate::stats::{abs_max, from_order_key, order_key};
 use rayon::prelude::*;
 
@@ -49,7 +49,7 @@ pub(crate) fn by_groups<T: Send>(
         .zip(dequant.par_chunks_mut(cols))
         .zip(codes.par_chunks_mut(cols))
         .map(|((xr, or), cr)| {
-            crate::jobs::pause_point();
+            crate::kernels::pause::point();
             row_groups(g, xr, or, cr, &block)
         })
         .collect();
@@ -100,7 +100,7 @@ fn row_groups<T, F: Fn(&[f32], &mut [f32], &mut [i16]) -> T>(
         ) -> (Vec<T>, Acc) {
             row_inner(g, xr, or, cr, block)
         }
-        if super::simd::avx2() {
+        if crate::kernels::simd::avx2() {
             // SAFETY: the CPU supports AVX2 and FMA (checked just above).
             return unsafe { wide(g, xr, or, cr, block) };
         }

@@ -11,8 +11,8 @@
 //! `S₂ − 2cS₁ + nc²`. The result is the exact `Σ(x − x̂)²` (in f64), the same sum an exhaustive pass
 //! computes, at a fraction of the work when the grid has few levels.
 
-use super::linear::rne;
-use super::simd::{fmax, fmin};
+use crate::kernels::round::rne;
+use crate::kernels::simd::{fmax, fmin};
 use crate::stats::{from_order_key, order_key};
 
 /// Magnitudes per bucket: the buckets next to each boundary are summed value by value.

@@ -1,6 +1,6 @@
 //! The large output buffers of the quantizers (dequantized values, codes): 100 MB for one 4096 × 4096
-//! layer. A fresh buffer costs the kernel a page fault and a page of zeros per 4 KiB it touches:
-//! ~6 ms per such layer (measured: int4 per channel 17 → 11.5 ms with reuse). So buffers are kept
+//! layer. A fresh buffer costs the kernel a page fault and a page of zeros per 4 KiB it touches, a
+//! large share of a fast quantizer's time (README, "Speed"). So buffers are kept
 //! for reuse: when a [`Quantized`](super::Quantized) is dropped its buffers come back here, and the
 //! next quantizer takes them instead of fresh memory (the CLI over a model's layers, a sensitivity
 //! scan, the window's cache evicting a result, a benchmark's loop). The pool is small and bounded (see
@@ -37,12 +37,14 @@ static POOL: Mutex<Pool> = Mutex::new(Pool {
 /// A pooled vector that holds at least `n` initialised values and wastes at most half its memory.
 ///
 /// A thread of the window's background pool takes one only if another that fits stays in the pool:
-/// the last one is kept for the work the person waits for. In the window, fresh memory cost the
-/// selected layer's report 100–150 ms more on a 4096 × 4096 layer (traced with `QUANTSCOPE_TRACE`:
-/// every toggle over 150 ms had found the pool emptied by a background item, and the kernel's
-/// `clear_page` took a third of its samples); the background item can pay that instead.
+/// the last one is kept for the work the person waits for, which would otherwise pay for fresh
+/// memory; the background item can pay that instead.
 fn take<T>(list: &mut Vec<Vec<T>>, n: usize) -> Option<Vec<T>> {
-    take_leaving(list, n, usize::from(crate::jobs::on_background_thread()))
+    take_leaving(
+        list,
+        n,
+        usize::from(crate::kernels::pause::on_background_thread()),
+    )
 }
 
 /// [`take`], if more than `keep` pooled vectors fit.
@@ -212,7 +214,7 @@ mod tests {
         assert_eq!(take_leaving(&mut list, 10, 1), None);
         assert_eq!(take_leaving(&mut list, 10, 0).map(|v| v[0]), Some(2));
         // which threads count as background
-        assert!(!crate::jobs::on_background_thread());
-        assert!(crate::jobs::background_pool().install(crate::jobs::on_background_thread));
+        assert!(!crate::kernels::pause::on_background_thread());
+        assert!(crate::jobs::background_pool().install(crate::kernels::pause::on_background_thread));
     }
 }

@@ -1,12 +1,12 @@
 //! Fake quantization with a range fixed in advance: what an activation quantizer does at inference, once
 //! calibration has chosen its range (a weight quantizer instead fits its range to the tensor it sees).
-//! The arithmetic is the weight quantizers' (DESIGN.md §2): symmetric `intN`, asymmetric `uintN`, or a
+//! The arithmetic is the weight quantizers' (docs/DESIGN.md §2): symmetric `intN`, asymmetric `uintN`, or a
 //! scaled float element format, one scale for the whole tensor.
 
-use super::linear::rne;
 use super::rounder::Rounder;
 use super::{Family, QuantError, Spec};
 use crate::formats::lookup;
+use crate::kernels::round::rne;
 use rayon::prelude::*;
 
 /// A per-tensor quantizer with a fixed range.

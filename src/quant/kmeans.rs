@@ -49,7 +49,7 @@ fn points(x: &[f32]) -> Vec<(f64, f64)> {
     let (sums, counts) = x
         .par_chunks(1 << 18)
         .map(|c| {
-            crate::jobs::pause_point();
+            crate::kernels::pause::point();
             let mut s = vec![0f64; BINS];
             let mut n = vec![0u32; BINS];
             for &v in c {
@@ -101,7 +101,7 @@ fn solve(p: &[(f64, f64)], k: usize) -> Vec<f64> {
     // split[c][i]: first index of the last cluster in the best c+1-cluster solution of 0..=i
     let mut split: Vec<Vec<u32>> = vec![vec![0; m]];
     for c in 1..k {
-        crate::jobs::pause_point();
+        crate::kernels::pause::point();
         let mut cur = vec![f64::INFINITY; m];
         let mut arg = vec![0u32; m];
         // divide and conquer over i, with the optimal j monotone in i
@@ -177,7 +177,7 @@ pub fn kmeans_1d(x: &[f32], k: usize) -> (Vec<f32>, f64) {
         let mids = midpoints(c);
         x.par_chunks(1 << 16)
             .map(|ch| {
-                crate::jobs::pause_point();
+                crate::kernels::pause::point();
                 ch.iter()
                     .map(|&v| ((v - c[nearest(&mids, v)]) as f64).powi(2))
                     .sum::<f64>()
@@ -193,7 +193,7 @@ pub fn kmeans_1d(x: &[f32], k: usize) -> (Vec<f32>, f64) {
             let (s, n) = x
                 .par_chunks(1 << 16)
                 .map(|ch| {
-                    crate::jobs::pause_point();
+                    crate::kernels::pause::point();
                     let mut s = vec![0f64; kk];
                     let mut n = vec![0u64; kk];
                     for &v in ch {
@@ -246,7 +246,7 @@ pub fn quantize(x: &[f32], layout: Layout, spec: &Spec, bits: u32) -> Quantized 
         .zip(codes.par_chunks_mut(1 << 16))
         .zip(x.par_chunks(1 << 16))
         .for_each(|((o, c), xs)| {
-            crate::jobs::pause_point();
+            crate::kernels::pause::point();
             for ((o, c), &v) in o.iter_mut().zip(c.iter_mut()).zip(xs) {
                 let j = nearest(&mids, v);
                 *c = j as i16;

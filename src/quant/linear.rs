@@ -1,6 +1,6 @@
 //! Scaled quantizers: symmetric intN, asymmetric uintN, and the scaled OCP element floats, per tensor,
 //! per channel or per group, with clipping, nearest or stochastic rounding, and VS-Quant two-level
-//! scales. Conventions (DESIGN.md §2):
+//! scales. Conventions (docs/DESIGN.md §2):
 //!
 //! - intN: `S = amax/(2^(N−1) − 1)`, `q = clamp(round(x/S), ±(2^(N−1) − 1))`, `x̂ = q·S`;
 //! - uintN: range widened to include 0, `S = (rmax − rmin)/(2^N − 1)`, `Z = clamp(round(−rmin/S))`,
@@ -14,28 +14,16 @@ use super::binned::{Binned, Summaries};
 use super::bucketed::Buckets;
 use super::metrics::Acc;
 use super::rounder::Rounder;
-use super::simd::{fmax, fmin, multiversion};
 use super::spec::{Clip, Family, RoundMode, Spec};
 use super::{store_scale, uniform, Layout, Quantized};
 use crate::calib::{
     abs_max, asymmetric_range_batch, finite_min_max, symmetric_threshold_batch, Errors, ROUND,
 };
 use crate::formats::lookup;
+use crate::kernels::round::{rne, MAGIC, MAGIC_BITS};
+use crate::kernels::simd::{fmax, fmin, multiversion};
 use crate::stats::{count_non_finite, min_max_of_finite};
 use rayon::prelude::*;
-
-/// Round to nearest, ties to even, for |v| < 2^22: adding and subtracting 1.5·2^23 leaves the integer
-/// part, rounded by the FPU's default mode (nearest-even). Baseline x86-64 has no rounding instruction
-/// (`roundss` is SSE4.1), so this keeps the loop vectorisable; callers clamp first.
-#[inline(always)]
-pub(crate) fn rne(v: f32) -> f32 {
-    (v + MAGIC) - MAGIC
-}
-
-/// 1.5 · 2^23: for |v| < 2^22, `v + MAGIC` is `MAGIC + round_ties_even(v)` exactly, and its bit pattern
-/// is `MAGIC_BITS + round_ties_even(v)`, so the integer code can be read from the bits.
-pub(crate) const MAGIC: f32 = 12_582_912.0;
-const MAGIC_BITS: i32 = 0x4B40_0000;
 
 /// Lanes and block length of the MSE search's error sums (see [`Kernel::sse_many`]).
 const LANES: usize = 8;
@@ -352,7 +340,7 @@ impl Kernel {
 /// [`checkpoint`], once the total so far exceeds `bar`.
 fn sse_int(x: &[f32], s: f32, qmax: f32, bar: f64) -> f64 {
     #[cfg(target_arch = "x86_64")]
-    if super::simd::avx2() {
+    if crate::kernels::simd::avx2() {
         // SAFETY: the CPU supports AVX2 (checked just above).
         return unsafe { avx2::sse_int(x, s, qmax, bar) };
     }
@@ -362,7 +350,7 @@ fn sse_int(x: &[f32], s: f32, qmax: f32, bar: f64) -> f64 {
 /// The same for uint with zero point `z`.
 fn sse_uint(x: &[f32], s: f32, z: f32, qmax: f32, bar: f64) -> f64 {
     #[cfg(target_arch = "x86_64")]
-    if super::simd::avx2() {
+    if crate::kernels::simd::avx2() {
         // SAFETY: the CPU supports AVX2 (checked just above).
         return unsafe { avx2::sse_uint(x, s, z, qmax, bar) };
     }
@@ -692,7 +680,7 @@ pub fn quantize(x: &[f32], layout: Layout, spec: &Spec) -> Result<(Quantized, Ac
             .zip(x.par_chunks(1 << 16))
             .enumerate()
             .map(|(ci, ((o, c), xs))| {
-                crate::jobs::pause_point();
+                crate::kernels::pause::point();
                 piece(&k, &p, xs, o, c, (ci << 16) as u64)
             })
             .collect();
@@ -706,7 +694,7 @@ pub fn quantize(x: &[f32], layout: Layout, spec: &Spec) -> Result<(Quantized, Ac
             .zip(codes.par_chunks_mut(cols))
             .enumerate()
             .map(|(r, ((xr, or), cr))| {
-                crate::jobs::pause_point();
+                crate::kernels::pause::point();
                 row(&k, spec, g, xr, or, cr, (r * cols) as u64)
             })
             .collect();
@@ -840,7 +828,7 @@ fn fit_whole(k: &Kernel, x: &[f32], spec: &Spec, summaries: Option<&Summaries>) 
             .par_chunks(PIECE)
             .enumerate()
             .map(|(ci, xs)| {
-                crate::jobs::pause_point();
+                crate::kernels::pause::point();
                 let mut e = vec![0f64; ps.len()];
                 errors_of_piece(k, ps, xs, (ci * PIECE) as u64, None, &mut e);
                 e
@@ -935,9 +923,7 @@ fn bucketed_search(k: &Kernel, spec: &Spec, len: usize) -> bool {
 }
 
 /// Groups of at least this many values search on buckets: below, sorting costs more than the
-/// exhaustive sums save (measured on rows of 384 to 8,192 values: MiniLM's 384-wide rows took 200 ms
-/// bucketed against 88 ms exhaustive for int4:channel:clip=mse, 4,096-wide rows 75 against 97 ms;
-/// about even at 2,048).
+/// exhaustive sums save (the two break even near 2,048 values; `cargo bench --bench quant`).
 const BUCKETED_FROM: usize = 2048;
 
 /// How much of the line a group's range covers (larger: less clipping).

@@ -1,4 +1,4 @@
-//! Error and size metrics, one definition everywhere (DESIGN.md §3). Sums accumulate in f64.
+//! Error and size metrics, one definition everywhere (docs/DESIGN.md §3). Sums accumulate in f64.
 
 use rayon::prelude::*;
 use serde::Serialize;
@@ -35,7 +35,7 @@ impl Acc {
     /// a plain loop only in the last bits).
     pub fn add(&mut self, a: &[f32], b: &[f32]) {
         #[cfg(target_arch = "x86_64")]
-        if super::simd::avx2() {
+        if crate::kernels::simd::avx2() {
             // SAFETY: the CPU supports AVX2 (checked just above).
             unsafe { self.add_avx2(a, b) };
             return;

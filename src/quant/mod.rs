@@ -1,6 +1,6 @@
-//! Quantizers: every format family of the spec grammar (DESIGN.md §2), at every granularity, with
+//! Quantizers: every format family of the spec grammar (docs/DESIGN.md §2), at every granularity, with
 //! clipping and rounding, returning the dequantized tensor, the codes, the scales, and the metrics of
-//! DESIGN.md §3.
+//! docs/DESIGN.md §3.
 //!
 //! Layout: output channels are dimension 0, the rest is flattened into the input dimension, so a weight
 //! is a row-major `[rows, cols]` matrix. A group is a contiguous run of one row (`gK`), a whole row
@@ -18,7 +18,6 @@ mod linear;
 pub mod metrics;
 pub mod report;
 pub mod rounder;
-pub(crate) mod simd;
 pub mod spec;
 
 pub use kmeans::kmeans_1d;

@@ -5,10 +5,10 @@
 
 use super::binned::Summaries;
 use super::linear::{found_in, tensor_thresholds, thresholds_from, Found};
-use super::simd::{fmax, fmin};
 use super::spec::{Clip, Family, MxElem};
 use super::{quantize, Metrics, QuantError, Quantized, Spec};
 use crate::formats::{lookup, Codebook};
+use crate::kernels::simd::{fmax, fmin};
 use crate::stats::{histogram, Histogram};
 use serde::Serialize;
 
@@ -20,7 +20,7 @@ pub struct ClipLines {
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct LayerReport {
-    pub spec: String,
+    pub spec: Spec,
     pub metrics: Metrics,
     pub original: Histogram,
     /// The dequantized values on the same bins as `original`.
@@ -43,8 +43,6 @@ pub struct LayerReport {
     pub zero_points: Vec<i32>,
     pub outer_scales: Vec<f32>,
     pub groups_per_row: usize,
-    #[serde(skip)]
-    pub parsed: Option<Spec>,
     /// For k-means: the top-left window of the weight matrix, its values and cluster indices.
     pub window: Option<Window>,
 }
@@ -120,7 +118,7 @@ pub fn layer_report_with(
         (t.iter().map(|&v| v as f64).sum::<f64>() / t.len() as f64) as f32
     });
     let report = LayerReport {
-        spec: q.spec.to_string(),
+        spec: q.spec,
         metrics: q.metrics,
         original,
         quantized,
@@ -135,7 +133,6 @@ pub fn layer_report_with(
         zero_points: q.zero_points.clone(),
         outer_scales: q.outer_scales.clone(),
         groups_per_row: q.layout.groups_per_row(),
-        parsed: Some(q.spec),
         window: matches!(spec.family, Family::Kmeans(_)).then(|| window(x, shape, &q.codes)),
     };
     Ok((report, q))
@@ -187,7 +184,7 @@ fn paired_histograms(
     )
 }
 
-crate::quant::simd::multiversion! {
+crate::kernels::simd::multiversion! {
     /// One piece of [`paired_histograms`]: the counts of `b` in `bins` slots then below and above,
     /// of `b − a` on [−e, e], and the zeros of `b`. Consecutive values go to four separate tables,
     /// added at the end: most dequantized values share a few bins, and increments of one counter in a
@@ -430,9 +427,7 @@ pub fn levels(q: &Quantized, g: usize) -> Vec<f32> {
 
 /// The same from a report.
 pub fn report_levels(r: &LayerReport, g: usize) -> Vec<f32> {
-    let Some(spec) = r.parsed else {
-        return Vec::new();
-    };
+    let spec = r.spec;
     let codebook: Vec<f32> = if matches!(spec.family, Family::Kmeans(_)) {
         r.codebook.iter().map(|c| c.0).collect()
     } else {

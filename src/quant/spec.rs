@@ -1,12 +1,13 @@
-//! The quantization spec string (DESIGN.md §2): one string names everything about how one tensor is
+//! The quantization spec string (docs/DESIGN.md §2): one string names everything about how one tensor is
 //! quantized. `Spec::parse` reads it with a message that names the wrong part and lists what is
 //! allowed; `Display` writes the resolved form with every default made explicit.
 
+pub use crate::calib::Clip;
 use std::fmt;
 use std::str::FromStr;
 
 /// Element formats that are scaled into range and cast (OCP element formats).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ElemFloat {
     Fp8E4m3,
     Fp8E5m2,
@@ -47,7 +48,7 @@ impl ElemFloat {
 }
 
 /// OCP MX v1.0 block formats: 32 elements share one E8M0 scale.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum MxElem {
     Float(ElemFloat),
     /// MXINT8: two's-complement int8 with an implicit scale of 2^-6.
@@ -56,7 +57,7 @@ pub enum MxElem {
 
 /// The lecture's shared-microexponent formats (Rouhani et al. 2023): a shared E8M0 exponent per 16
 /// elements, a 1-bit micro-exponent per pair, and sign-magnitude elements with M mantissa bits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum MicroExp {
     /// S1M2: 3-bit elements, 4 bits per element in all.
     Mx4,
@@ -84,7 +85,7 @@ impl MicroExp {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Family {
     /// Signed symmetric, restricted range ±(2^(N−1) − 1), zero point 0.
     Int(u32),
@@ -103,29 +104,20 @@ pub enum Family {
     None,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Granularity {
     Tensor,
     Channel,
     Group(usize),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Clip {
-    MinMax,
-    /// Keep this percentile of |x| (e.g. 99.9).
-    Percentile(f64),
-    Mse,
-    Kl,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum RoundMode {
     Nearest,
     Stochastic,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ScaleType {
     Fp32,
     Fp16,
@@ -153,7 +145,9 @@ impl ScaleType {
 }
 
 /// A fully resolved spec: every default filled in.
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// How one tensor is quantized: a value (`Eq + Hash`, so caches key on it); its text form is the
+/// grammar of docs/DESIGN.md §2 ([`Spec::parse`], `Display` for the resolved form, [`Spec::short`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Spec {
     pub family: Family,
     pub granularity: Granularity,
@@ -194,12 +188,42 @@ impl Family {
         }
     }
 
+    /// The bit count of the families that take one (`int4`, `uint3`, `kmeans2`).
+    pub fn bits(self) -> Option<u32> {
+        match self {
+            Family::Int(n) | Family::Uint(n) | Family::Kmeans(n) => Some(n),
+            _ => None,
+        }
+    }
+
+    /// The same family with `n` bits, where it takes a bit count.
+    pub fn with_bits(self, n: u32) -> Family {
+        match self {
+            Family::Int(_) => Family::Int(n),
+            Family::Uint(_) => Family::Uint(n),
+            Family::Kmeans(_) => Family::Kmeans(n),
+            other => other,
+        }
+    }
+
+    /// Its name without the bit count (`int`, `kmeans`; `mxfp4` as it is).
+    pub fn kind(self) -> String {
+        match self.bits() {
+            Some(_) => self
+                .name()
+                .trim_end_matches(|c: char| c.is_ascii_digit())
+                .into(),
+            None => self.name(),
+        }
+    }
+
     /// Plain casts and `none`: no scale, no options.
     pub fn is_cast(self) -> bool {
         matches!(self, Family::Bf16 | Family::Fp16 | Family::None)
     }
 
-    fn name(self) -> String {
+    /// Its name in a spec (`int4`, `mxfp4`, `nvfp4`).
+    pub fn name(self) -> String {
         match self {
             Family::Int(n) => format!("int{n}"),
             Family::Uint(n) => format!("uint{n}"),
@@ -490,7 +514,41 @@ impl Spec {
             adaround,
             scale,
             seed: seed.unwrap_or(0),
-        })
+        }
+        .without_unused_seed())
+    }
+
+    /// The same spec with the seed at 0 where nothing random uses it (neither stochastic rounding
+    /// nor k-means), as its text omits it: two specs are equal exactly when their texts are.
+    pub fn without_unused_seed(self) -> Spec {
+        let random =
+            self.round == RoundMode::Stochastic || matches!(self.family, Family::Kmeans(_));
+        Spec {
+            seed: if random { self.seed } else { 0 },
+            ..self
+        }
+    }
+}
+
+impl Spec {
+    /// The resolved form without the options that are defaults (`clip=minmax`, `round=nearest`, the
+    /// default scale type and granularity, the seed): `int4:g128`, `int8`. For tables, reasons and
+    /// labels; files keep the resolved form.
+    pub fn short(&self) -> String {
+        let full = self.to_string();
+        let mut parts: Vec<&str> = full.split(':').collect();
+        // drop each option whose absence parses to the same spec
+        let mut k = 1;
+        while k < parts.len() {
+            let mut without = parts.clone();
+            without.remove(k);
+            if Spec::parse(&without.join(":")).is_ok_and(|s| s == *self) {
+                parts = without;
+            } else {
+                k += 1;
+            }
+        }
+        parts.join(":")
     }
 }
 
@@ -498,6 +556,13 @@ impl FromStr for Spec {
     type Err = SpecError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         Spec::parse(s)
+    }
+}
+
+/// Written as its resolved text (files and JSON hold the text of docs/DESIGN.md §2).
+impl serde::Serialize for Spec {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
     }
 }
 
@@ -550,6 +615,47 @@ impl fmt::Display for Spec {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_spec_is_its_text() {
+        use std::collections::HashSet;
+        let texts = [
+            "int8",
+            "int4:g128",
+            "uint4:g64:clip=mse",
+            "int3:channel:clip=p99.9",
+            "fp8_e4m3:tensor",
+            "mxfp4",
+            "nvfp4",
+            "nf4:g32",
+            "kmeans4:seed=3",
+            "ternary",
+            "bf16",
+            "none",
+            "int4:g16:vsq",
+            "uint3:tensor:round=stochastic:seed=7",
+            "int4:round=adaround",
+        ];
+        let mut seen = HashSet::new();
+        for t in texts {
+            let s = Spec::parse(t).unwrap();
+            // the resolved text parses back to the same value, and so does the short one
+            assert_eq!(Spec::parse(&s.to_string()).unwrap(), s, "{t}");
+            assert_eq!(Spec::parse(&s.short()).unwrap(), s, "{t}");
+            assert!(seen.insert(s), "{t} equals an earlier spec");
+        }
+        // a seed nothing uses is not part of the value (its text omits it)
+        assert_eq!(
+            Spec::parse("int4:seed=5").unwrap(),
+            Spec::parse("int4").unwrap()
+        );
+        assert!(seen.contains(&Spec::parse("int8:channel:clip=minmax").unwrap()));
+        assert_eq!(
+            Spec::parse("int4:g128:scale=fp16").unwrap().short(),
+            "int4:g128"
+        );
+        assert_eq!(Spec::parse("int8:tensor").unwrap().short(), "int8:tensor");
+    }
 
     #[test]
     fn defaults_are_resolved() {

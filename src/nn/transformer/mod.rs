@@ -553,7 +553,8 @@ pub struct ModelWeights<'a> {
 }
 
 /// Turns a stored tensor's values into the ones the network uses: `(name, shape, values)`.
-pub type Transform<'a> = dyn Fn(&str, &[usize], Vec<f32>) -> Result<Vec<f32>, NnError> + Sync + 'a;
+pub type Transform<'a> =
+    dyn Fn(&str, &[usize], Vec<f32>) -> Result<Vec<f32>, NnError> + Send + Sync + 'a;
 
 impl<'a> ModelWeights<'a> {
     pub fn new(model: &'a Model, keep: bool) -> Self {

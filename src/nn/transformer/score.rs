@@ -197,6 +197,60 @@ pub fn compare(
     Ok(sum)
 }
 
+/// Score several changed weight sets against one reference on `seqs`, the reference's pass made once.
+pub fn compare_many(
+    net: &Transformer,
+    reference: &dyn Weights,
+    changed: &[&dyn Weights],
+    seqs: &[Vec<u32>],
+    hooks: &dyn Hooks,
+) -> Result<Vec<Comparison>, NnError> {
+    if !net.config.is_decoder() {
+        return Err(NnError::NotRunnable(format!(
+            "{} is an encoder: it predicts no next token",
+            net.config.model_type
+        )));
+    }
+    let chunk = chunk_windows(net, seqs);
+    let chunks = seqs.len().div_ceil(chunk);
+    let total = (1 + changed.len()) * (net.blocks.len() + chunks);
+    let mut step = 0;
+    let ha = last_hidden(net, reference, seqs, hooks, &mut step, total)?;
+    let hb: Vec<Array2<f32>> = changed
+        .iter()
+        .map(|w| last_hidden(net, *w, seqs, hooks, &mut step, total))
+        .collect::<Result<_, _>>()?;
+    let mut sums = vec![Comparison::default(); changed.len()];
+    let mut row = 0;
+    for part in seqs.chunks(chunk) {
+        if hooks.cancelled() {
+            return Err(NnError::Cancelled);
+        }
+        let n: usize = part.iter().map(Vec::len).sum();
+        let rows = ndarray::s![row..row + n, ..];
+        let la = net.finish(
+            reference,
+            part,
+            ha.slice(rows).to_owned(),
+            &mut super::Quiet,
+        )?;
+        step += 1;
+        for ((w, h), sum) in changed.iter().zip(&hb).zip(&mut sums) {
+            let lb = net.finish(*w, part, h.slice(rows).to_owned(), &mut super::Quiet)?;
+            let c = compare_logits(&la, &lb, part);
+            sum.positions += c.positions;
+            sum.nll_reference += c.nll_reference;
+            sum.nll += c.nll;
+            sum.kl += c.kl;
+            sum.same_top += c.same_top;
+            step += 1;
+            hooks.progress(step, total);
+        }
+        row += n;
+    }
+    Ok(sums)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

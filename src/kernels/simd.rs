@@ -33,7 +33,7 @@ macro_rules! multiversion {
                 unsafe fn wide($($a: $t),*) -> $r {
                     inner($($a),*)
                 }
-                if $crate::quant::simd::avx2() {
+                if $crate::kernels::simd::avx2() {
                     // SAFETY: the CPU supports AVX2 and FMA (checked just above).
                     return unsafe { wide($($a),*) };
                 }

@@ -1,0 +1,232 @@
+//! The end-to-end measure for a transformer: the model on calibration windows of text with one tensor
+//! changed, against the float model's next-token distributions. The float pass is made once and its
+//! input to every block kept, so a layer in block `i` recomputes only blocks `i..` and the head.
+
+use super::sensitivity::{Baseline, EndToEnd};
+use super::PlanError;
+use crate::model::Model;
+use crate::nn::transformer::score::{chunk_windows, Hooks};
+use crate::nn::transformer::{ModelWeights, Quiet, Transformer, Weights};
+use crate::nn::NnError;
+use ndarray::{s, Array2};
+use rayon::prelude::*;
+use std::sync::Arc;
+
+/// Float weights, but one tensor replaced.
+struct Swap<'a> {
+    base: &'a dyn Weights,
+    name: &'a str,
+    value: Arc<Vec<f32>>,
+}
+
+impl Weights for Swap<'_> {
+    fn get(&self, name: &str) -> Result<Arc<Vec<f32>>, NnError> {
+        if name == self.name {
+            Ok(self.value.clone())
+        } else {
+            self.base.get(name)
+        }
+    }
+}
+
+/// Calibration windows and the float model's state on them.
+pub struct LmEvalSet<'a> {
+    pub net: Transformer,
+    pub seqs: Vec<Vec<u32>>,
+    weights: ModelWeights<'a>,
+    /// The float hidden state entering each block, and after the last (`blocks + 1` entries).
+    inputs: Vec<Array2<f32>>,
+    /// Float log-probabilities of every row, `[rows, vocab]`.
+    log_probs: Vec<f32>,
+    pub baseline: Baseline,
+    /// Where the windows came from, for reports and the cache key.
+    pub source: String,
+}
+
+fn log_softmax(x: &[f32]) -> Vec<f64> {
+    let max = x.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) as f64;
+    let lse = x.iter().map(|&v| (v as f64 - max).exp()).sum::<f64>().ln() + max;
+    x.iter().map(|&v| v as f64 - lse).collect()
+}
+
+fn argmax<T: PartialOrd + Copy>(x: &[T]) -> usize {
+    (1..x.len()).fold(0, |b, i| if x[i] > x[b] { i } else { b })
+}
+
+/// (row, next token) of every scored position.
+fn scored(seqs: &[Vec<u32>]) -> Vec<(usize, usize)> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    for s in seqs {
+        for t in 0..s.len().saturating_sub(1) {
+            out.push((start + t, s[t + 1] as usize));
+        }
+        start += s.len();
+    }
+    out
+}
+
+impl<'a> LmEvalSet<'a> {
+    /// Run the float model on `seqs` once, keeping what the per-layer passes need.
+    pub fn new(
+        model: &'a Model,
+        net: Transformer,
+        seqs: Vec<Vec<u32>>,
+        source: String,
+        hooks: &dyn Hooks,
+    ) -> Result<LmEvalSet<'a>, PlanError> {
+        let nn = |e: NnError| PlanError::Invalid(e.to_string());
+        if !net.config.is_decoder() {
+            return Err(PlanError::Invalid(format!(
+                "{} is an encoder: the end-to-end measure needs next-token predictions",
+                net.config.model_type
+            )));
+        }
+        let weights = ModelWeights::new(model, true);
+        let mut h = net.embed(&weights, &seqs).map_err(nn)?;
+        let mut inputs = Vec::with_capacity(net.blocks.len() + 1);
+        for i in 0..net.blocks.len() {
+            if hooks.cancelled() {
+                return Err(PlanError::Cancelled);
+            }
+            inputs.push(h.clone());
+            net.block(i, &weights, &seqs, &mut h, &mut Quiet)
+                .map_err(nn)?;
+            hooks.progress(i + 1, net.blocks.len());
+        }
+        inputs.push(h);
+        let logits = head(&net, &weights, &seqs, &inputs[net.blocks.len()]).map_err(nn)?;
+        let vocab = logits.len() / inputs[0].nrows().max(1);
+        let log_probs: Vec<f32> = logits
+            .par_chunks(vocab)
+            .flat_map_iter(|r| log_softmax(r).into_iter().map(|v| v as f32))
+            .collect();
+        let rows = scored(&seqs);
+        let (nll, correct) = rows.iter().fold((0f64, 0usize), |(l, c), &(r, next)| {
+            let lp = &log_probs[r * vocab..(r + 1) * vocab];
+            (l - lp[next] as f64, c + (argmax(lp) == next) as usize)
+        });
+        let n = rows.len().max(1);
+        Ok(LmEvalSet {
+            baseline: Baseline {
+                accuracy: correct as f64 / n as f64,
+                loss: nll / n as f64,
+                examples: rows.len(),
+            },
+            net,
+            seqs,
+            weights,
+            inputs,
+            log_probs,
+            source,
+        })
+    }
+
+    /// The float weights (kept in memory once read).
+    pub fn weights(&self) -> &dyn Weights {
+        &self.weights
+    }
+
+    /// The first block a change to `name` affects (`blocks` for the LM head alone), or `None` for a
+    /// tensor the network does not use.
+    fn first_block(&self, name: &str) -> Option<usize> {
+        if name == self.net.embed {
+            return Some(0);
+        }
+        if let Some(i) = self
+            .net
+            .blocks
+            .iter()
+            .position(|b| b.linears().contains(&name))
+        {
+            return Some(i);
+        }
+        (self.net.head.as_deref() == Some(name)).then_some(self.net.blocks.len())
+    }
+
+    /// The model with `name` replaced by `value`, against the float model: mean KL of the next-token
+    /// distributions, next-token accuracy and loss, and agreement of the top token.
+    pub fn run(&self, name: &str, value: Vec<f32>) -> Result<EndToEnd, PlanError> {
+        let nn = |e: NnError| PlanError::Invalid(e.to_string());
+        let first = self.first_block(name).ok_or_else(|| {
+            PlanError::Invalid(format!("'{name}' is not a weight the network runs"))
+        })?;
+        let w = Swap {
+            base: &self.weights,
+            name,
+            value: Arc::new(value),
+        };
+        let mut h = if name == self.net.embed {
+            self.net.embed(&w, &self.seqs).map_err(nn)?
+        } else {
+            self.inputs[first].clone()
+        };
+        for i in first..self.net.blocks.len() {
+            self.net
+                .block(i, &w, &self.seqs, &mut h, &mut Quiet)
+                .map_err(nn)?;
+        }
+        let logits = head(&self.net, &w, &self.seqs, &h).map_err(nn)?;
+        let vocab = logits.len() / h.nrows().max(1);
+        let rows = scored(&self.seqs);
+        let (kl, nll, correct, agree) = rows
+            .par_iter()
+            .map(|&(r, next)| {
+                let lq = log_softmax(&logits[r * vocab..(r + 1) * vocab]);
+                let lp = &self.log_probs[r * vocab..(r + 1) * vocab];
+                let kl: f64 = lp
+                    .iter()
+                    .zip(&lq)
+                    .map(|(&p, &q)| {
+                        let p = p as f64;
+                        if p > -700.0 {
+                            p.exp() * (p - q)
+                        } else {
+                            0.0
+                        }
+                    })
+                    .sum();
+                let top = argmax(&lq);
+                (
+                    kl.max(0.0),
+                    -lq[next],
+                    (top == next) as usize,
+                    (top == argmax(lp)) as usize,
+                )
+            })
+            .reduce(
+                || (0.0, 0.0, 0, 0),
+                |a, b| (a.0 + b.0, a.1 + b.1, a.2 + b.2, a.3 + b.3),
+            );
+        let n = rows.len().max(1) as f64;
+        Ok(EndToEnd {
+            accuracy: correct as f64 / n,
+            loss: nll / n,
+            kl: kl / n,
+            agreement: agree as f64 / n,
+        })
+    }
+}
+
+/// The logits of all rows, made a few windows at a time, as one `[rows, vocab]` buffer.
+fn head(
+    net: &Transformer,
+    w: &dyn Weights,
+    seqs: &[Vec<u32>],
+    h: &Array2<f32>,
+) -> Result<Vec<f32>, NnError> {
+    let mut out = Vec::new();
+    let mut row = 0;
+    for part in seqs.chunks(chunk_windows(net, seqs)) {
+        let n: usize = part.iter().map(Vec::len).sum();
+        let l = net.finish(
+            w,
+            part,
+            h.slice(s![row..row + n, ..]).to_owned(),
+            &mut Quiet,
+        )?;
+        out.extend_from_slice(l.as_slice().expect("standard layout"));
+        row += n;
+    }
+    Ok(out)
+}
