@@ -2,14 +2,13 @@
 
 use super::{json_num, print_json, with_progress};
 use anyhow::Context;
-use quantscope::activations::lm;
 use quantscope::jobs::Progress;
 use quantscope::model::Model;
 use quantscope::nn::text::read_text;
 use quantscope::nn::transformer::score::{compare_many, Comparison};
 use quantscope::nn::transformer::{is_transformer, ModelWeights, Transformer, Weights};
 use quantscope::plan::choose::{Budget, Constraints, LayerChoice, Mixed};
-use quantscope::plan::lm::LmEvalSet;
+use quantscope::plan::lm::{prepare, LmEvalSet};
 use quantscope::plan::score::{planned_weights, windows, ProgressHooks};
 use quantscope::plan::search::Solution;
 use quantscope::plan::sensitivity::{
@@ -120,11 +119,13 @@ fn full_match(re: &str, what: &str) -> anyhow::Result<regex::Regex> {
         .map_err(|e| anyhow::anyhow!("{what} '{re}' is not a valid regular expression: {e}"))
 }
 
-struct Measured {
-    model: Model,
+struct Measured<'m> {
+    model: &'m Model,
     sens: Sensitivity,
     /// A transformer whose LM head is its embedding tensor: that tensor's name.
     tied_head: Option<String>,
+    /// A transformer decoder's calibration windows and float pass (the end-to-end measure).
+    lm: Option<LmEvalSet<'m>>,
 }
 
 /// An example of a layer name, for messages about patterns that match nothing.
@@ -145,11 +146,14 @@ fn example_names(model: &Model, layers: &[usize]) -> String {
 }
 
 /// Open the model, choose the layers, measure (through the cache), with a progress bar on stderr.
-fn measure(a: &MeasureArgs, extra: &[(regex::Regex, Spec)]) -> anyhow::Result<Measured> {
+fn measure<'m>(
+    a: &MeasureArgs,
+    model: &'m Model,
+    extra: &[(regex::Regex, Spec)],
+) -> anyhow::Result<Measured<'m>> {
     let cands = candidates(&a.candidates)?;
     let filter = super::layer_filter(a.layers.as_deref())?;
-    let model = Model::open(&a.model)?;
-    let layers: Vec<usize> = default_layers(&model)
+    let layers: Vec<usize> = default_layers(model)
         .into_iter()
         .filter(|&i| {
             filter
@@ -166,7 +170,7 @@ fn measure(a: &MeasureArgs, extra: &[(regex::Regex, Spec)]) -> anyhow::Result<Me
                 ""
             },
             if filter.is_some() {
-                format!("; {}", example_names(&model, &default_layers(&model)))
+                format!("; {}", example_names(model, &default_layers(model)))
             } else {
                 String::new()
             }
@@ -178,7 +182,7 @@ fn measure(a: &MeasureArgs, extra: &[(regex::Regex, Spec)]) -> anyhow::Result<Me
         }
         None
     } else {
-        EvalSet::for_model(&model, a.data.as_deref(), a.calib_rows)?
+        EvalSet::for_model(model, a.data.as_deref(), a.calib_rows)?
     };
     let mut extra_cells = Vec::new();
     for (row, &ti) in layers.iter().enumerate() {
@@ -189,57 +193,31 @@ fn measure(a: &MeasureArgs, extra: &[(regex::Regex, Spec)]) -> anyhow::Result<Me
         }
     }
     // a transformer: calibration windows of text, its activations and the float pass kept per block
-    let net = if eval.is_none() && is_transformer(&model) {
-        match Transformer::from_model(&model) {
-            Ok(n) => Some(n),
-            Err(e) => {
-                eprintln!("note: no end-to-end measure: {e}");
-                None
-            }
-        }
-    } else {
-        None
-    };
-    let tied_head = net
-        .as_ref()
+    let tied_head = is_transformer(model)
+        .then(|| Transformer::from_model(model).ok())
+        .flatten()
         .filter(|n| n.head_is_embedding())
         .map(|n| n.embed.clone());
-    let mut lm_acts = None;
-    let lm = match net {
-        Some(net) if net.config.is_decoder() => {
-            let text = a.text.as_deref().map(read_text).transpose()?;
-            let split = windows(&model, &net, text.as_ref(), a.ctx, a.calib_windows, 0)?;
-            if a.pack.is_none() {
-                lm_acts = Some(with_progress("activations", |p| {
-                    lm::capture(
-                        &model,
-                        &net,
-                        &split.calibration,
-                        &split.describe,
-                        lm::Keep::default(),
-                        &ProgressHooks(p),
-                    )
-                })?);
-            }
-            if a.no_end_to_end {
-                None
-            } else {
-                Some(with_progress("float pass", |p| {
-                    LmEvalSet::new(
-                        &model,
-                        net,
-                        split.calibration,
-                        format!("calibration windows of {}", split.describe),
-                        &ProgressHooks(p),
-                    )
-                })?)
-            }
-        }
-        _ => None,
+    let (lm, lm_acts) = if eval.is_none() {
+        let text = a.text.as_deref().map(read_text).transpose()?;
+        with_progress("calibration pass", |p| {
+            prepare(
+                model,
+                text.as_ref(),
+                a.ctx,
+                a.calib_windows,
+                !a.no_end_to_end,
+                p,
+            )
+        })
+        .map_err(anyhow::Error::msg)?
+    } else {
+        (None, None)
     };
+    let lm_acts = lm_acts.filter(|_| a.pack.is_none());
     let fresh = match &lm {
-        Some(l) => Cache::for_source(&model, l.source.clone(), Some(l.baseline)),
-        None => Cache::for_run(&model, eval.as_ref()),
+        Some(l) => Cache::for_source(model, l.source.clone(), Some(l.baseline)),
+        None => Cache::for_run(model, eval.as_ref()),
     };
     let cache = match &a.cache {
         Some(p) => Cache::load_or(p, fresh),
@@ -248,10 +226,10 @@ fn measure(a: &MeasureArgs, extra: &[(regex::Regex, Spec)]) -> anyhow::Result<Me
     let acts = match &a.pack {
         Some(p) => {
             let cal = quantscope::activations::pack::read(p)?;
-            quantscope::activations::check_matches(&cal, &model).map_err(anyhow::Error::msg)?;
+            quantscope::activations::check_matches(&cal, model).map_err(anyhow::Error::msg)?;
             Some(cal)
         }
-        None if eval.is_some() => Some(quantscope::activations::capture(&model, a.calib_rows, 32)?),
+        None if eval.is_some() => Some(quantscope::activations::capture(model, a.calib_rows, 32)?),
         None => lm_acts,
     };
     let req = Request {
@@ -270,7 +248,7 @@ fn measure(a: &MeasureArgs, extra: &[(regex::Regex, Spec)]) -> anyhow::Result<Me
             .progress_chars("=> "),
     );
     let progress = Progress::default();
-    let sens = compute(&model, &req, &cache, &progress, &mut |r, _| {
+    let sens = compute(model, &req, &cache, &progress, &mut |r, _| {
         bar.set_position((progress.fraction() as f64 * total as f64) as u64);
         bar.set_message(model.tensors[layers[r]].name.clone());
     })?;
@@ -281,11 +259,11 @@ fn measure(a: &MeasureArgs, extra: &[(regex::Regex, Spec)]) -> anyhow::Result<Me
         c.save(p)?;
     }
     drop(req);
-    drop(lm);
     Ok(Measured {
         model,
         sens,
         tied_head,
+        lm,
     })
 }
 
@@ -363,7 +341,8 @@ fn most_sensitive(s: &Sensitivity, m: Measure) -> Option<(String, String)> {
 }
 
 pub fn run_sensitivity(a: SensitivityArgs) -> anyhow::Result<()> {
-    let m = measure(&a.m, &[])?;
+    let model = Model::open(&a.m.model)?;
+    let m = measure(&a.m, &model, &[])?;
     let s = &m.sens;
     let tied = m.tied_head.as_deref();
     if a.json {
@@ -501,7 +480,8 @@ pub fn run_search(a: SearchArgs) -> anyhow::Result<()> {
             anyhow::bail!("--budget-bits must be a positive number of bits per weight");
         }
     }
-    let m = measure(&a.m, &pins)?;
+    let model = Model::open(&a.m.model)?;
+    let m = measure(&a.m, &model, &pins)?;
     let s = &m.sens;
     let mut c = Constraints::default();
     for (r, l) in s.layers.iter().enumerate() {
@@ -533,7 +513,7 @@ pub fn run_search(a: SearchArgs) -> anyhow::Result<()> {
             anyhow::bail!(
                 "--pin '{}' matches no searched layer; {}",
                 unwrap(re),
-                example_names(&m.model, &names)
+                example_names(m.model, &names)
             );
         }
     }
@@ -542,7 +522,7 @@ pub fn run_search(a: SearchArgs) -> anyhow::Result<()> {
             anyhow::bail!(
                 "--exclude '{}' matches no searched layer; {}",
                 unwrap(re),
-                example_names(&m.model, &names)
+                example_names(m.model, &names)
             );
         }
     }
@@ -568,9 +548,6 @@ pub fn run_search(a: SearchArgs) -> anyhow::Result<()> {
     let lower = mixed.dp.lower_bound(bits);
     let choices = mixed.explain(s, &sol);
     let (plan, summary) = mixed.plan(s, &sol, budget);
-    if let Some(out) = &a.out {
-        plan.save(out, &m.model, Some(summary.clone()))?;
-    }
     let front = mixed.dp.front();
     // how far greedy lands from the optimum along the whole curve
     let gaps: Vec<(f64, f64, Option<f64>)> = front
@@ -625,11 +602,68 @@ pub fn run_search(a: SearchArgs) -> anyhow::Result<()> {
         })
         .collect();
     let greedy_plan = greedy.as_ref().map(|g| mixed.plan(s, g, budget).0);
+    // a transformer: summed per-layer KL is a model of the whole; the whole plans (searched, greedy and
+    // each uniform candidate that fits) run on the calibration windows, and the lowest KL is kept. The
+    // evaluation windows never choose.
+    let budget_bpw = bits as f64 / mixed.numel as f64;
+    let mut whole: Vec<(String, f64, EndToEnd)> = Vec::new();
+    let mut kept: (String, Plan, quantscope::plan::SummaryFile) =
+        ("searched plan".into(), plan.clone(), summary.clone());
+    if let Some(lm) = &m.lm {
+        let mut cands: Vec<(String, f64, Plan)> = vec![(
+            "searched plan".into(),
+            mixed.bits_per_weight(&sol),
+            plan.clone(),
+        )];
+        if let (Some(g), Some(gp)) = (&greedy, &greedy_plan) {
+            if g.choice != sol.choice {
+                cands.push(("greedy plan".into(), mixed.bits_per_weight(g), gp.clone()));
+            }
+        }
+        for (spec, bpw, p) in &uniform_plans {
+            if *bpw <= budget_bpw + 1e-9 {
+                cands.push((format!("uniform {}", short(spec)), *bpw, p.clone()));
+            }
+        }
+        let results = with_progress("whole plans", |p| {
+            p.set_total(cands.len() as u64);
+            cands
+                .iter()
+                .map(|(_, _, plan)| {
+                    let r = lm.run_weights(&planned_weights(m.model, plan, false));
+                    p.add(1);
+                    r
+                })
+                .collect::<Result<Vec<_>, _>>()
+        })?;
+        let best = (0..cands.len())
+            .min_by(|&i, &j| results[i].kl.total_cmp(&results[j].kl))
+            .expect("the searched plan is a candidate");
+        if best != 0 {
+            let (name, bpw, p) = &cands[best];
+            kept = (
+                name.clone(),
+                p.clone(),
+                quantscope::plan::SummaryFile {
+                    bits_per_weight: *bpw,
+                    bytes: (*bpw * mixed.numel as f64 / 8.0).ceil() as u64,
+                },
+            );
+        }
+        whole = cands
+            .into_iter()
+            .zip(results)
+            .map(|((n, b, _), r)| (n, b, r))
+            .collect();
+    }
+    if let Some(out) = &a.out {
+        kept.1.save(out, m.model, Some(kept.2.clone()))?;
+    }
     // a transformer: the plans on evaluation windows of the text
-    let text_eval = if s.baseline.is_some() && is_transformer(&m.model) {
+    let text_eval = if s.baseline.is_some() && is_transformer(m.model) {
         Some(judge_on_text(
             &a,
-            &m.model,
+            m.model,
             &plan,
             mixed.bits_per_weight(&sol),
             greedy_plan
@@ -645,10 +679,10 @@ pub fn run_search(a: SearchArgs) -> anyhow::Result<()> {
     // judge on the held-out split when the model runs
     let held = match (
         s.baseline.is_some() && text_eval.is_none(),
-        EvalSet::held_out(&m.model),
+        EvalSet::held_out(m.model),
     ) {
         (true, Ok(h)) => {
-            let run = |p: &Plan| h.run(&m.model, p);
+            let run = |p: &Plan| h.run(m.model, p);
             let uniform: Vec<(String, f64, EndToEnd)> = uniform_plans
                 .iter()
                 .filter_map(|(spec, bpw, p)| Some((spec.clone(), *bpw, run(p).ok()?)))
@@ -686,6 +720,8 @@ pub fn run_search(a: SearchArgs) -> anyhow::Result<()> {
             "front_greedy_worse": n_worse,
             "front_greedy_max_gap": json_num(max_gap),
             "evaluation": text_eval.as_ref().map(|t| t.json()),
+            "whole_plans_on_calibration": whole.iter().map(|(n, b, e)| json!({"name": n, "bits_per_weight": b, "result": eval_json(e)})).collect::<Vec<_>>(),
+            "kept": kept.0,
             "held_out": held.as_ref().map(|(b, p, g, u, src)| json!({
                 "data": src,
                 "float": {"accuracy": b.accuracy, "loss": b.loss},
@@ -798,6 +834,29 @@ pub fn run_search(a: SearchArgs) -> anyhow::Result<()> {
         }
         for (spec, bpw, e) in u {
             line(&format!("uniform {}", short(spec)), *bpw, e);
+        }
+    }
+    if !whole.is_empty() {
+        println!("\nwhole plans on the calibration windows (what chooses the plan kept):");
+        println!(
+            "{:<28} {:>7} {:>9} {:>10} {:>10}",
+            "", "bits/w", "mean KL", "same top-1", "next-token"
+        );
+        for (n, b, e) in &whole {
+            println!(
+                "{n:<28} {b:>7.3} {:>9.4} {:>8.1} % {:>8.1} %{}",
+                e.kl,
+                100.0 * e.agreement,
+                100.0 * e.accuracy,
+                if *n == kept.0 { "  <- kept" } else { "" }
+            );
+        }
+        if kept.0 != "searched plan" {
+            println!(
+                "the per-layer sum ranked the searched plan first, but as a whole the {} does better \
+                 on the calibration windows: it is the plan kept",
+                kept.0
+            );
         }
     }
     if let Some(t) = &text_eval {

@@ -138,18 +138,22 @@ impl MixedView {
                     } else {
                         None
                     };
+                    // a transformer: calibration windows of the bundled text, its activations (output
+                    // SQNR, importance matrix) and the float pass kept per block (end to end)
+                    let (lm, lm_acts) =
+                        crate::plan::lm::prepare(&model, None, 128, 4, e2e, &w.progress)?;
                     // models that run: their own calibration activations give the output-space measure
-                    let acts = if e2e {
+                    let acts = if e2e && eval.is_some() {
                         crate::activations::capture(&model, 512, 32).ok()
                     } else {
-                        None
+                        lm_acts
                     };
                     let req = Request {
                         layers,
                         candidates: cands,
                         extra: Vec::new(),
                         eval: eval.as_ref(),
-                        lm: None,
+                        lm: lm.as_ref(),
                         activations: acts.as_ref(),
                     };
                     compute(&model, &req, &cache, &w.progress, &mut |r, cells| {
@@ -632,11 +636,18 @@ impl MixedView {
             ));
         }
         if let Some(s) = self.sens.clone() {
-            if let (Some(rho), true) = (
-                s.agreement(Measure::WeightSqnr, Measure::EndToEnd),
-                s.available().contains(&Measure::EndToEnd),
-            ) {
-                ui.label(format!("Weight SQNR and end-to-end KL agree on the ranking of cells with Spearman {rho:.3}: where they differ, the end-to-end measure is what the model feels."));
+            if s.available().contains(&Measure::EndToEnd) {
+                let rhos: Vec<String> =
+                    [Measure::WeightSqnr, Measure::Imatrix, Measure::OutputSqnr]
+                        .into_iter()
+                        .filter_map(|m| {
+                            s.agreement(m, Measure::EndToEnd)
+                                .map(|rho| format!("{} {rho:.3}", m.label()))
+                        })
+                        .collect();
+                if !rhos.is_empty() {
+                    ui.label(format!("Agreement with the end-to-end KL on the ranking of cells (Spearman): {}. Where they differ, the end-to-end measure is what the model feels.", rhos.join("; ")));
+                }
             }
             ui.separator();
             ui.label(RichText::new("Layers: search, pin or keep").strong());

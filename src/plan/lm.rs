@@ -166,7 +166,25 @@ impl<'a> LmEvalSet<'a> {
                 .block(i, &w, &self.seqs, &mut h, &mut Quiet)
                 .map_err(nn)?;
         }
-        let logits = head(&self.net, &w, &self.seqs, &h).map_err(nn)?;
+        self.against_float(&w, &h)
+    }
+
+    /// A whole model (every tensor as `w` gives it) against the float model on the calibration windows.
+    pub fn run_weights(&self, w: &dyn Weights) -> Result<EndToEnd, PlanError> {
+        let nn = |e: NnError| PlanError::Invalid(e.to_string());
+        let mut h = self.net.embed(w, &self.seqs).map_err(nn)?;
+        for i in 0..self.net.blocks.len() {
+            self.net
+                .block(i, w, &self.seqs, &mut h, &mut Quiet)
+                .map_err(nn)?;
+        }
+        self.against_float(w, &h)
+    }
+
+    /// The head on the last hidden state `h`, scored against the float log-probabilities.
+    fn against_float(&self, w: &dyn Weights, h: &Array2<f32>) -> Result<EndToEnd, PlanError> {
+        let nn = |e: NnError| PlanError::Invalid(e.to_string());
+        let logits = head(&self.net, w, &self.seqs, h).map_err(nn)?;
         let vocab = logits.len() / h.nrows().max(1);
         let rows = scored(&self.seqs);
         let (kl, nll, correct, agree) = rows
@@ -206,6 +224,67 @@ impl<'a> LmEvalSet<'a> {
             agreement: agree as f64 / n,
         })
     }
+}
+
+/// What a transformer's sensitivity needs: its activations on calibration windows of `text` (the bundled
+/// text when `None`; `windows` of `ctx` tokens) and, with `end_to_end`, the float pass kept per block.
+/// `(None, None)` for a model that is not a transformer decoder (an unsupported one: a note on stderr).
+#[allow(clippy::type_complexity)]
+pub fn prepare<'a>(
+    model: &'a Model,
+    text: Option<&crate::nn::text::Text>,
+    ctx: usize,
+    windows_n: usize,
+    end_to_end: bool,
+    progress: &crate::jobs::Progress,
+) -> Result<
+    (
+        Option<LmEvalSet<'a>>,
+        Option<crate::activations::Calibration>,
+    ),
+    String,
+> {
+    use super::score::{windows, ProgressHooks};
+    if !crate::nn::transformer::is_transformer(model) {
+        return Ok((None, None));
+    }
+    let net = match Transformer::from_model(model) {
+        Ok(n) => n,
+        Err(e) => {
+            eprintln!("note: no end-to-end measure: {e}");
+            return Ok((None, None));
+        }
+    };
+    if !net.config.is_decoder() {
+        return Ok((None, None));
+    }
+    let e = |e: NnError| e.to_string();
+    let split = windows(model, &net, text, ctx, windows_n, 0).map_err(e)?;
+    let hooks = ProgressHooks(progress);
+    let acts = crate::activations::lm::capture(
+        model,
+        &net,
+        &split.calibration,
+        &split.describe,
+        crate::activations::lm::Keep::default(),
+        &hooks,
+    )
+    .map_err(e)?;
+    let lm = if end_to_end {
+        Some(
+            LmEvalSet::new(
+                model,
+                net,
+                split.calibration,
+                format!("calibration windows of {}", split.describe),
+                &hooks,
+            )
+            .map_err(|e| e.to_string())?,
+        )
+    } else {
+        None
+    };
+    Ok((lm, Some(acts)))
 }
 
 /// The logits of all rows, made a few windows at a time, as one `[rows, vocab]` buffer.
