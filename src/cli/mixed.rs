@@ -283,6 +283,7 @@ fn sens_json(s: &Sensitivity) -> Value {
                     "spec": c.spec, "bits": c.bits, "bits_per_weight": c.bits_per_weight,
                     "weight_sqnr_db": json_num(c.weight_sqnr_db()), "weight_mse": json_num(c.weight_mse),
                     "output_sqnr_db": c.output_nsr.map(|v| json_num(db(v))),
+                    "imatrix_sqnr_db": c.importance_nsr.map(|v| json_num(db(v))),
                     "end_to_end": c.end_to_end.as_ref().map(e2e_json),
                     "error": c.error,
                 })).collect::<Vec<_>>(),
@@ -301,17 +302,34 @@ fn sens_json(s: &Sensitivity) -> Value {
             "imatrix_vs_end_to_end": s.agreement(Measure::Imatrix, Measure::EndToEnd),
             "output_sqnr_vs_end_to_end": s.agreement(Measure::OutputSqnr, Measure::EndToEnd),
             "weight_sqnr_vs_output_sqnr": s.agreement(Measure::WeightSqnr, Measure::OutputSqnr),
+            "within_candidate_vs_end_to_end": s.candidates.iter().enumerate().map(|(c, spec)| json!({
+                "spec": spec,
+                "weight_sqnr": s.agreement_within(Measure::WeightSqnr, Measure::EndToEnd, c),
+                "imatrix": s.agreement_within(Measure::Imatrix, Measure::EndToEnd, c),
+                "output_sqnr": s.agreement_within(Measure::OutputSqnr, Measure::EndToEnd, c),
+            })).collect::<Vec<_>>(),
         },
     })
 }
 
-/// Each measure's rank agreement (Spearman over all cells) with the end-to-end KL.
+/// Each measure's rank agreement with the end-to-end KL: over all cells, and within each candidate
+/// (which layers hurt most under that spec).
 fn agreement_lines(s: &Sensitivity) -> Vec<String> {
     [Measure::WeightSqnr, Measure::Imatrix, Measure::OutputSqnr]
         .into_iter()
         .filter_map(|m| {
-            s.agreement(m, Measure::EndToEnd)
-                .map(|rho| format!("  {:<45} {rho:.3}", m.label()))
+            let all = s.agreement(m, Measure::EndToEnd)?;
+            let within: Vec<String> = (0..s.candidates.len())
+                .filter_map(|c| {
+                    s.agreement_within(m, Measure::EndToEnd, c)
+                        .map(|r| format!("{} {r:.2}", short(&s.candidates[c])))
+                })
+                .collect();
+            Some(format!(
+                "  {:<45} {all:.3}   within a candidate: {}",
+                m.label(),
+                within.join(", ")
+            ))
         })
         .collect()
 }
@@ -412,7 +430,7 @@ pub fn run_sensitivity(a: SensitivityArgs) -> anyhow::Result<()> {
         }
         let lines = agreement_lines(s);
         if !lines.is_empty() {
-            println!("\nrank agreement with the end-to-end KL over all cells (Spearman):");
+            println!("\nrank agreement with the end-to-end KL (Spearman): over all cells, and within each candidate (which layers hurt most):");
             for l in lines {
                 println!("{l}");
             }

@@ -222,44 +222,62 @@ impl Sensitivity {
     /// Rank correlation (Spearman) between two measures' costs over every cell both have: how far the
     /// measures agree on which (layer, spec) hurts most.
     pub fn agreement(&self, a: Measure, b: Measure) -> Option<f64> {
-        let pairs: Vec<(f64, f64)> = self
-            .cells
-            .iter()
-            .flatten()
-            .filter_map(|c| Some((c.cost(a)?, c.cost(b)?)))
-            .collect();
-        if pairs.len() < 3 {
-            return None;
-        }
-        let rank = |v: Vec<f64>| -> Vec<f64> {
-            let mut idx: Vec<usize> = (0..v.len()).collect();
-            idx.sort_by(|&i, &j| v[i].total_cmp(&v[j]));
-            let mut r = vec![0.0; v.len()];
-            let mut i = 0;
-            while i < idx.len() {
-                let mut j = i;
-                while j + 1 < idx.len() && v[idx[j + 1]] == v[idx[i]] {
-                    j += 1;
-                }
-                for k in i..=j {
-                    r[idx[k]] = (i + j) as f64 / 2.0;
-                }
-                i = j + 1;
-            }
-            r
-        };
-        let ra = rank(pairs.iter().map(|p| p.0).collect());
-        let rb = rank(pairs.iter().map(|p| p.1).collect());
-        let n = ra.len() as f64;
-        let (ma, mb) = (ra.iter().sum::<f64>() / n, rb.iter().sum::<f64>() / n);
-        let (mut sab, mut saa, mut sbb) = (0.0, 0.0, 0.0);
-        for (x, y) in ra.iter().zip(&rb) {
-            sab += (x - ma) * (y - mb);
-            saa += (x - ma) * (x - ma);
-            sbb += (y - mb) * (y - mb);
-        }
-        (saa > 0.0 && sbb > 0.0).then(|| sab / (saa * sbb).sqrt())
+        spearman(
+            self.cells
+                .iter()
+                .flatten()
+                .filter_map(|c| Some((c.cost(a)?, c.cost(b)?)))
+                .collect(),
+        )
     }
+
+    /// The same within one candidate's column: how far the measures agree on which *layers* hurt most
+    /// under that spec (over all cells, the spread between candidates inflates it).
+    pub fn agreement_within(&self, a: Measure, b: Measure, candidate: usize) -> Option<f64> {
+        spearman(
+            self.cells
+                .iter()
+                .filter_map(|row| row.get(candidate))
+                .filter_map(|c| Some((c.cost(a)?, c.cost(b)?)))
+                .collect(),
+        )
+    }
+}
+
+/// Spearman's rank correlation of paired values (ties share their mean rank); `None` below 3 pairs
+/// or when one side is constant.
+fn spearman(pairs: Vec<(f64, f64)>) -> Option<f64> {
+    if pairs.len() < 3 {
+        return None;
+    }
+    let rank = |v: Vec<f64>| -> Vec<f64> {
+        let mut idx: Vec<usize> = (0..v.len()).collect();
+        idx.sort_by(|&i, &j| v[i].total_cmp(&v[j]));
+        let mut r = vec![0.0; v.len()];
+        let mut i = 0;
+        while i < idx.len() {
+            let mut j = i;
+            while j + 1 < idx.len() && v[idx[j + 1]] == v[idx[i]] {
+                j += 1;
+            }
+            for k in i..=j {
+                r[idx[k]] = (i + j) as f64 / 2.0;
+            }
+            i = j + 1;
+        }
+        r
+    };
+    let ra = rank(pairs.iter().map(|p| p.0).collect());
+    let rb = rank(pairs.iter().map(|p| p.1).collect());
+    let n = ra.len() as f64;
+    let (ma, mb) = (ra.iter().sum::<f64>() / n, rb.iter().sum::<f64>() / n);
+    let (mut sab, mut saa, mut sbb) = (0.0, 0.0, 0.0);
+    for (x, y) in ra.iter().zip(&rb) {
+        sab += (x - ma) * (y - mb);
+        saa += (x - ma) * (x - ma);
+        sbb += (y - mb) * (y - mb);
+    }
+    (saa > 0.0 && sbb > 0.0).then(|| sab / (saa * sbb).sqrt())
 }
 
 /// Calibration data and the float network's outputs on it.
