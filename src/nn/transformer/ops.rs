@@ -182,42 +182,71 @@ pub fn attention(q: &[f32], k: &[f32], v: &[f32], lens: &[usize], a: AttnShape) 
                 .collect()
         };
         let (keys, vals) = (gather(k), gather(v));
-        let mut scores = vec![0f32; len];
-        let mut acc = vec![0f32; d];
-        for i in 0..len {
-            let qi = &q[(start + i) * qw + h * d..][..d];
+        let qh: Vec<f32> = (0..len)
+            .flat_map(|t| q[(start + t) * qw + h * d..][..d].iter().copied())
+            .collect();
+        // scores S = scale · Q·Kᵀ (len × len), one sgemm
+        let mut sc = vec![0f32; len * len];
+        // SAFETY: Q is len×d and K is read transposed (len×d, strides 1 and d); S is len×len.
+        unsafe {
+            matrixmultiply::sgemm(
+                len,
+                d,
+                len,
+                a.scale,
+                qh.as_ptr(),
+                d as isize,
+                1,
+                keys.as_ptr(),
+                1,
+                d as isize,
+                0.0,
+                sc.as_mut_ptr(),
+                len as isize,
+                1,
+            );
+        }
+        // each row: softcap, the mask, softmax; masked positions are 0
+        for (i, row) in sc.chunks_mut(len).enumerate() {
             let hi = if a.causal { i + 1 } else { len };
             let lo = match a.window {
                 Some(w) if a.causal => (i + 1).saturating_sub(w),
                 _ => 0,
             };
-            let mut max = f32::NEG_INFINITY;
-            for j in lo..hi {
-                let kj = &keys[j * d..(j + 1) * d];
-                let mut sc = qi.iter().zip(kj).map(|(x, y)| x * y).sum::<f32>() * a.scale;
-                if let Some(c) = a.softcap {
-                    sc = c * (sc / c).tanh();
-                }
-                scores[j] = sc;
-                max = max.max(sc);
+            let live = &mut row[lo..hi];
+            if let Some(c) = a.softcap {
+                live.iter_mut().for_each(|v| *v = c * (*v / c).tanh());
             }
+            let max = live.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
             let mut sum = 0f32;
-            for sc in &mut scores[lo..hi] {
-                *sc = (*sc - max).exp();
-                sum += *sc;
+            for v in live.iter_mut() {
+                *v = (*v - max).exp();
+                sum += *v;
             }
-            acc.iter_mut().for_each(|x| *x = 0.0);
-            for j in lo..hi {
-                let p = scores[j] / sum;
-                for (o, &vv) in acc.iter_mut().zip(&vals[j * d..(j + 1) * d]) {
-                    *o += p * vv;
-                }
-            }
-            // SAFETY: task (si, h) writes only head h's columns of its own sequence's rows.
-            unsafe {
-                let row = dst.at((start + i) * qw + h * d);
-                std::ptr::copy_nonoverlapping(acc.as_ptr(), row, d);
-            }
+            live.iter_mut().for_each(|v| *v /= sum);
+            row[..lo].iter_mut().for_each(|v| *v = 0.0);
+            row[hi..].iter_mut().for_each(|v| *v = 0.0);
+        }
+        // O = P·V straight into this head's columns of the sequence's rows
+        // SAFETY: task (si, h) writes only head h's d columns of rows start..start+len (row stride qw);
+        // beta is 0, so the output is not read.
+        unsafe {
+            matrixmultiply::sgemm(
+                len,
+                len,
+                d,
+                1.0,
+                sc.as_ptr(),
+                len as isize,
+                1,
+                vals.as_ptr(),
+                d as isize,
+                1,
+                0.0,
+                dst.at(start * qw + h * d),
+                qw as isize,
+                1,
+            );
         }
     });
     y
