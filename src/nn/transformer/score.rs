@@ -148,56 +148,14 @@ pub fn compare(
     seqs: &[Vec<u32>],
     hooks: &dyn Hooks,
 ) -> Result<Comparison, NnError> {
-    if !net.config.is_decoder() {
-        return Err(NnError::NotRunnable(format!(
-            "{} is an encoder: it predicts no next token",
-            net.config.model_type
-        )));
-    }
-    let passes = 1 + changed.is_some() as usize;
-    let chunk = chunk_windows(net, seqs);
-    let chunks = seqs.len().div_ceil(chunk);
-    let total = passes * net.blocks.len() + chunks;
-    let mut step = 0;
-    let ha = last_hidden(net, reference, seqs, hooks, &mut step, total)?;
-    let hb = match changed {
-        Some(c) => Some(last_hidden(net, c, seqs, hooks, &mut step, total)?),
-        None => None,
-    };
-    let mut sum = Comparison::default();
-    let mut row = 0;
-    for part in seqs.chunks(chunk) {
-        if hooks.cancelled() {
-            return Err(NnError::Cancelled);
-        }
-        let n: usize = part.iter().map(Vec::len).sum();
-        let rows = ndarray::s![row..row + n, ..];
-        let la = net.finish(
-            reference,
-            part,
-            ha.slice(rows).to_owned(),
-            &mut super::Quiet,
-        )?;
-        let lb = match (&hb, changed) {
-            (Some(hb), Some(c)) => {
-                net.finish(c, part, hb.slice(rows).to_owned(), &mut super::Quiet)?
-            }
-            _ => la.clone(),
-        };
-        let c = compare_logits(&la, &lb, part);
-        sum.positions += c.positions;
-        sum.nll_reference += c.nll_reference;
-        sum.nll += c.nll;
-        sum.kl += c.kl;
-        sum.same_top += c.same_top;
-        row += n;
-        step += 1;
-        hooks.progress(step, total);
-    }
-    Ok(sum)
+    let changed: Vec<&dyn Weights> = changed.into_iter().collect();
+    Ok(compare_many(net, reference, &changed, seqs, hooks)?
+        .pop()
+        .expect("one comparison"))
 }
 
 /// Score several changed weight sets against one reference on `seqs`, the reference's pass made once.
+/// With none, one comparison of the reference with itself (its perplexity; KL 0).
 pub fn compare_many(
     net: &Transformer,
     reference: &dyn Weights,
@@ -220,7 +178,7 @@ pub fn compare_many(
         .iter()
         .map(|w| last_hidden(net, *w, seqs, hooks, &mut step, total))
         .collect::<Result<_, _>>()?;
-    let mut sums = vec![Comparison::default(); changed.len()];
+    let mut sums = vec![Comparison::default(); changed.len().max(1)];
     let mut row = 0;
     for part in seqs.chunks(chunk) {
         if hooks.cancelled() {
@@ -235,20 +193,27 @@ pub fn compare_many(
             &mut super::Quiet,
         )?;
         step += 1;
+        if changed.is_empty() {
+            add(&mut sums[0], &compare_logits(&la, &la, part));
+            hooks.progress(step, total);
+        }
         for ((w, h), sum) in changed.iter().zip(&hb).zip(&mut sums) {
             let lb = net.finish(*w, part, h.slice(rows).to_owned(), &mut super::Quiet)?;
-            let c = compare_logits(&la, &lb, part);
-            sum.positions += c.positions;
-            sum.nll_reference += c.nll_reference;
-            sum.nll += c.nll;
-            sum.kl += c.kl;
-            sum.same_top += c.same_top;
+            add(sum, &compare_logits(&la, &lb, part));
             step += 1;
             hooks.progress(step, total);
         }
         row += n;
     }
     Ok(sums)
+}
+
+fn add(sum: &mut Comparison, c: &Comparison) {
+    sum.positions += c.positions;
+    sum.nll_reference += c.nll_reference;
+    sum.nll += c.nll;
+    sum.kl += c.kl;
+    sum.same_top += c.same_top;
 }
 
 #[cfg(test)]
