@@ -212,10 +212,12 @@ impl<'a> LmEvalSet<'a> {
                     (top == argmax(lp)) as usize,
                 )
             })
-            .reduce(
-                || (0.0, 0.0, 0, 0),
-                |a, b| (a.0 + b.0, a.1 + b.1, a.2 + b.2, a.3 + b.3),
-            );
+            // summed in row order: the same cell on every run
+            .collect::<Vec<_>>()
+            .into_iter()
+            .fold((0.0, 0.0, 0, 0), |a, b| {
+                (a.0 + b.0, a.1 + b.1, a.2 + b.2, a.3 + b.3)
+            });
         let n = rows.len().max(1) as f64;
         Ok(EndToEnd {
             accuracy: correct as f64 / n,

@@ -84,7 +84,9 @@ pub fn compare_logits(
         }
         start += s.len();
     }
-    rows.par_iter()
+    // rows in parallel, summed in order: the same total on every run
+    let per_row: Vec<Comparison> = rows
+        .par_iter()
         .map(|&(r, next)| {
             let a = reference.row(r);
             let b = changed.row(r);
@@ -103,13 +105,12 @@ pub fn compare_logits(
                 same_top: (argmax(a) == argmax(b)) as usize,
             }
         })
-        .reduce(Comparison::default, |x, y| Comparison {
-            positions: x.positions + y.positions,
-            nll_reference: x.nll_reference + y.nll_reference,
-            nll: x.nll + y.nll,
-            kl: x.kl + y.kl,
-            same_top: x.same_top + y.same_top,
-        })
+        .collect();
+    let mut sum = Comparison::default();
+    for c in &per_row {
+        add(&mut sum, c);
+    }
+    sum
 }
 
 /// Hidden states after the last block, block by block over all windows (`steps` counts blocks done).
