@@ -321,6 +321,12 @@ mod tests {
     use super::*;
 
     #[test]
+    fn only_the_background_pools_threads_count_as_background() {
+        assert!(!on_background_thread());
+        assert!(background_pool().install(on_background_thread));
+    }
+
+    #[test]
     fn background_threads_pause_while_a_foreground_job_runs() {
         use std::sync::atomic::{AtomicBool, Ordering};
         let front = Foreground::enter();

@@ -308,6 +308,52 @@ pub(crate) mod tests {
         crate::nn::sample_cnn()
     }
 
+    // (here, not in quant::adaround: it needs calibration activations)
+    #[test]
+    fn adaround_lowers_the_output_error_of_a_real_layer() {
+        let m = cnn();
+        let cal = capture(&m, 256, 32).unwrap();
+        let l = cal.layer("fc2").unwrap();
+        let t = &m.tensors[m.find("fc2.weight").unwrap()];
+        let w = m.read_f32(t).unwrap();
+        let spec = crate::quant::Spec::parse("int3").unwrap();
+        use crate::kernels::gemm::xwt;
+        use crate::quant::adaround::{adaround, AdaRoundConfig};
+        use crate::quant::metrics::Metrics;
+        let cfg = AdaRoundConfig::default();
+        let r = adaround(&w, &t.shape, &spec, &l.rows, l.k, &cfg).unwrap();
+        let out = |wq: &[f32]| {
+            let y = xwt(&l.rows, l.row_count(), l.k, &w, 10, None);
+            let yq = xwt(&l.rows, l.row_count(), l.k, wq, 10, None);
+            Metrics::compute(&y, &yq, 0).sqnr_db
+        };
+        let (near, ada) = (out(&r.nearest.dequant), out(&r.quantized.dequant));
+        assert!(
+            ada > near + 2.0,
+            "AdaRound {ada:.2} dB vs nearest {near:.2} dB"
+        );
+        assert!(r.flipped > 0);
+        // every weight stays on the same grid, one level at most from nearest
+        for ((a, b), s) in r
+            .quantized
+            .dequant
+            .iter()
+            .zip(&r.nearest.dequant)
+            .zip((0..w.len()).map(|i| r.nearest.scales[i / 64]))
+        {
+            assert!((a - b).abs() <= s * 1.0001, "{a} vs {b}");
+        }
+        assert!(adaround(
+            &w,
+            &t.shape,
+            &crate::quant::Spec::parse("nvfp4").unwrap(),
+            &l.rows,
+            l.k,
+            &cfg
+        )
+        .is_err());
+    }
+
     #[test]
     fn capture_records_every_layer_of_the_cnn() {
         let m = cnn();

@@ -1003,34 +1003,6 @@ mod tests {
     }
 
     #[test]
-    fn epoch_zero_is_the_post_training_quantization() {
-        // before any step, QAT int3 with uint8 activations is exactly `eval --spec int3 --act uint8`
-        let m = digits();
-        let mut cfg = quick("int3");
-        cfg.act = Some(Spec::parse("uint8").unwrap());
-        cfg.epochs = 0;
-        let t = train(&m, &cfg, &mut |_| true).unwrap();
-        let plan = crate::plan::Plan {
-            default: crate::plan::Choice::parse("int3").unwrap(),
-            ..Default::default()
-        };
-        let cal = crate::activations::capture(&m, CALIB_EXAMPLES, 32).unwrap();
-        let act = crate::activations::ranges::act_quantizers(
-            &cal,
-            &Spec::parse("uint8").unwrap(),
-            crate::activations::ranges::Method::MinMax,
-        )
-        .unwrap();
-        let net = Network::from_model(&m, Some(&plan)).unwrap();
-        let test = held_out(&m, &dataset_bytes(&m).unwrap()).unwrap();
-        let want = evaluate_with(&net, &test, Some(&act)).unwrap();
-        assert_eq!(t.before().held_out_accuracy, want.0);
-        assert!((t.before().held_out_loss - want.1).abs() < 1e-9);
-        assert_eq!(t.history.len(), 1);
-        assert!(!t.stopped);
-    }
-
-    #[test]
     fn qat_at_two_bits_learns_and_keeps_its_grid() {
         let m = digits();
         let t = train(&m, &quick("int2"), &mut |_| true).unwrap();

@@ -458,6 +458,63 @@ mod tests {
     }
 
     #[test]
+    fn quantized_weights_cost_accuracy_in_order() {
+        let m = crate::nn::sample_mlp();
+        let data = crate::nn::held_out(&m, &crate::nn::dataset_bytes(&m).unwrap()).unwrap();
+        let acc = |spec: &str| {
+            let plan = Plan {
+                default: Choice::parse(spec).unwrap(),
+                ..Default::default()
+            };
+            crate::nn::evaluate(
+                &crate::nn::Network::from_model(&m, Some(&plan)).unwrap(),
+                &data,
+            )
+            .unwrap()
+            .0
+        };
+        let (f, i8_, b) = (acc("none"), acc("int8"), acc("binary"));
+        assert!(
+            (f - i8_).abs() <= 0.01,
+            "int8 keeps the accuracy: {f} vs {i8_}"
+        );
+        assert!(b < f - 0.05, "binary weights cost accuracy: {b} vs {f}");
+    }
+
+    #[test]
+    fn epoch_zero_is_the_post_training_quantization() {
+        // (here, not in nn::train: it joins training, plans and activations)
+        // before any step, QAT int3 with uint8 activations is exactly `eval --spec int3 --act uint8`
+        let m = crate::nn::sample_mlp();
+        use crate::nn::train::{train, Mode, TrainConfig, CALIB_EXAMPLES};
+        let cfg = TrainConfig {
+            epochs: 0,
+            max_rows: Some(400),
+            act: Some(Spec::parse("uint8").unwrap()),
+            ..TrainConfig::new(Mode::parse("int3").unwrap())
+        };
+        let t = train(&m, &cfg, &mut |_| true).unwrap();
+        let plan = Plan {
+            default: Choice::parse("int3").unwrap(),
+            ..Default::default()
+        };
+        let cal = crate::activations::capture(&m, CALIB_EXAMPLES, 32).unwrap();
+        let act = crate::activations::ranges::act_quantizers(
+            &cal,
+            &Spec::parse("uint8").unwrap(),
+            crate::activations::ranges::Method::MinMax,
+        )
+        .unwrap();
+        let net = crate::nn::Network::from_model(&m, Some(&plan)).unwrap();
+        let test = crate::nn::held_out(&m, &crate::nn::dataset_bytes(&m).unwrap()).unwrap();
+        let want = crate::nn::evaluate_with(&net, &test, Some(&act)).unwrap();
+        assert_eq!(t.before().held_out_accuracy, want.0);
+        assert!((t.before().held_out_loss - want.1).abs() < 1e-9);
+        assert_eq!(t.history.len(), 1);
+        assert!(!t.stopped);
+    }
+
+    #[test]
     fn short_specs_drop_defaults_only() {
         let full = |s: &str| Spec::parse(s).unwrap().to_string();
         assert_eq!(short_spec(&full("int8")), "int8");

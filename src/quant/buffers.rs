@@ -213,8 +213,5 @@ mod tests {
         assert_eq!(take_leaving(&mut list, 10, 1).map(|v| v[0]), Some(3));
         assert_eq!(take_leaving(&mut list, 10, 1), None);
         assert_eq!(take_leaving(&mut list, 10, 0).map(|v| v[0]), Some(2));
-        // which threads count as background
-        assert!(!crate::kernels::pause::on_background_thread());
-        assert!(crate::jobs::background_pool().install(crate::kernels::pause::on_background_thread));
     }
 }
