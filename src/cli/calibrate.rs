@@ -4,9 +4,8 @@ use quantscope::activations::ranges::{act_quantizers, all_ranges, range, Method}
 use quantscope::activations::report::OUTLIER_FACTOR;
 use quantscope::activations::{load, output::output_metrics, pack};
 use quantscope::model::Model;
-use quantscope::nn::text::read_text;
 use quantscope::nn::transformer::{is_transformer, Transformer};
-use quantscope::plan::score::{windows, ProgressHooks};
+use quantscope::plan::score::ProgressHooks;
 use quantscope::quant::adaround::{adaround, AdaRoundConfig};
 use quantscope::quant::fixed::FixedQuant;
 use quantscope::quant::{quantize, Spec};
@@ -39,16 +38,8 @@ pub struct CalibrateArgs {
     pub examples: usize,
     #[arg(long, default_value_t = 32)]
     pub batch: usize,
-    /// A transformer's text: plain text, or JSONL with a `text` field (default: the bundled English
-    /// text). Calibration windows come from its first half; evaluation uses the second.
-    #[arg(long)]
-    pub text: Option<PathBuf>,
-    /// Tokens per window (a transformer).
-    #[arg(long, default_value_t = 256)]
-    pub ctx: usize,
-    /// Calibration windows (a transformer).
-    #[arg(long, default_value_t = 16)]
-    pub windows: usize,
+    #[command(flatten)]
+    pub text: super::TextArgs,
     /// Write the activations as a calibration pack.
     #[arg(long)]
     pub save_pack: Option<PathBuf>,
@@ -71,8 +62,7 @@ pub fn run(a: CalibrateArgs) -> anyhow::Result<()> {
     FixedQuant::new(&act, 0.0, 1.0)?;
     let cal = if a.data.is_none() && is_transformer(&model) {
         let net = Transformer::from_model(&model)?;
-        let text = a.text.as_deref().map(read_text).transpose()?;
-        let split = windows(&model, &net, text.as_ref(), a.ctx, a.windows, 0)?;
+        let split = a.text.split(&model, &net, a.text.windows, 0)?;
         with_progress("calibrating", |p| {
             lm::capture(
                 &model,

@@ -2,10 +2,9 @@ use super::{print_json, with_progress};
 use quantscope::activations::capture;
 use quantscope::activations::ranges::{act_quantizers, Method};
 use quantscope::model::Model;
-use quantscope::nn::text::read_text;
 use quantscope::nn::transformer::{is_transformer, Transformer};
 use quantscope::nn::{dataset_bytes, evaluate, evaluate_with, held_out, Network, Weights};
-use quantscope::plan::score::{score, windows, Score};
+use quantscope::plan::score::{score, Score};
 use quantscope::plan::{Choice, Plan};
 use quantscope::quant::Spec;
 use serde_json::json;
@@ -32,16 +31,8 @@ pub struct EvalArgs {
     /// Calibration examples for the activation ranges.
     #[arg(long, default_value_t = 512)]
     pub calib_examples: usize,
-    /// A transformer's text: plain text, or JSONL with a `text` field (default: the bundled English
-    /// text). Its first half gives calibration windows, its second half the evaluation windows.
-    #[arg(long)]
-    pub text: Option<PathBuf>,
-    /// Tokens per window (a transformer).
-    #[arg(long, default_value_t = 256)]
-    pub ctx: usize,
-    /// Evaluation windows (a transformer).
-    #[arg(long, default_value_t = 16)]
-    pub windows: usize,
+    #[command(flatten)]
+    pub text: super::TextArgs,
     /// Machine-readable output on stdout.
     #[arg(long)]
     pub json: bool,
@@ -63,8 +54,7 @@ fn run_transformer(a: &EvalArgs, model: &Model, net: &Transformer) -> anyhow::Re
     if a.act.is_some() {
         anyhow::bail!("--act (activation quantization) runs on the sample models only, for now");
     }
-    let text = a.text.as_deref().map(read_text).transpose()?;
-    let split = windows(model, net, text.as_ref(), a.ctx, 0, a.windows)?;
+    let split = a.text.split(model, net, 0, a.text.windows)?;
     let plan = plan_of(a, model)?;
     let what = a
         .spec

@@ -36,6 +36,8 @@ pub fn run(a: ForwardArgs) -> anyhow::Result<()> {
     let seqs = vec![ids];
     let y = net.forward(&weights, &seqs, &mut Quiet)?;
     let (rows, cols) = y.dim();
+    // an encoder's sentence embedding, pooled before the matrix is flattened
+    let pooled = (!net.config.is_decoder()).then(|| mean_pool(&y, &[rows]).remove(0));
     let y = y.into_raw_vec_and_offset().0;
     let id_bytes: Vec<u8> = seqs[0]
         .iter()
@@ -48,16 +50,7 @@ pub fn run(a: ForwardArgs) -> anyhow::Result<()> {
         shape: vec![rows],
     }];
     let mut data = vec![id_bytes];
-    if net.config.is_decoder() {
-        entries.push(TensorEntry {
-            name: "logits".into(),
-            dtype: Dtype::F32,
-            shape: vec![rows, cols],
-        });
-        data.push(f32s(&y));
-    } else {
-        let arr = ndarray::Array2::from_shape_vec((rows, cols), y.clone())?;
-        let pooled = mean_pool(&arr, &[rows]).remove(0);
+    if let Some(pooled) = pooled {
         entries.push(TensorEntry {
             name: "hidden".into(),
             dtype: Dtype::F32,
@@ -70,6 +63,13 @@ pub fn run(a: ForwardArgs) -> anyhow::Result<()> {
             shape: vec![cols],
         });
         data.push(f32s(&pooled));
+    } else {
+        entries.push(TensorEntry {
+            name: "logits".into(),
+            dtype: Dtype::F32,
+            shape: vec![rows, cols],
+        });
+        data.push(f32s(&y));
     }
     write_safetensors(&a.out, None, &entries, |i| Ok(std::mem::take(&mut data[i])))?;
     println!(

@@ -169,3 +169,43 @@ pub fn with_progress<T: Send>(
     bar.finish_and_clear();
     out
 }
+
+/// A transformer's text and its windows, for `eval` and `calibrate`.
+#[derive(clap::Args, Debug)]
+pub struct TextArgs {
+    /// A transformer's text: plain text, or JSONL with a `text` field (default: the bundled English
+    /// text). Calibration windows come from its first half, evaluation windows from its second.
+    #[arg(long)]
+    pub text: Option<std::path::PathBuf>,
+    /// Tokens per window (a transformer).
+    #[arg(long, default_value_t = 256)]
+    pub ctx: usize,
+    /// Windows to run (a transformer): calibration windows for `calibrate`, evaluation ones for `eval`.
+    #[arg(long, default_value_t = 16)]
+    pub windows: usize,
+}
+
+impl TextArgs {
+    /// The text's windows for `model`: `calib` calibration and `eval` evaluation windows.
+    pub fn split(
+        &self,
+        model: &quantscope::model::Model,
+        net: &quantscope::nn::transformer::Transformer,
+        calib: usize,
+        eval: usize,
+    ) -> anyhow::Result<quantscope::nn::text::Split> {
+        let text = self
+            .text
+            .as_deref()
+            .map(quantscope::nn::text::read_text)
+            .transpose()?;
+        Ok(quantscope::plan::score::windows(
+            model,
+            net,
+            text.as_ref(),
+            self.ctx,
+            calib,
+            eval,
+        )?)
+    }
+}

@@ -4,7 +4,24 @@
 
 use rayon::prelude::*;
 
-/// `Y[rows, out] = X[rows, k] · W[out, k]ᵀ` (+ `bias[out]` when given), all row-major.
+/// A pointer that parallel tasks write through, each to its own disjoint part.
+#[derive(Clone, Copy)]
+pub(crate) struct Out(pub(crate) *mut f32);
+// SAFETY: every task writes a disjoint set of elements (each caller says which), and the buffer
+// outlives the parallel scope.
+unsafe impl Send for Out {}
+unsafe impl Sync for Out {}
+
+impl Out {
+    /// The element at `i` (a method, so closures capture the whole `Out`, not its raw pointer).
+    pub(crate) fn at(self, i: usize) -> *mut f32 {
+        self.0.wrapping_add(i)
+    }
+}
+
+/// `Y[rows, out] = X[rows, k] · W[out, k]ᵀ` (+ `bias[out]` when given), all row-major. Split over
+/// output columns when the layer is wider than the batch is long (an LM head: its weight is packed
+/// once, not once per row block), else over rows.
 pub fn xwt(
     x: &[f32],
     rows: usize,
@@ -13,8 +30,73 @@ pub fn xwt(
     out: usize,
     bias: Option<&[f32]>,
 ) -> Vec<f32> {
-    debug_assert_eq!(x.len(), rows * k);
-    debug_assert_eq!(w.len(), out * k);
+    assert_eq!(x.len(), rows * k, "input is not rows × k");
+    assert_eq!(w.len(), out * k, "weight is not out × k");
+    if out >= rows {
+        xwt_by_columns(x, rows, k, w, out, bias)
+    } else {
+        xwt_by_rows(x, rows, k, w, out, bias)
+    }
+}
+
+fn xwt_by_columns(
+    x: &[f32],
+    rows: usize,
+    k: usize,
+    w: &[f32],
+    out: usize,
+    b: Option<&[f32]>,
+) -> Vec<f32> {
+    let mut y = vec![0f32; rows * out];
+    if rows == 0 || out == 0 {
+        return y;
+    }
+    let threads = rayon::current_num_threads();
+    let cols = out.div_ceil(4 * threads).max(64).min(out);
+    let tasks = out.div_ceil(cols);
+    let dst = Out(y.as_mut_ptr());
+    (0..tasks).into_par_iter().for_each(|t| {
+        let c0 = t * cols;
+        let c1 = (c0 + cols).min(out);
+        // SAFETY: task t writes only columns c0..c1 of every row of y (rows × out, row stride `out`);
+        // x and w are read through strides within their lengths.
+        unsafe {
+            matrixmultiply::sgemm(
+                rows,
+                k,
+                c1 - c0,
+                1.0,
+                x.as_ptr(),
+                k as isize,
+                1,
+                w.as_ptr().add(c0 * k),
+                1,
+                k as isize,
+                0.0,
+                dst.at(c0),
+                out as isize,
+                1,
+            );
+        }
+    });
+    if let Some(b) = b {
+        y.par_chunks_mut(out).for_each(|row| {
+            for (v, bb) in row.iter_mut().zip(b) {
+                *v += bb;
+            }
+        });
+    }
+    y
+}
+
+fn xwt_by_rows(
+    x: &[f32],
+    rows: usize,
+    k: usize,
+    w: &[f32],
+    out: usize,
+    bias: Option<&[f32]>,
+) -> Vec<f32> {
     let mut y = vec![0f32; rows * out];
     if rows == 0 || out == 0 {
         return y;
@@ -214,6 +296,28 @@ impl ConvGeom {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn both_splits_give_the_plain_product() {
+        let (rows, k, out) = (3, 5, 130);
+        let x: Vec<f32> = (0..rows * k).map(|i| (i as f32 * 0.37).sin()).collect();
+        let w: Vec<f32> = (0..out * k).map(|i| (i as f32 * 0.11).cos()).collect();
+        let b: Vec<f32> = (0..out).map(|i| i as f32 * 0.01).collect();
+        let plain: Vec<f32> = (0..rows * out)
+            .map(|e| {
+                let (r, o) = (e / out, e % out);
+                b[o] + (0..k).map(|j| x[r * k + j] * w[o * k + j]).sum::<f32>()
+            })
+            .collect();
+        for y in [
+            xwt_by_columns(&x, rows, k, &w, out, Some(&b)),
+            xwt_by_rows(&x, rows, k, &w, out, Some(&b)),
+        ] {
+            for (a, p) in y.iter().zip(&plain) {
+                assert!((a - p).abs() < 1e-5, "{a} {p}");
+            }
+        }
+    }
 
     #[test]
     fn xwt_matches_the_definition() {

@@ -5,7 +5,7 @@
 use super::sensitivity::{Baseline, EndToEnd};
 use super::PlanError;
 use crate::model::Model;
-use crate::nn::transformer::score::{chunk_windows, Hooks};
+use crate::nn::transformer::score::{argmax, chunk_windows, log_softmax, next_token_rows, Hooks};
 use crate::nn::transformer::{ModelWeights, Quiet, Transformer, Weights};
 use crate::nn::NnError;
 use ndarray::{s, Array2};
@@ -43,29 +43,6 @@ pub struct LmEvalSet<'a> {
     pub source: String,
 }
 
-fn log_softmax(x: &[f32]) -> Vec<f64> {
-    let max = x.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) as f64;
-    let lse = x.iter().map(|&v| (v as f64 - max).exp()).sum::<f64>().ln() + max;
-    x.iter().map(|&v| v as f64 - lse).collect()
-}
-
-fn argmax<T: PartialOrd + Copy>(x: &[T]) -> usize {
-    (1..x.len()).fold(0, |b, i| if x[i] > x[b] { i } else { b })
-}
-
-/// (row, next token) of every scored position.
-fn scored(seqs: &[Vec<u32>]) -> Vec<(usize, usize)> {
-    let mut out = Vec::new();
-    let mut start = 0;
-    for s in seqs {
-        for t in 0..s.len().saturating_sub(1) {
-            out.push((start + t, s[t + 1] as usize));
-        }
-        start += s.len();
-    }
-    out
-}
-
 impl<'a> LmEvalSet<'a> {
     /// Run the float model on `seqs` once, keeping what the per-layer passes need.
     pub fn new(
@@ -101,7 +78,7 @@ impl<'a> LmEvalSet<'a> {
             .par_chunks(vocab)
             .flat_map_iter(|r| log_softmax(r).into_iter().map(|v| v as f32))
             .collect();
-        let rows = scored(&seqs);
+        let rows = next_token_rows(&seqs);
         let (nll, correct) = rows.iter().fold((0f64, 0usize), |(l, c), &(r, next)| {
             let lp = &log_probs[r * vocab..(r + 1) * vocab];
             (l - lp[next] as f64, c + (argmax(lp) == next) as usize)
@@ -186,7 +163,7 @@ impl<'a> LmEvalSet<'a> {
         let nn = |e: NnError| PlanError::Invalid(e.to_string());
         let logits = head(&self.net, w, &self.seqs, h).map_err(nn)?;
         let vocab = logits.len() / h.nrows().max(1);
-        let rows = scored(&self.seqs);
+        let rows = next_token_rows(&self.seqs);
         let (kl, nll, correct, agree) = rows
             .par_iter()
             .map(|&(r, next)| {

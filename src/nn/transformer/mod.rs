@@ -308,7 +308,7 @@ impl Transformer {
             )));
         }
         let b = self.bias(w, name)?;
-        let y = ops::linear(x, rows, k, &weight, out, b.as_deref().map(|b| &b[..]));
+        let y = crate::kernels::gemm::xwt(x, rows, k, &weight, out, b.as_deref().map(|b| &b[..]));
         let mut start = 0;
         for (seq, &n) in lens.iter().enumerate() {
             obs.linear(&LinearIo {

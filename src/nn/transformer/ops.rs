@@ -1,81 +1,10 @@
-//! The transformer's kernels on row-major f32 matrices (one row per token): the linear layer, the
-//! norms, RoPE, attention and the activations. Each is written to match transformers' eager PyTorch
+//! The transformer's kernels on row-major f32 matrices (one row per token): the norms, RoPE,
+//! attention and the activations (linear layers are `kernels::gemm::xwt`). Each is written to match transformers' eager PyTorch
 //! code in f32.
 
 use super::config::{Activation, Rope};
+use crate::kernels::gemm::Out;
 use rayon::prelude::*;
-
-/// A pointer that parallel tasks write through, each to its own disjoint part.
-#[derive(Clone, Copy)]
-struct Out(*mut f32);
-// SAFETY: every task writes a disjoint set of elements (the callers below say which), and the buffer
-// outlives the parallel scope.
-unsafe impl Send for Out {}
-unsafe impl Sync for Out {}
-
-impl Out {
-    /// The element at `i` (a method, so closures capture the whole `Out`, not its raw pointer).
-    fn at(self, i: usize) -> *mut f32 {
-        self.0.wrapping_add(i)
-    }
-}
-
-/// `Y[rows, out] = X[rows, k] · W[out, k]ᵀ (+ b)`. Split over output columns when the layer is wider
-/// than the batch is long (an LM head: its weight is packed once, not once per row block), else over rows.
-pub fn linear(
-    x: &[f32],
-    rows: usize,
-    k: usize,
-    w: &[f32],
-    out: usize,
-    b: Option<&[f32]>,
-) -> Vec<f32> {
-    assert_eq!(x.len(), rows * k, "input is not rows × k");
-    assert_eq!(w.len(), out * k, "weight is not out × k");
-    if out < rows {
-        return crate::nn::gemm::xwt(x, rows, k, w, out, b);
-    }
-    let mut y = vec![0f32; rows * out];
-    if rows == 0 || out == 0 {
-        return y;
-    }
-    let threads = rayon::current_num_threads();
-    let cols = out.div_ceil(4 * threads).max(64).min(out);
-    let tasks = out.div_ceil(cols);
-    let dst = Out(y.as_mut_ptr());
-    (0..tasks).into_par_iter().for_each(|t| {
-        let c0 = t * cols;
-        let c1 = (c0 + cols).min(out);
-        // SAFETY: task t writes only columns c0..c1 of every row of y (rows × out, row stride `out`);
-        // x and w are read through strides within their lengths.
-        unsafe {
-            matrixmultiply::sgemm(
-                rows,
-                k,
-                c1 - c0,
-                1.0,
-                x.as_ptr(),
-                k as isize,
-                1,
-                w.as_ptr().add(c0 * k),
-                1,
-                k as isize,
-                0.0,
-                dst.at(c0),
-                out as isize,
-                1,
-            );
-        }
-    });
-    if let Some(b) = b {
-        y.par_chunks_mut(out).for_each(|row| {
-            for (v, bb) in row.iter_mut().zip(b) {
-                *v += bb;
-            }
-        });
-    }
-    y
-}
 
 /// RMSNorm over each row of `d` values: `x / √(mean(x²) + ε) · w`, or `· (1 + w)` for Gemma.
 pub fn rms_norm(x: &mut [f32], d: usize, w: &[f32], eps: f64, one_plus: bool) {
@@ -272,19 +201,6 @@ pub fn activate(x: &mut [f32], act: Activation) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_column_split_linear_equals_the_row_split_one() {
-        let (rows, k, out) = (3, 5, 130);
-        let x: Vec<f32> = (0..rows * k).map(|i| (i as f32 * 0.37).sin()).collect();
-        let w: Vec<f32> = (0..out * k).map(|i| (i as f32 * 0.11).cos()).collect();
-        let b: Vec<f32> = (0..out).map(|i| i as f32 * 0.01).collect();
-        let y = linear(&x, rows, k, &w, out, Some(&b));
-        let r = crate::nn::gemm::xwt(&x, rows, k, &w, out, Some(&b));
-        for (a, b) in y.iter().zip(&r) {
-            assert!((a - b).abs() < 1e-5, "{a} {b}");
-        }
-    }
 
     #[test]
     fn attention_of_one_position_returns_its_value() {

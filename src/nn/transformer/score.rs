@@ -50,32 +50,20 @@ impl Comparison {
     }
 }
 
-/// `log softmax` of one row, in f64.
-fn log_softmax(x: &[f32]) -> Vec<f64> {
+/// `log softmax` of one row of logits, in f64.
+pub fn log_softmax(x: &[f32]) -> Vec<f64> {
     let max = x.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) as f64;
     let lse = x.iter().map(|&v| (v as f64 - max).exp()).sum::<f64>().ln() + max;
     x.iter().map(|&v| v as f64 - lse).collect()
 }
 
-fn argmax(x: &[f32]) -> usize {
-    x.iter()
-        .enumerate()
-        .fold((0, f32::NEG_INFINITY), |(bi, bv), (i, &v)| {
-            if v > bv {
-                (i, v)
-            } else {
-                (bi, bv)
-            }
-        })
-        .0
+/// The index of the first largest value.
+pub fn argmax<T: PartialOrd + Copy>(x: &[T]) -> usize {
+    (1..x.len()).fold(0, |b, i| if x[i] > x[b] { i } else { b })
 }
 
-/// Compare two logit matrices of the same windows (`lens` tokens each, `ids` their tokens in order).
-pub fn compare_logits(
-    reference: &Array2<f32>,
-    changed: &Array2<f32>,
-    seqs: &[Vec<u32>],
-) -> Comparison {
+/// (row, next token) of every scored position: each but a window's last predicts the token after it.
+pub fn next_token_rows(seqs: &[Vec<u32>]) -> Vec<(usize, usize)> {
     let mut rows = Vec::new();
     let mut start = 0;
     for s in seqs {
@@ -84,6 +72,16 @@ pub fn compare_logits(
         }
         start += s.len();
     }
+    rows
+}
+
+/// Compare two logit matrices of the same windows (`lens` tokens each, `ids` their tokens in order).
+pub fn compare_logits(
+    reference: &Array2<f32>,
+    changed: &Array2<f32>,
+    seqs: &[Vec<u32>],
+) -> Comparison {
+    let rows = next_token_rows(seqs);
     // rows in parallel, summed in order: the same total on every run
     let per_row: Vec<Comparison> = rows
         .par_iter()
