@@ -5,6 +5,7 @@ use super::{json_num, print_json, progress_bar};
 use quantscope::jobs::Progress;
 use quantscope::model::Model;
 use quantscope::plan::apply::{apply, ApplyOptions};
+use quantscope::plan::compressed::write_compressed;
 use quantscope::plan::Plan;
 use serde_json::json;
 use std::path::PathBuf;
@@ -23,6 +24,14 @@ pub struct ApplyArgs {
     /// Also write quantscope_packed.safetensors: codes and scales per tensor.
     #[arg(long)]
     pub packed: bool,
+    /// What to write: fake-quant (the weights quantized and stored back in their dtype; loads wherever
+    /// the model did) or compressed-tensors (packed codes and scales with a quantization_config, which
+    /// transformers and vLLM load as a quantized model).
+    #[arg(long, default_value = "fake-quant")]
+    pub format: String,
+    /// compressed-tensors: write a plan that breaks vLLM's rules (fused layers, schemes) anyway.
+    #[arg(long)]
+    pub lenient: bool,
     /// Machine-readable output on stdout.
     #[arg(long)]
     pub json: bool,
@@ -34,17 +43,27 @@ pub fn run(a: ApplyArgs) -> anyhow::Result<()> {
     let progress = Progress::default();
     let total: u64 = model.tensors.iter().map(|t| t.nbytes() as u64).sum();
     let bar = progress_bar(total, "applying");
-    let report = apply(
-        &model,
-        &plan,
-        &a.out,
-        &ApplyOptions { packed: a.packed },
-        &progress,
-        &mut |name| {
-            bar.set_position((progress.fraction() as f64 * total as f64) as u64);
-            bar.set_message(name.to_string());
-        },
-    )?;
+    let mut on_tensor = |name: &str| {
+        bar.set_position((progress.fraction() as f64 * total as f64) as u64);
+        bar.set_message(name.to_string());
+    };
+    let report = match a.format.as_str() {
+        "fake-quant" | "fake" => apply(
+            &model,
+            &plan,
+            &a.out,
+            &ApplyOptions { packed: a.packed },
+            &progress,
+            &mut on_tensor,
+        )?,
+        "compressed-tensors" | "compressed_tensors" => {
+            if a.packed {
+                anyhow::bail!("--packed adds quantscope's own packed file to a fake-quant apply; a compressed-tensors checkpoint is packed already");
+            }
+            write_compressed(&model, &plan, &a.out, a.lenient, &progress, &mut on_tensor)?
+        }
+        other => anyhow::bail!("--format '{other}': use fake-quant or compressed-tensors"),
+    };
     bar.finish_and_clear();
     if a.json {
         return print_json(&json!({

@@ -2,7 +2,9 @@
 
 use super::print_json;
 use quantscope::model::Model;
-use quantscope::plan::export::{entries_of, export, fit_counts, Entry, Target};
+use quantscope::plan::export::{
+    export, export_plan, fit_counts, rule_check, runtime_of, shown_lines, Entry, Target,
+};
 use quantscope::plan::Plan;
 use serde_json::json;
 use std::path::PathBuf;
@@ -21,6 +23,10 @@ pub struct ExportArgs {
     /// Write the config here (a temporary file renamed at the end) instead of printing it.
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Write a plan that breaks the target runtime's rules (vLLM's fused layers and schemes) anyway,
+    /// with the broken rules as notes.
+    #[arg(long)]
+    pub lenient: bool,
     /// Machine-readable output on stdout: the config, every tensor's mapping and the notes.
     #[arg(long)]
     pub json: bool,
@@ -28,16 +34,16 @@ pub struct ExportArgs {
 
 pub fn run(a: ExportArgs) -> anyhow::Result<()> {
     let target = Target::parse(&a.to).map_err(anyhow::Error::msg)?;
-    let entries: Vec<Entry> = match &a.model {
+    let (ex, broken) = match &a.model {
         Some(m) => {
             let model = Model::open(m)?;
             let plan = Plan::load(&a.plan, &model)?;
-            entries_of(&plan, &model)
+            export_plan(&plan, &model, target, a.lenient)?
         }
         None => {
             let text = std::fs::read_to_string(&a.plan)
                 .map_err(|e| anyhow::anyhow!("{}: {e}", a.plan.display()))?;
-            Plan::read_listing(&text)
+            let entries: Vec<Entry> = Plan::read_listing(&text)
                 .map_err(|e| anyhow::anyhow!("{}: {e}", a.plan.display()))?
                 .layers
                 .into_iter()
@@ -45,14 +51,25 @@ pub fn run(a: ExportArgs) -> anyhow::Result<()> {
                     tensor,
                     choice,
                     dtype: None,
+                    shape: None,
                 })
-                .collect()
+                .collect();
+            if entries.is_empty() {
+                anyhow::bail!("the plan names no tensor to export");
+            }
+            let broken = rule_check(&entries, target);
+            if !broken.is_empty() && !a.lenient {
+                anyhow::bail!(
+                    "the plan breaks {} rule(s) of {}:\n  {}\nsearch with --target {}, edit the plan, or export with --lenient to write it anyway",
+                    broken.len(),
+                    runtime_of(target).name(),
+                    shown_lines(&broken, 8),
+                    runtime_of(target).name()
+                );
+            }
+            (export(&entries, target, None)?, broken)
         }
     };
-    if entries.is_empty() {
-        anyhow::bail!("the plan names no tensor to export");
-    }
-    let ex = export(&entries, target)?;
     if let Some(out) = &a.out {
         quantscope::model::write_atomic(out, &ex.text)
             .map_err(|e| anyhow::anyhow!("{}: {e}", out.display()))?;
@@ -68,11 +85,13 @@ pub fn run(a: ExportArgs) -> anyhow::Result<()> {
             "tensors": ex.rows,
             "fit": fit_counts(&ex.rows),
             "notes": ex.notes(),
+            "broken_rules": broken,
+            "target_bits_per_weight": ex.target_bits_per_weight(),
             "out": a.out,
         }));
     }
     let counts = fit_counts(&ex.rows);
-    let summary = format!(
+    let mut summary = format!(
         "{} tensors for {}: {}",
         ex.rows.len(),
         target.name(),
@@ -82,6 +101,15 @@ pub fn run(a: ExportArgs) -> anyhow::Result<()> {
             .collect::<Vec<_>>()
             .join(", ")
     );
+    if let Some(b) = ex.target_bits_per_weight() {
+        summary.push_str(&format!(
+            "; {b:.3} bits per weight in {} (the types it will really store)",
+            target.name()
+        ));
+    }
+    for b in &broken {
+        eprintln!("breaks a rule (--lenient): {b}");
+    }
     match &a.out {
         Some(out) => {
             println!("wrote {} ({summary})", out.display());

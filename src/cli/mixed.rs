@@ -9,6 +9,9 @@ use quantscope::nn::transformer::score::{compare_many, Comparison};
 use quantscope::nn::transformer::{is_transformer, ModelWeights, Transformer, Weights};
 use quantscope::plan::choose::{Budget, Constraints, LayerChoice, Mixed};
 use quantscope::plan::lm::{prepare, LmEvalSet};
+use quantscope::plan::runtime::{
+    for_vllm, fused_groups, is_embedding, vllm_scheme, vllm_tieable, Runtime,
+};
 use quantscope::plan::score::{planned_weights, windows, ProgressHooks};
 use quantscope::plan::search::Solution;
 use quantscope::plan::sensitivity::{
@@ -96,6 +99,10 @@ pub struct SearchArgs {
     /// Write the plan here (a temporary file renamed at the end).
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// The runtime the plan is for: vllm (the layers it fuses, q/k/v and gate/up, share one spec; only
+    /// schemes it loads; embeddings kept), llama.cpp, or none.
+    #[arg(long, default_value = "none")]
+    pub target: String,
     /// Print every point of the size/error trade-off curve.
     #[arg(long)]
     pub front: bool,
@@ -150,6 +157,7 @@ fn measure<'m>(
     a: &MeasureArgs,
     model: &'m Model,
     extra: &[(regex::Regex, Spec)],
+    skip: &dyn Fn(&str) -> bool,
 ) -> anyhow::Result<Measured<'m>> {
     let cands = candidates(&a.candidates)?;
     let filter = super::layer_filter(a.layers.as_deref())?;
@@ -159,6 +167,7 @@ fn measure<'m>(
             filter
                 .as_ref()
                 .is_none_or(|r| r.is_match(&model.tensors[i].name))
+                && !skip(&model.tensors[i].name)
         })
         .collect();
     if layers.is_empty() {
@@ -360,7 +369,7 @@ fn most_sensitive(s: &Sensitivity, m: Measure) -> Option<(String, String)> {
 
 pub fn run_sensitivity(a: SensitivityArgs) -> anyhow::Result<()> {
     let model = Model::open(&a.m.model)?;
-    let m = measure(&a.m, &model, &[])?;
+    let m = measure(&a.m, &model, &[], &|_| false)?;
     let s = &m.sens;
     let tied = m.tied_head.as_deref();
     if a.json {
@@ -498,10 +507,101 @@ pub fn run_search(a: SearchArgs) -> anyhow::Result<()> {
             anyhow::bail!("--budget-bits must be a positive number of bits per weight");
         }
     }
+    let target = Runtime::parse(&a.target).map_err(|e| anyhow::anyhow!("--target: {e}"))?;
+    if target == Runtime::Vllm {
+        // refuse, before measuring, what vLLM could not load
+        let bad: Vec<String> = candidates(&a.m.candidates)?
+            .iter()
+            .chain(pins.iter().map(|(_, s)| s))
+            .filter_map(|s| vllm_scheme(s).err().map(|e| format!("{}: {e}", s.short())))
+            .collect();
+        if !bad.is_empty() {
+            anyhow::bail!(
+                "--target vllm: vLLM cannot load {}; choose among int2..int8 / uint2..uint8 (per channel or g32/g64/g128), fp8_e4m3 (per tensor or channel), nvfp4, mxfp4, or use --target none",
+                bad.join("; ")
+            );
+        }
+    }
     let model = Model::open(&a.m.model)?;
-    let m = measure(&a.m, &model, &pins)?;
+    let mut a = a;
+    if target == Runtime::Vllm {
+        // quantize as the checkpoint will hold it: scales in the weights' dtype
+        let mut counts: std::collections::HashMap<String, (usize, safetensors::Dtype)> =
+            Default::default();
+        for i in default_layers(&model) {
+            let d = model.tensors[i].dtype;
+            counts.entry(format!("{d:?}")).or_insert((0, d)).0 += 1;
+        }
+        if let Some(&(_, dtype)) = counts.values().max_by_key(|c| c.0) {
+            let cands = candidates(&a.m.candidates)?;
+            let moved: Vec<Spec> = cands.iter().map(|&c| for_vllm(c, dtype)).collect();
+            let changed: Vec<String> = cands
+                .iter()
+                .zip(&moved)
+                .filter(|(a, b)| a != b)
+                .map(|(a, b)| format!("{} -> {}", a.short(), b.short()))
+                .collect();
+            if !changed.is_empty() && !a.json {
+                println!(
+                    "--target vllm: scales stored in the weights' dtype, as compressed-tensors keeps them ({})",
+                    changed.join(", ")
+                );
+            }
+            a.m.candidates = moved
+                .iter()
+                .map(|s| s.to_string())
+                .collect::<Vec<_>>()
+                .join(",");
+            for p in pins.iter_mut() {
+                p.1 = for_vllm(p.1, dtype);
+            }
+        }
+    }
+    let skip_embeddings = |name: &str| target == Runtime::Vllm && is_embedding(name);
+    let kept: Vec<&str> = default_layers(&model)
+        .into_iter()
+        .map(|i| model.tensors[i].name.as_str())
+        .filter(|n| skip_embeddings(n))
+        .collect();
+    if !kept.is_empty() && !a.json {
+        println!(
+            "--target vllm keeps {} as it is: vLLM does not quantize embedding tables",
+            kept.join(", ")
+        );
+    }
+    let m = measure(&a.m, &model, &pins, &skip_embeddings)?;
     let s = &m.sens;
     let mut c = Constraints::default();
+    if target.ties() {
+        let index: std::collections::HashMap<&str, usize> = s
+            .layers
+            .iter()
+            .enumerate()
+            .map(|(r, l)| (l.name.as_str(), r))
+            .collect();
+        for g in fused_groups(s.layers.iter().map(|l| l.name.as_str())) {
+            let rows: Vec<usize> = g
+                .members
+                .iter()
+                .filter_map(|n| index.get(n.as_str()).copied())
+                .collect();
+            c.ties.push((g.describe(), rows));
+        }
+        if target == Runtime::Vllm {
+            c.untied_only = s
+                .candidates
+                .iter()
+                .filter(|t| Spec::parse(t).is_ok_and(|sp| !vllm_tieable(&sp)))
+                .cloned()
+                .collect();
+            if !c.untied_only.is_empty() && !a.json {
+                println!(
+                    "--target vllm: {} only for layers vLLM does not fuse (one global scale per fused layer)",
+                    c.untied_only.iter().map(|t| short(t)).collect::<Vec<_>>().join(", ")
+                );
+            }
+        }
+    }
     for (r, l) in s.layers.iter().enumerate() {
         if excludes.iter().any(|re| re.is_match(&l.name)) {
             c.excluded.insert(r);
@@ -565,7 +665,8 @@ pub fn run_search(a: SearchArgs) -> anyhow::Result<()> {
     let greedy = mixed.greedy(budget);
     let lower = mixed.dp.lower_bound(bits);
     let choices = mixed.explain(s, &sol);
-    let (plan, summary) = mixed.plan(s, &sol, budget);
+    let (mut plan, summary) = mixed.plan(s, &sol, budget);
+    plan.target = target;
     let front = mixed.dp.front();
     // how far greedy lands from the optimum along the whole curve
     let gaps: Vec<(f64, f64, Option<f64>)> = front

@@ -8,7 +8,7 @@ use crate::jobs::{Job, Worker};
 use crate::model::Model;
 use crate::plan::apply::{apply, ApplyOptions, ApplyReport};
 use crate::plan::choose::{Budget, Constraints, LayerChoice, Mixed};
-use crate::plan::export::{entries_of, export, Target};
+use crate::plan::export::{export_plan, Target};
 use crate::plan::search::Solution;
 use crate::plan::sensitivity::{
     compute, default_layers, Cache, Cell, EvalSet, Measure, Request, Sensitivity,
@@ -344,10 +344,9 @@ impl MixedView {
             self.message = Some("Error: no plan yet: compute the sensitivity first".into());
             return;
         };
-        let entries = entries_of(&plan, model);
         let path = std::path::PathBuf::from(&self.export_path);
-        self.message = Some(match export(&entries, self.export_target) {
-            Ok(ex) => match crate::model::write_atomic(&path, &ex.text) {
+        self.message = Some(match export_plan(&plan, model, self.export_target, false) {
+            Ok((ex, _)) => match crate::model::write_atomic(&path, &ex.text) {
                 Ok(()) => format!(
                     "Exported to {} ({}); {} tensors not exact: {}",
                     path.display(),

@@ -121,7 +121,7 @@ const WEIGHT_EXT: &[&str] = &[
     "ot",
 ];
 
-fn io(path: &Path) -> impl Fn(std::io::Error) -> PlanError + '_ {
+pub(super) fn io(path: &Path) -> impl Fn(std::io::Error) -> PlanError + '_ {
     move |e| PlanError::File {
         path: path.display().to_string(),
         why: e.to_string(),
@@ -160,12 +160,12 @@ pub fn stored_bytes(t: &TensorInfo, values: &[f32], original: &[f32]) -> (Vec<u8
     (bytes, max_err)
 }
 
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), PlanError> {
+pub(super) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), PlanError> {
     crate::model::write_atomic(path, bytes).map_err(io(path))
 }
 
 /// The folder whose side files (config, tokenizer) belong to the model, if it has one.
-fn side_folder(model: &Model) -> Option<PathBuf> {
+pub(super) fn side_folder(model: &Model) -> Option<PathBuf> {
     match model.kind {
         SourceKind::Folder => Some(model.source.clone()),
         SourceKind::Sharded | SourceKind::File => {
@@ -180,7 +180,7 @@ fn side_folder(model: &Model) -> Option<PathBuf> {
     }
 }
 
-fn check_out(model: &Model, out: &Path) -> Result<(), PlanError> {
+pub(super) fn check_out(model: &Model, out: &Path) -> Result<(), PlanError> {
     let canon = |p: &Path| std::fs::canonicalize(p).ok();
     if out.is_file() {
         return Err(PlanError::Invalid(format!(
@@ -218,7 +218,7 @@ fn check_out(model: &Model, out: &Path) -> Result<(), PlanError> {
 
 /// Copy everything in `from` except weight files and hidden files, keeping sub-folders (a sentence
 /// encoder's `1_Pooling/config.json`).
-fn copy_side_files(
+pub(super) fn copy_side_files(
     from: &Path,
     to: &Path,
     rel: &Path,

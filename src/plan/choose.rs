@@ -15,13 +15,18 @@ pub enum Budget {
     Bytes(u64),
 }
 
-/// What the user fixed by hand.
+/// What the user fixed by hand, and which layers must share one spec.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Constraints {
     /// Row → cell index: the layer keeps this spec whatever the budget (it still counts in the budget).
     pub pinned: BTreeMap<usize, usize>,
     /// Rows kept as they are (not quantized, not counted in the budget).
     pub excluded: BTreeSet<usize>,
+    /// Rows a runtime fuses into one layer (a name and its rows): the search gives them one spec, sized
+    /// and costed as the group. Excluding or pinning one member does so for the whole group.
+    pub ties: Vec<(String, Vec<usize>)>,
+    /// Candidate specs a tied group may not take (the runtime cannot share them across a fused layer).
+    pub untied_only: BTreeSet<String>,
 }
 
 /// A solved choice for one layer, with its reason.
@@ -36,6 +41,8 @@ pub struct LayerChoice {
     pub cost: f64,
     pub pinned: bool,
     pub excluded: bool,
+    /// The fused group the layer belongs to, if tied.
+    pub group: Option<String>,
     pub why: String,
 }
 
@@ -44,13 +51,17 @@ pub struct LayerChoice {
 pub struct Mixed {
     pub measure: Measure,
     pub problem: Problem,
-    /// Item → row of the sensitivity table.
-    pub rows: Vec<usize>,
-    /// Item → option → cell index in its row.
-    pub cells: Vec<Vec<usize>>,
+    /// Item → the rows of the sensitivity table it sets (one, or a tied group's).
+    pub rows: Vec<Vec<usize>>,
+    /// Item → option → the cell of each of its rows.
+    pub cells: Vec<Vec<Vec<usize>>>,
+    /// Item → the tied group's name, where it is one.
+    pub groups: Vec<Option<String>>,
     pub dp: Dp,
     /// Weights in the searched layers.
     pub numel: u64,
+    /// Rows kept as they are: excluded ones and the rest of their groups.
+    pub excluded: BTreeSet<usize>,
     constraints: Constraints,
 }
 
@@ -71,59 +82,153 @@ impl Mixed {
                     .join(", ")
             )));
         }
+        // the units the search chooses for: tied groups, then every other row on its own, in row order
+        let mut group_of: BTreeMap<usize, usize> = BTreeMap::new();
+        for (k, (_, rows)) in constraints.ties.iter().enumerate() {
+            for &r in rows {
+                if r < sens.layers.len() {
+                    group_of.insert(r, k);
+                }
+            }
+        }
+        let mut units: Vec<(Option<String>, Vec<usize>)> = Vec::new();
+        let mut seen = BTreeSet::new();
+        for r in 0..sens.layers.len() {
+            match group_of.get(&r) {
+                Some(&k) if seen.insert(k) => {
+                    let (name, rows) = &constraints.ties[k];
+                    let rows: Vec<usize> = rows
+                        .iter()
+                        .copied()
+                        .filter(|&r| r < sens.layers.len())
+                        .collect();
+                    units.push((Some(name.clone()), rows));
+                }
+                Some(_) => {}
+                None => units.push((None, vec![r])),
+            }
+        }
         let mut problem = Problem::default();
-        let (mut rows, mut cells, mut numel) = (Vec::new(), Vec::new(), 0u64);
-        for (r, layer) in sens.layers.iter().enumerate() {
-            if constraints.excluded.contains(&r) {
+        let (mut rows, mut cells, mut groups, mut numel) =
+            (Vec::new(), Vec::new(), Vec::new(), 0u64);
+        let mut excluded = BTreeSet::new();
+        for (group, unit) in units {
+            let label = || match &group {
+                Some(g) => format!("{g} (tied)"),
+                None => sens.layers[unit[0]].name.clone(),
+            };
+            if unit.iter().any(|r| constraints.excluded.contains(r)) {
+                excluded.extend(unit.iter().copied());
                 continue;
             }
-            let pick: Vec<usize> = match constraints.pinned.get(&r) {
-                Some(&c) => {
-                    let cell = sens.cells[r].get(c).ok_or_else(|| {
-                        PlanError::Invalid(format!("{}: no such spec to pin", layer.name))
+            // a pin on any member pins the group; members pinned to different specs contradict
+            let pins: BTreeSet<&str> = unit
+                .iter()
+                .filter_map(|r| {
+                    constraints
+                        .pinned
+                        .get(r)
+                        .and_then(|&c| sens.cells[*r].get(c))
+                        .map(|cell| cell.spec.as_str())
+                })
+                .collect();
+            if unit.iter().any(|r| {
+                constraints
+                    .pinned
+                    .get(r)
+                    .is_some_and(|&c| sens.cells[*r].get(c).is_none())
+            }) {
+                return Err(PlanError::Invalid(format!(
+                    "{}: no such spec to pin",
+                    label()
+                )));
+            }
+            if pins.len() > 1 {
+                return Err(PlanError::Invalid(format!(
+                    "{}: its members are pinned to different specs ({}), but they must share one",
+                    label(),
+                    pins.iter().copied().collect::<Vec<_>>().join(", ")
+                )));
+            }
+            // option → the cell of each member
+            let options: Vec<Vec<usize>> = match pins.iter().next() {
+                Some(spec) if group.is_some() && constraints.untied_only.contains(*spec) => {
+                    return Err(PlanError::Invalid(format!(
+                        "{}: {spec} cannot be shared across a fused layer by the runtime",
+                        label()
+                    )));
+                }
+                Some(spec) => {
+                    let per: Option<Vec<usize>> =
+                        unit.iter().map(|&r| sens.find(r, spec)).collect();
+                    let per = per.ok_or_else(|| {
+                        PlanError::Invalid(format!(
+                            "{}: {spec} was not measured on every member",
+                            label()
+                        ))
                     })?;
-                    if cell.cost(measure).is_none() {
+                    if let Some(bad) = per
+                        .iter()
+                        .zip(&unit)
+                        .find(|(&c, &r)| sens.cells[r][c].cost(measure).is_none())
+                    {
+                        let cell = &sens.cells[*bad.1][*bad.0];
                         return Err(PlanError::Invalid(format!(
                             "{}: cannot pin {}: {}",
-                            layer.name,
+                            sens.layers[*bad.1].name,
                             cell.spec,
                             cell.error.as_deref().unwrap_or("no measurement")
                         )));
                     }
-                    vec![c]
+                    vec![per]
                 }
                 None => (0..sens.candidates.len())
-                    .filter(|&c| sens.cells[r][c].cost(measure).is_some())
+                    .filter(|&c| {
+                        unit.iter()
+                            .all(|&r| sens.cells[r][c].cost(measure).is_some())
+                    })
+                    .filter(|&c| {
+                        group.is_none() || !constraints.untied_only.contains(&sens.candidates[c])
+                    })
+                    .map(|c| vec![c; unit.len()])
                     .collect(),
             };
-            if pick.is_empty() {
+            if options.is_empty() {
                 return Err(PlanError::Invalid(format!(
-                    "{}: no candidate quantizes this layer ({})",
-                    layer.name,
-                    sens.cells[r]
-                        .iter()
+                    "{}: no candidate quantizes {} ({})",
+                    label(),
+                    if unit.len() > 1 {
+                        "every member"
+                    } else {
+                        "this layer"
+                    },
+                    unit.iter()
+                        .flat_map(|&r| sens.cells[r].iter())
                         .filter_map(|c| c.error.clone())
                         .next()
                         .unwrap_or_default()
                 )));
             }
             problem.items.push(Item {
-                name: layer.name.clone(),
-                options: pick
+                name: label(),
+                options: options
                     .iter()
-                    .map(|&c| {
-                        let cell = &sens.cells[r][c];
+                    .map(|per| {
+                        let members = unit.iter().zip(per).map(|(&r, &c)| &sens.cells[r][c]);
                         Opt {
-                            label: cell.spec.clone(),
-                            bits: cell.bits,
-                            cost: cell.cost(measure).expect("filtered"),
+                            label: sens.cells[unit[0]][per[0]].spec.clone(),
+                            bits: members.clone().map(|cell| cell.bits).sum(),
+                            cost: members
+                                .map(|cell| cell.cost(measure).expect("filtered"))
+                                .sum(),
                         }
                     })
                     .collect(),
             });
-            rows.push(r);
-            cells.push(pick);
-            numel += layer.numel;
+            numel += unit.iter().map(|&r| sens.layers[r].numel).sum::<u64>();
+            rows.push(unit);
+            cells.push(options);
+            groups.push(group);
         }
         if problem.items.is_empty() {
             return Err(PlanError::Invalid(
@@ -136,8 +241,10 @@ impl Mixed {
             problem,
             rows,
             cells,
+            groups,
             dp,
             numel,
+            excluded,
             constraints: constraints.clone(),
         })
     }
@@ -189,7 +296,9 @@ impl Mixed {
     pub fn chosen_cells(&self, sens: &Sensitivity, s: &Solution) -> Vec<Option<usize>> {
         let mut out = vec![None; sens.layers.len()];
         for (i, &j) in s.choice.iter().enumerate() {
-            out[self.rows[i]] = Some(self.cells[i][j]);
+            for (&r, &c) in self.rows[i].iter().zip(&self.cells[i][j]) {
+                out[r] = Some(c);
+            }
         }
         out
     }
@@ -205,7 +314,7 @@ impl Mixed {
                 .min_by_key(|&c| sens.cells[r][c].bits)
         };
         let mut ranked: Vec<(usize, f64)> = (0..sens.layers.len())
-            .filter(|r| !self.constraints.excluded.contains(r))
+            .filter(|r| !self.excluded.contains(r))
             .filter_map(|r| Some((r, sens.cells[r][smallest(r)?].cost(m)?)))
             .collect();
         ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
@@ -252,7 +361,7 @@ impl Mixed {
                     );
                     format!(
                         "{} of output SQNR ({} -> {})",
-                        fmt_db_delta(x - y),
+                        fmt_db_delta((x - y).abs()),
                         fmt_db(x),
                         fmt_db(y)
                     )
@@ -264,7 +373,7 @@ impl Mixed {
                     );
                     format!(
                         "{} of imatrix SQNR ({} -> {})",
-                        fmt_db_delta(x - y),
+                        fmt_db_delta((x - y).abs()),
                         fmt_db(x),
                         fmt_db(y)
                     )
@@ -281,9 +390,30 @@ impl Mixed {
                 }
             }
         };
+        // row → (item, tied group name)
+        let mut item_of: Vec<Option<usize>> = vec![None; sens.layers.len()];
+        for (i, rows) in self.rows.iter().enumerate() {
+            for &r in rows {
+                item_of[r] = Some(i);
+            }
+        }
+        let group_of = |r: usize| -> Option<String> {
+            self.constraints
+                .ties
+                .iter()
+                .find(|(_, rows)| rows.contains(&r))
+                .map(|(g, _)| g.clone())
+        };
         let mut out = Vec::new();
         for (r, layer) in sens.layers.iter().enumerate() {
+            let group = group_of(r);
             let Some(c) = chosen[r] else {
+                let why = match (&group, self.constraints.excluded.contains(&r)) {
+                    (Some(g), false) => format!(
+                        "kept as it is with the rest of {g}, which share one spec and one of which is excluded"
+                    ),
+                    _ => "excluded from the search: kept as it is".into(),
+                };
                 out.push(LayerChoice {
                     name: layer.name.clone(),
                     spec: "none".into(),
@@ -292,14 +422,67 @@ impl Mixed {
                     cost: 0.0,
                     pinned: false,
                     excluded: true,
-                    why: "excluded from the search: kept as it is".into(),
+                    group,
+                    why,
                 });
                 continue;
             };
             let cell = &sens.cells[r][c];
-            let pinned = self.constraints.pinned.contains_key(&r);
+            let item = item_of[r].expect("a chosen row belongs to an item");
+            let pinned = self.rows[item]
+                .iter()
+                .any(|r| self.constraints.pinned.contains_key(r));
             let rank = rank_text(r);
-            let why = if pinned {
+            let why = if let (Some(g), false) = (&group, pinned) {
+                // a tied group: the choice was made for the group, on its summed size and cost
+                let it = &self.problem.items[item];
+                let j = s.choice[item];
+                let (o, n) = (
+                    &it.options[j],
+                    self.rows[item]
+                        .iter()
+                        .map(|&r| sens.layers[r].numel)
+                        .sum::<u64>(),
+                );
+                let per_weight = |a: u64, b: u64| a.abs_diff(b) as f64 / n.max(1) as f64;
+                let below = it
+                    .options
+                    .iter()
+                    .filter(|x| x.bits < o.bits)
+                    .max_by_key(|x| x.bits);
+                let above = it
+                    .options
+                    .iter()
+                    .filter(|x| x.bits > o.bits && x.cost < o.cost)
+                    .min_by_key(|x| x.bits);
+                let mut parts = vec![format!(
+                    "one spec for {g}, which the runtime runs as one layer"
+                )];
+                parts.push(match below {
+                    Some(x) => format!(
+                        "{} would raise the group's summed {} cost {} -> {}, to save {:.2} bits per weight",
+                        super::short_spec(&x.label),
+                        m.name(),
+                        fmt_kl(o.cost),
+                        fmt_kl(x.cost),
+                        per_weight(o.bits, x.bits)
+                    ),
+                    None => format!("the smallest candidate, at a summed {} cost of {}", m.name(), fmt_kl(o.cost)),
+                });
+                if let Some(x) = above {
+                    parts.push(format!(
+                        "{} would lower it to {} for {:.2} more bits per weight, which the budget buys more with elsewhere",
+                        super::short_spec(&x.label),
+                        fmt_kl(x.cost),
+                        per_weight(o.bits, x.bits)
+                    ));
+                }
+                format!(
+                    "{}: {}; this layer is {rank}",
+                    super::short_spec(&cell.spec),
+                    parts.join("; ")
+                )
+            } else if pinned {
                 format!(
                     "{}: pinned by the user; {} here ({rank})",
                     super::short_spec(&cell.spec),
@@ -355,6 +538,7 @@ impl Mixed {
                 cost: cell.cost(m).unwrap_or(f64::NAN),
                 pinned,
                 excluded: false,
+                group,
                 why,
             });
         }
@@ -516,5 +700,36 @@ mod tests {
         assert!(m.solve(Budget::Bytes(10)).is_none());
         // the end-to-end measure is not there for this table
         assert!(Mixed::new(&s, Measure::EndToEnd, &Constraints::default()).is_err());
+    }
+
+    #[test]
+    fn tied_layers_share_one_spec() {
+        let s = table();
+        let c = Constraints {
+            ties: vec![("ab".into(), vec![0, 1])],
+            ..Default::default()
+        };
+        let m = Mixed::new(&s, Measure::WeightSqnr, &c).unwrap();
+        assert_eq!(m.problem.items.len(), 2);
+        assert_eq!(m.problem.items[0].options[0].bits, 1600, "the group's size");
+        // 1600 bits: untied, a would keep int8; tied, a and b both go to int4 and c keeps int8
+        let sol = m.solve(Budget::BitsPerWeight(16.0 / 3.0)).unwrap();
+        let ex = m.explain(&s, &sol);
+        let specs: Vec<&str> = ex.iter().map(|e| e.spec.as_str()).collect();
+        assert_eq!(specs, ["int4", "int4", "int8"]);
+        assert_eq!(ex[0].group.as_deref(), Some("ab"));
+        assert!(ex[1].why.contains("one spec for ab"), "{}", ex[1].why);
+        // excluding one member keeps the group; pinning members apart is refused
+        let mut c2 = c.clone();
+        c2.excluded.insert(1);
+        let m = Mixed::new(&s, Measure::WeightSqnr, &c2).unwrap();
+        let ex = m.explain(&s, &m.solve(Budget::BitsPerWeight(8.0)).unwrap());
+        assert!(ex[0].excluded && ex[1].excluded && !ex[2].excluded);
+        assert!(ex[0].why.contains("with the rest of ab"), "{}", ex[0].why);
+        let mut c3 = c.clone();
+        c3.pinned.insert(0, 0);
+        c3.pinned.insert(1, 1);
+        let err = Mixed::new(&s, Measure::WeightSqnr, &c3).err().unwrap();
+        assert!(err.to_string().contains("different specs"), "{err}");
     }
 }

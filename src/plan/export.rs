@@ -69,6 +69,8 @@ pub struct Entry {
     pub choice: Choice,
     /// The tensor's dtype in the model, where known (llama.cpp: what a kept tensor stays as).
     pub dtype: Option<Dtype>,
+    /// The tensor's shape, where known (llama.cpp: a block type must divide its rows).
+    pub shape: Option<Vec<usize>>,
 }
 
 /// The tensors of `model` an export of `plan` lists: every weight the plan quantizes or names, and
@@ -87,9 +89,18 @@ pub fn entries_of(plan: &Plan, model: &Model) -> Vec<Entry> {
                 tensor: t.name.clone(),
                 choice,
                 dtype: Some(t.dtype),
+                shape: Some(t.shape.clone()),
             })
         })
         .collect()
+}
+
+/// A model's `model_type` from the `config.json` beside it, where there is one.
+pub fn model_type(model: &Model) -> Option<String> {
+    let dir = crate::nn::transformer::model_dir(model);
+    let text = std::fs::read_to_string(dir.join("config.json")).ok()?;
+    let v: Value = serde_json::from_str(&text).ok()?;
+    v.get("model_type")?.as_str().map(str::to_string)
 }
 
 /// What became of one tensor.
@@ -103,6 +114,12 @@ pub struct Row {
     pub target: String,
     pub fit: Fit,
     pub note: String,
+    /// Stored bits per weight in the target (llama.cpp: the type's block size in bytes), where known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target_bits_per_weight: Option<f64>,
+    /// Weights in the tensor, where known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub numel: Option<u64>,
 }
 
 #[derive(Debug, Clone)]
@@ -114,20 +131,115 @@ pub struct Exported {
 }
 
 impl Exported {
-    /// The rows that are not an exact match, as one line each.
+    /// The rows that are not an exact match, one line per distinct spec and note, naming the tensors.
     pub fn notes(&self) -> Vec<String> {
-        self.rows
-            .iter()
-            .filter(|r| r.fit != Fit::Same)
-            .map(|r| format!("{} ({}): {}", r.tensor, super::short_spec(&r.spec), r.note))
+        let mut groups: Vec<((String, String), Vec<&str>)> = Vec::new();
+        for r in self.rows.iter().filter(|r| r.fit != Fit::Same) {
+            let key = (super::short_spec(&r.spec), r.note.clone());
+            match groups.iter_mut().find(|g| g.0 == key) {
+                Some(g) => g.1.push(&r.tensor),
+                None => groups.push((key, vec![&r.tensor])),
+            }
+        }
+        groups
+            .into_iter()
+            .map(|((spec, note), tensors)| match tensors.len() {
+                1 => format!("{} ({spec}): {note}", tensors[0]),
+                n => format!("{n} tensors ({spec}, e.g. {}): {note}", tensors[0]),
+            })
             .collect()
+    }
+
+    /// The average stored bits per weight of the quantized tensors in the target, where every one's size
+    /// is known: what the plan really costs there.
+    pub fn target_bits_per_weight(&self) -> Option<f64> {
+        let rows: Vec<&Row> = self
+            .rows
+            .iter()
+            .filter(|r| r.spec != "none" && r.fit != Fit::Omitted)
+            .collect();
+        let (mut bits, mut n) = (0f64, 0u64);
+        for r in &rows {
+            bits += r.target_bits_per_weight? * r.numel? as f64;
+            n += r.numel?;
+        }
+        (n > 0).then(|| bits / n as f64)
     }
 }
 
-pub fn export(entries: &[Entry], target: Target) -> Result<Exported, PlanError> {
+/// Export `plan` for `model`: its entries ([`entries_of`]) in the target's format, after checking the
+/// rules of the runtime that reads that format (compressed-tensors: vLLM's, [`super::runtime::check`]).
+/// `lenient` writes a plan that breaks them anyway, the broken rules then being notes.
+pub fn export_plan(
+    plan: &Plan,
+    model: &Model,
+    target: Target,
+    lenient: bool,
+) -> Result<(Exported, Vec<String>), PlanError> {
+    let entries = entries_of(plan, model);
+    if entries.is_empty() {
+        return Err(PlanError::Invalid(
+            "the plan names no tensor to export".into(),
+        ));
+    }
+    let broken = rule_check(&entries, target);
+    if !broken.is_empty() && !lenient {
+        return Err(PlanError::Invalid(format!(
+            "the plan breaks {} rule(s) of {}:\n  {}\nsearch with --target {} (fused layers then share one spec), edit the plan, or export with --lenient to write it anyway",
+            broken.len(),
+            runtime_of(target).name(),
+            shown_lines(&broken, 8),
+            runtime_of(target).name()
+        )));
+    }
+    let ex = export(&entries, target, model_type(model).as_deref())?;
+    Ok((ex, broken))
+}
+
+/// At most `n` lines, then how many more there are.
+pub fn shown_lines(lines: &[String], n: usize) -> String {
+    let mut out = lines
+        .iter()
+        .take(n)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join("\n  ");
+    if lines.len() > n {
+        out.push_str(&format!("\n  … and {} more", lines.len() - n));
+    }
+    out
+}
+
+/// The runtime that reads a target's files.
+pub fn runtime_of(target: Target) -> super::runtime::Runtime {
+    match target {
+        Target::CompressedTensors => super::runtime::Runtime::Vllm,
+        Target::LlamaCpp => super::runtime::Runtime::LlamaCpp,
+    }
+}
+
+/// The runtime's rules that `entries` break, one line each.
+pub fn rule_check(entries: &[Entry], target: Target) -> Vec<String> {
+    let choices: Vec<(String, Choice)> = entries
+        .iter()
+        .map(|e| (e.tensor.clone(), e.choice.clone()))
+        .collect();
+    super::runtime::check(&choices, runtime_of(target))
+        .iter()
+        .map(|v| v.to_string())
+        .collect()
+}
+
+/// The plan's entries in the target's format. `arch` is the model's `model_type` (config.json), where
+/// known: GGUF names depend on it.
+pub fn export(
+    entries: &[Entry],
+    target: Target,
+    arch: Option<&str>,
+) -> Result<Exported, PlanError> {
     match target {
         Target::CompressedTensors => compressed_tensors(entries),
-        Target::LlamaCpp => llama_cpp(entries),
+        Target::LlamaCpp => llama_cpp(entries, arch),
     }
 }
 
@@ -189,9 +301,7 @@ fn ct_args(spec: &Spec) -> CtArgs {
                     (1u32 << (b - 1)) - 1
                 ));
             }
-            if b == 8 {
-                format = "int-quantized";
-            }
+            // weight-only integers of every width are pack-quantized: vLLM's WNA16 scheme asserts it
         }
         Family::Uint(b) => {
             int(&mut a, b, false);
@@ -365,6 +475,8 @@ fn compressed_tensors(entries: &[Entry]) -> Result<Exported, PlanError> {
                 fit: Fit::Omitted,
                 note: "not a module's .weight: compressed-tensors quantizes module weights only"
                     .into(),
+                target_bits_per_weight: None,
+                numel: e.shape.as_ref().map(|s| s.iter().product::<usize>() as u64),
             });
             continue;
         };
@@ -379,6 +491,8 @@ fn compressed_tensors(entries: &[Entry]) -> Result<Exported, PlanError> {
                     target: "ignore".into(),
                     fit: Fit::Nearest,
                     note: format!("{} is a plain cast, not a quantization scheme: listed in ignore; save the checkpoint in that dtype instead", s),
+                    target_bits_per_weight: None,
+                    numel: e.shape.as_ref().map(|s| s.iter().product::<usize>() as u64),
                 });
                 continue;
             }
@@ -391,6 +505,8 @@ fn compressed_tensors(entries: &[Entry]) -> Result<Exported, PlanError> {
                     target: "ignore".into(),
                     fit: Fit::Same,
                     note: "kept as it is".into(),
+                    target_bits_per_weight: None,
+                    numel: e.shape.as_ref().map(|s| s.iter().product::<usize>() as u64),
                 });
                 continue;
             }
@@ -423,6 +539,8 @@ fn compressed_tensors(entries: &[Entry]) -> Result<Exported, PlanError> {
             } else {
                 ct.notes.join("; ")
             },
+            target_bits_per_weight: None,
+            numel: e.shape.as_ref().map(|s| s.iter().product::<usize>() as u64),
         });
     }
     let formats: std::collections::BTreeSet<&str> = groups.iter().map(|g| g.2).collect();
@@ -463,8 +581,31 @@ fn compressed_tensors(entries: &[Entry]) -> Result<Exported, PlanError> {
 // ------------------------------------------------------------------------------------------------
 // llama.cpp
 
-/// A Hugging Face tensor name as llama.cpp's converter names it (None: the converter drops it or the
-/// architecture is not one this map knows).
+/// A Hugging Face tensor name as llama.cpp's converter names it, for the architecture `arch`
+/// (config.json's `model_type`; Gemma 3 names its norms differently, `gguf-py/gguf/tensor_mapping.py`).
+pub fn gguf_name_for(hf: &str, arch: Option<&str>) -> Option<String> {
+    if arch.is_some_and(|a| a.starts_with("gemma3")) {
+        let stem = hf
+            .strip_prefix("model.language_model.")
+            .map(|r| format!("model.{r}"));
+        let hf = stem.as_deref().unwrap_or(hf);
+        for (from, to) in [
+            ("post_attention_layernorm", "post_attention_norm"),
+            ("pre_feedforward_layernorm", "ffn_norm"),
+            ("post_feedforward_layernorm", "post_ffw_norm"),
+        ] {
+            if let Some((head, tail)) = hf.split_once(&format!(".{from}.")) {
+                let n = head.strip_prefix("model.layers.")?;
+                return Some(format!("blk.{n}.{to}.{tail}"));
+            }
+        }
+        return gguf_name(hf);
+    }
+    gguf_name(hf)
+}
+
+/// A Hugging Face tensor name as llama.cpp's converter names it for llama-family and BERT checkpoints
+/// (None: the converter drops it or the architecture is not one this map knows).
 pub fn gguf_name(hf: &str) -> Option<String> {
     let (stem, suffix) = match hf.rsplit_once('.') {
         Some((s, x)) if x == "weight" || x == "bias" => (s, x),
@@ -560,7 +701,7 @@ fn ggml_type(spec: &Spec) -> (&'static str, Fit, String) {
         Family::Mx(MxElem::Float(ElemFloat::Fp4E2m1)) => ("mxfp4", Fit::Close, vec!["same layout (E2M1 + one E8M0 exponent per 32); llama.cpp chooses the shared exponent its own way".into()]),
         Family::Mx(MxElem::Float(ElemFloat::Fp6E3m2 | ElemFloat::Fp6E2m3)) => ("q6_K", Fit::Nearest, vec!["GGML has no MXFP6; Q6_K is the nearest 6-bit type".into()]),
         Family::Mx(_) => ("q8_0", Fit::Nearest, vec!["GGML has no MXFP8/MXINT8; Q8_0 (int8 per 32 with an fp16 scale) is the nearest".into()]),
-        Family::Nvfp4 => ("nvfp4", Fit::Close, vec!["GGML_TYPE_NVFP4 (llama.cpp from March 2026): E2M1 in blocks of 16 with E4M3 scales; older builds reject the type".into()]),
+        Family::Nvfp4 => ("nvfp4", Fit::Close, vec!["GGML_TYPE_NVFP4 (llama.cpp from March 2026): E2M1 with an E4M3 scale per 16, stored in blocks of 64; older builds reject the type".into()]),
         Family::Nf4 => ("iq4_nl", Fit::Nearest, vec!["IQ4_NL: a non-uniform 4-bit grid in blocks of 32, the nearest to NF4's normal-float codebook".into()]),
         Family::Kmeans(b) if b >= 4 => ("iq4_nl", Fit::Nearest, vec!["a k-means codebook has no equivalent; IQ4_NL's fixed non-uniform grid is the nearest".into()]),
         Family::Kmeans(3) => ("q3_K", Fit::Nearest, vec!["a k-means codebook has no equivalent; Q3_K is the nearest 3-bit type".into()]),
@@ -576,7 +717,7 @@ fn ggml_type(spec: &Spec) -> (&'static str, Fit, String) {
     };
     let block = match t {
         "q8_0" | "q5_0" | "q5_1" | "q4_0" | "q4_1" | "iq4_nl" | "mxfp4" => Some(32),
-        "nvfp4" => Some(16),
+        "nvfp4" => Some(16), // one scale per 16 (stored four to a block of 64)
         "q6_K" | "q3_K" | "q2_K" | "tq2_0" | "tq1_0" => Some(256),
         _ => None,
     };
@@ -624,13 +765,77 @@ fn dtype_type(d: Option<Dtype>) -> (&'static str, Fit, &'static str) {
     }
 }
 
-fn llama_cpp(entries: &[Entry]) -> Result<Exported, PlanError> {
+/// A GGML type's block: (weights per block, bytes per block), from `type_traits` in llama.cpp's
+/// `ggml/src/ggml.c` (block structs in `ggml-common.h`).
+pub fn ggml_block(t: &str) -> Option<(usize, usize)> {
+    Some(match t {
+        "f32" => (1, 4),
+        "f16" | "bf16" => (1, 2),
+        "q4_0" | "iq4_nl" => (32, 18),
+        "q4_1" => (32, 20),
+        "q5_0" => (32, 22),
+        "q5_1" => (32, 24),
+        "q8_0" => (32, 34),
+        "mxfp4" => (32, 17),
+        "nvfp4" => (64, 36),
+        "q2_K" => (256, 84),
+        "q3_K" => (256, 110),
+        "q4_K" => (256, 144),
+        "q5_K" => (256, 176),
+        "q6_K" => (256, 210),
+        "iq4_xs" => (256, 136),
+        "iq3_s" => (256, 110),
+        "tq1_0" => (256, 54),
+        "tq2_0" => (256, 66),
+        _ => return None,
+    })
+}
+
+/// What llama-quantize really stores for a requested type on rows of `ncols` weights (GGUF `ne[0]`,
+/// the Hugging Face `in_features`): `tensor_type_fallback` in llama.cpp's `src/llama-quant.cpp` remaps a
+/// type whose block does not divide the row in one step, then to f16 if that does not divide either.
+/// Err: the type has no fallback there and llama-quantize stops.
+pub fn ggml_fallback(t: &'static str, ncols: usize) -> Result<&'static str, String> {
+    let (block, _) = ggml_block(t).unwrap_or((1, 0));
+    if ncols % block == 0 {
+        return Ok(t);
+    }
+    let f = match t {
+        "iq4_xs" | "iq3_s" => "iq4_nl",
+        "q2_K" | "q3_K" | "tq1_0" | "tq2_0" => "q4_0",
+        "q4_K" => "q5_0",
+        "q5_K" => "q5_1",
+        "q6_K" => "q8_0",
+        _ if block <= 32 => t,
+        _ => {
+            return Err(format!(
+                "{t} needs rows that are multiples of {block} weights and this one has {ncols}; llama-quantize has no fallback for it and stops"
+            ))
+        }
+    };
+    let (fb, _) = ggml_block(f).unwrap_or((1, 0));
+    Ok(if ncols % fb == 0 { f } else { "f16" })
+}
+
+/// Tensors llama-quantize never quantizes, whatever the file asks (`tensor_allows_quantization` in
+/// `src/llama-quant.cpp`): norms, position and token-type embeddings, MoE routers.
+fn never_quantized(gguf: &str) -> bool {
+    gguf.contains("_norm.")
+        || gguf.starts_with("position_embd.")
+        || gguf.starts_with("token_types.")
+        || gguf.contains("ffn_gate_inp.")
+        || !gguf.ends_with("weight")
+}
+
+fn llama_cpp(entries: &[Entry], arch: Option<&str>) -> Result<Exported, PlanError> {
     let mut lines = Vec::new();
     let mut rows = Vec::new();
     let mut unknown = Vec::new();
+    let mut stops = Vec::new();
     for e in entries {
         let spec_text = e.choice.text();
-        let Some(g) = gguf_name(&e.tensor) else {
+        let numel = e.shape.as_ref().map(|s| s.iter().product::<usize>() as u64);
+        let Some(g) = gguf_name_for(&e.tensor, arch) else {
             if dropped_by_converter(&e.tensor) {
                 rows.push(Row {
                     tensor: e.tensor.clone(),
@@ -639,19 +844,61 @@ fn llama_cpp(entries: &[Entry]) -> Result<Exported, PlanError> {
                     target: String::new(),
                     fit: Fit::Omitted,
                     note: "llama.cpp's converter drops this tensor".into(),
+                    target_bits_per_weight: None,
+                    numel,
                 });
             } else {
                 unknown.push(e.tensor.clone());
             }
             continue;
         };
-        let (t, fit, note) = match &e.choice {
+        if never_quantized(&g) {
+            rows.push(Row {
+                tensor: e.tensor.clone(),
+                spec: spec_text,
+                target_name: g,
+                target: String::new(),
+                fit: if e.choice == Choice::Keep {
+                    Fit::Same
+                } else {
+                    Fit::Omitted
+                },
+                note:
+                    "llama-quantize never quantizes this tensor: it stays as the converter wrote it"
+                        .into(),
+                target_bits_per_weight: None,
+                numel,
+            });
+            continue;
+        }
+        let (asked, mut fit, mut note) = match &e.choice {
             Choice::Quantize(s) => ggml_type(s),
             Choice::Keep => {
                 let (t, f, n) = dtype_type(e.dtype);
                 (t, f, n.to_string())
             }
         };
+        // the row rule: what llama-quantize will really store
+        let ncols = e.shape.as_ref().and_then(|s| s.last().copied());
+        let t = match ncols.map(|n| ggml_fallback(asked, n)) {
+            Some(Ok(t)) => t,
+            Some(Err(why)) => {
+                stops.push(format!("{} ({g}): {why}", e.tensor));
+                asked
+            }
+            None => asked,
+        };
+        if t != asked {
+            fit = Fit::Nearest;
+            let n = ncols.expect("a fallback needs the row length");
+            note = format!(
+                "{asked} needs rows that are multiples of {} weights and this tensor's rows have {n}: llama-quantize falls back to {t}, which is written here and sized{}{}",
+                ggml_block(asked).map_or(1, |b| b.0),
+                if note.is_empty() { "" } else { "; " },
+                note
+            );
+        }
+        let bpw = ggml_block(t).map(|(b, bytes)| bytes as f64 * 8.0 / b as f64);
         lines.push(format!("^{}$={t}", regex_escape(&g.to_ascii_lowercase())));
         rows.push(Row {
             tensor: e.tensor.clone(),
@@ -664,15 +911,24 @@ fn llama_cpp(entries: &[Entry]) -> Result<Exported, PlanError> {
             } else {
                 note
             },
+            target_bits_per_weight: bpw,
+            numel,
         });
     }
     if !unknown.is_empty() {
         let shown: Vec<_> = unknown.iter().take(4).cloned().collect();
         return Err(PlanError::Invalid(format!(
-            "no GGUF name for {} tensor(s) ({}{}): the llama.cpp export knows llama-family (model.layers.N.…) and BERT (encoder.layer.N.…) checkpoints",
+            "no GGUF name for {} tensor(s) ({}{}): the llama.cpp export knows llama-family (model.layers.N.…: llama, mistral, qwen2, qwen3, gemma3) and BERT (encoder.layer.N.…) checkpoints",
             unknown.len(),
             shown.join(", "),
             if unknown.len() > 4 { ", …" } else { "" }
+        )));
+    }
+    if !stops.is_empty() {
+        return Err(PlanError::Invalid(format!(
+            "llama-quantize would stop on {} tensor(s): {}",
+            stops.len(),
+            stops.join("; ")
         )));
     }
     Ok(Exported {
@@ -706,6 +962,7 @@ mod tests {
             tensor: t.into(),
             choice: Choice::parse(s).unwrap(),
             dtype: Some(Dtype::BF16),
+            shape: None,
         }
     }
 
@@ -756,6 +1013,7 @@ mod tests {
                 entry("lm_head.weight", "none"),
             ],
             Target::LlamaCpp,
+            None,
         )
         .unwrap();
         let lines: Vec<&str> = e.text.lines().collect();
@@ -776,7 +1034,7 @@ mod tests {
         assert_eq!(e.rows[2].fit, Fit::Nearest);
         assert!(e.notes().iter().any(|n| n.contains("NF4")));
         // an architecture the map does not know is an error, not a file llama.cpp would ignore
-        let err = export(&[entry("fc1.weight", "int8")], Target::LlamaCpp).unwrap_err();
+        let err = export(&[entry("fc1.weight", "int8")], Target::LlamaCpp, None).unwrap_err();
         assert!(err.to_string().contains("fc1.weight"));
     }
 
@@ -790,6 +1048,7 @@ mod tests {
                 entry("encoder.layer.0.intermediate.dense.weight", "none"),
             ],
             Target::CompressedTensors,
+            None,
         )
         .unwrap();
         let v: Value = serde_json::from_str(&e.text).unwrap();

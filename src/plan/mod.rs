@@ -10,9 +10,11 @@
 
 pub mod apply;
 pub mod choose;
+pub mod compressed;
 pub mod editor;
 pub mod export;
 pub mod lm;
+pub mod runtime;
 pub mod score;
 pub mod search;
 pub mod sensitivity;
@@ -134,6 +136,8 @@ pub struct Plan {
     /// Exact tensor names; beat rules. `why` is the reason shown to people.
     pub overrides: BTreeMap<String, (Choice, String)>,
     pub budget_bits: Option<f64>,
+    /// The runtime the plan is made for: its fused layers share one spec (`runtime`).
+    pub target: runtime::Runtime,
 }
 
 impl Default for Plan {
@@ -143,6 +147,7 @@ impl Default for Plan {
             rules: Vec::new(),
             overrides: BTreeMap::new(),
             budget_bits: None,
+            target: runtime::Runtime::None,
         }
     }
 }
@@ -160,6 +165,9 @@ struct PlanFile {
     layers: BTreeMap<String, LayerFile>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     budget: Option<BudgetFile>,
+    /// `vllm` or `llama.cpp`: the runtime whose rules the plan follows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    target: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     summary: Option<SummaryFile>,
 }
@@ -198,6 +206,7 @@ pub struct Listing {
     /// (tensor, resolved choice, reason), sorted by name.
     pub layers: Vec<(String, Choice, String)>,
     pub budget_bits: Option<f64>,
+    pub target: runtime::Runtime,
     pub summary: Option<SummaryFile>,
 }
 
@@ -205,6 +214,12 @@ pub struct Listing {
 pub struct SummaryFile {
     pub bits_per_weight: f64,
     pub bytes: u64,
+}
+
+fn read_target(t: &Option<String>) -> Result<runtime::Runtime, PlanError> {
+    t.as_deref()
+        .map_or(Ok(runtime::Runtime::None), runtime::Runtime::parse)
+        .map_err(|e| PlanError::Invalid(format!("target: {e}")))
 }
 
 impl Plan {
@@ -247,6 +262,7 @@ impl Plan {
             (name, c.text(), why).hash(&mut h);
         }
         self.budget_bits.map(f64::to_bits).hash(&mut h);
+        self.target.name().hash(&mut h);
         h.finish()
     }
 
@@ -298,6 +314,7 @@ impl Plan {
                 .collect(),
             layers,
             budget: self.budget_bits.map(|b| BudgetFile { bits_per_weight: b }),
+            target: (self.target != runtime::Runtime::None).then(|| self.target.name().to_string()),
             summary,
         };
         serde_json::to_string_pretty(&file).expect("plans serialize")
@@ -374,6 +391,7 @@ impl Plan {
             rules,
             overrides: BTreeMap::new(),
             budget_bits: f.budget.map(|b| b.bits_per_weight),
+            target: read_target(&f.target)?,
         };
         for (name, (c, why)) in overrides {
             let t = &model.tensors[model.find(&name).expect("checked")];
@@ -411,6 +429,7 @@ impl Plan {
             )));
         }
         Ok(Listing {
+            target: read_target(&f.target)?,
             model: f.model,
             layers,
             budget_bits: f.budget.map(|b| b.bits_per_weight),

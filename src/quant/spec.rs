@@ -134,7 +134,7 @@ impl ScaleType {
         }
     }
 
-    fn name(self) -> &'static str {
+    pub fn name(self) -> &'static str {
         match self {
             ScaleType::Fp32 => "fp32",
             ScaleType::Fp16 => "fp16",
