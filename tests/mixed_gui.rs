@@ -185,3 +185,77 @@ fn export_and_apply_write_what_the_cli_writes() {
     );
     assert_eq!(h.state().workbench.plan().overrides.len(), 3);
 }
+
+#[test]
+fn for_vllm_fused_layers_are_searched_and_set_together() {
+    let llama = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/lm/llama");
+    let mut h = open(Source::Path(llama), (1400.0, 1000.0));
+    h.get_by_role_and_label(Role::Button, "Mixed precision")
+        .click();
+    h.run();
+    h.state_mut().mixed.candidates_text = "int8,int4,nvfp4".into();
+    h.state_mut().mixed.end_to_end = false;
+    h.run();
+    h.get_by_role_and_label(Role::Button, "Compute sensitivity")
+        .click();
+    common::gui::step_until(&mut h, std::time::Duration::from_secs(120), |a| {
+        !a.mixed.is_computing()
+    });
+    h.run();
+    h.get_by_role_and_label(Role::ComboBox, "Runtime").click();
+    h.run();
+    h.get_by_label("vllm").click();
+    h.run();
+    let name = |b: usize, p: &str| format!("model.layers.{b}.self_attn.{p}.weight");
+    {
+        let m = &h.state().mixed;
+        assert_eq!(m.runtime, quantscope::plan::runtime::Runtime::Vllm);
+        let spec = |n: &str| {
+            m.choices
+                .iter()
+                .find(|c| c.name == n)
+                .unwrap_or_else(|| {
+                    panic!(
+                        "{n}: {:?} {:?} sens {} mixed {:?} budget {}",
+                        m.error,
+                        m.choices,
+                        m.sens.is_some(),
+                        m.mixed.as_ref().map(|x| x.bpw_range()),
+                        m.budget
+                    )
+                })
+                .clone()
+        };
+        let q = spec(&name(0, "q_proj"));
+        assert_eq!(q.spec, spec(&name(0, "k_proj")).spec);
+        assert_eq!(q.spec, spec(&name(0, "v_proj")).spec);
+        assert!(
+            q.group.as_deref().is_some_and(|g| g.contains("qkv_proj")),
+            "{q:?} {:?}",
+            m.error
+        );
+        assert!(!q.spec.starts_with("nvfp4"));
+        let (plan, _) = m.plan().unwrap();
+        assert_eq!(plan.target, quantscope::plan::runtime::Runtime::Vllm);
+    }
+    assert_eq!(
+        h.query_all_by_label_contains("tied: qkv_proj of model.layers.0.self_attn")
+            .count(),
+        3
+    );
+    // pinning one member pins its group
+    h.get_by_role_and_label(Role::ComboBox, &name(0, "k_proj"))
+        .click();
+    h.run();
+    h.get_by_label("pin int8").click();
+    h.run();
+    let m = &h.state().mixed;
+    for p in ["q_proj", "k_proj", "v_proj"] {
+        let c = m.choices.iter().find(|c| c.name == name(0, p)).unwrap();
+        assert!(c.pinned && c.spec.starts_with("int8"), "{c:?}");
+    }
+    if let Ok(path) = std::env::var("QS_SHOT") {
+        let img = h.render().expect("renders");
+        img.save(path).unwrap();
+    }
+}

@@ -214,13 +214,27 @@ fn export_writes_configs_and_says_what_does_not_fit() {
         plan.to_str().unwrap(),
         "--json",
     ]);
+    // kmeans2 and groups of 16 break vLLM's rules: refused (one line per rule), unless --lenient
+    let (ok, _, stderr) = quantscope(&[
+        "export",
+        plan.to_str().unwrap(),
+        "--to",
+        "compressed-tensors",
+    ]);
+    assert!(!ok && stderr.contains("2 rule(s) of vllm"), "{stderr}");
+    assert!(
+        stderr.contains("kmeans2") && stderr.contains("(fc2.weight)"),
+        "{stderr}"
+    );
     let v = json(&[
         "export",
         plan.to_str().unwrap(),
         "--to",
         "compressed-tensors",
+        "--lenient",
         "--json",
     ]);
+    assert!(!v["broken_rules"].as_array().unwrap().is_empty());
     let cfg = &v["config"];
     assert_eq!(cfg["quant_method"], "compressed-tensors");
     let targets: Vec<String> = cfg["config_groups"]
@@ -243,6 +257,7 @@ fn export_writes_configs_and_says_what_does_not_fit() {
         plan.to_str().unwrap(),
         "--to",
         "compressed-tensors",
+        "--lenient",
     ]);
     assert!(ok);
     assert!(serde_json::from_str::<Value>(&stdout).is_ok());

@@ -9,9 +9,7 @@ use quantscope::nn::transformer::score::{compare_many, Comparison};
 use quantscope::nn::transformer::{is_transformer, ModelWeights, Transformer, Weights};
 use quantscope::plan::choose::{Budget, Constraints, LayerChoice, Mixed};
 use quantscope::plan::lm::{prepare, LmEvalSet};
-use quantscope::plan::runtime::{
-    for_vllm, fused_groups, is_embedding, vllm_scheme, vllm_tieable, Runtime,
-};
+use quantscope::plan::runtime::{for_vllm, is_embedding, vllm_scheme, Runtime};
 use quantscope::plan::score::{planned_weights, windows, ProgressHooks};
 use quantscope::plan::search::Solution;
 use quantscope::plan::sensitivity::{
@@ -569,38 +567,35 @@ pub fn run_search(a: SearchArgs) -> anyhow::Result<()> {
             kept.join(", ")
         );
     }
-    let m = measure(&a.m, &model, &pins, &skip_embeddings)?;
+    let mut m = measure(&a.m, &model, &pins, &skip_embeddings)?;
+    if target == Runtime::LlamaCpp {
+        let types = m.sens.size_for_llama_cpp();
+        if !a.json {
+            println!(
+                "--target llama.cpp: sizes are those of the GGML types llama-quantize stores ({})",
+                types
+                    .iter()
+                    .map(|(s, ts)| format!(
+                        "{s} -> {}",
+                        ts.iter().copied().collect::<Vec<_>>().join("/")
+                    ))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+    }
+    let m = m;
     let s = &m.sens;
-    let mut c = Constraints::default();
-    if target.ties() {
-        let index: std::collections::HashMap<&str, usize> = s
-            .layers
-            .iter()
-            .enumerate()
-            .map(|(r, l)| (l.name.as_str(), r))
-            .collect();
-        for g in fused_groups(s.layers.iter().map(|l| l.name.as_str())) {
-            let rows: Vec<usize> = g
-                .members
+    let mut c = Constraints::for_runtime(s, target);
+    if !c.untied_only.is_empty() && !a.json {
+        println!(
+            "--target vllm: {} only for layers vLLM does not fuse (one global scale per fused layer)",
+            c.untied_only
                 .iter()
-                .filter_map(|n| index.get(n.as_str()).copied())
-                .collect();
-            c.ties.push((g.describe(), rows));
-        }
-        if target == Runtime::Vllm {
-            c.untied_only = s
-                .candidates
-                .iter()
-                .filter(|t| Spec::parse(t).is_ok_and(|sp| !vllm_tieable(&sp)))
-                .cloned()
-                .collect();
-            if !c.untied_only.is_empty() && !a.json {
-                println!(
-                    "--target vllm: {} only for layers vLLM does not fuse (one global scale per fused layer)",
-                    c.untied_only.iter().map(|t| short(t)).collect::<Vec<_>>().join(", ")
-                );
-            }
-        }
+                .map(|t| short(t))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
     }
     for (r, l) in s.layers.iter().enumerate() {
         if excludes.iter().any(|re| re.is_match(&l.name)) {

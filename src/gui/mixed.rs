@@ -9,6 +9,7 @@ use crate::model::Model;
 use crate::plan::apply::{apply, ApplyOptions, ApplyReport};
 use crate::plan::choose::{Budget, Constraints, LayerChoice, Mixed};
 use crate::plan::export::{export_plan, Target};
+use crate::plan::runtime::Runtime;
 use crate::plan::search::Solution;
 use crate::plan::sensitivity::{
     compute, default_layers, Cache, Cell, EvalSet, Measure, Request, Sensitivity,
@@ -55,6 +56,10 @@ pub struct MixedView {
     pub front: Vec<(f64, f64)>,
     pub error: Option<String>,
     pub message: Option<String>,
+    /// The runtime the plan is for: its fused layers are tied and its sizes used.
+    pub runtime: Runtime,
+    /// The table the search runs on: the sensitivity, sized for the runtime.
+    effective: Option<Arc<Sensitivity>>,
     pub export_target: Target,
     pub export_path: String,
     pub apply_dir: String,
@@ -64,8 +69,8 @@ pub struct MixedView {
     cache: Cache,
     job: Option<Job<Msg>>,
     apply_job: Option<Job<Msg>>,
-    /// What the search was built from: (sensitivity pointer, measure, settings).
-    built: Option<(usize, Measure, Vec<LayerSetting>)>,
+    /// What the search was built from: (sensitivity pointer, measure, settings, runtime).
+    built: Option<(usize, Measure, Vec<LayerSetting>, Runtime)>,
     solved_for: Option<f64>,
     model_id: String,
     model_ptr: usize,
@@ -89,6 +94,8 @@ impl Default for MixedView {
             front: Vec::new(),
             error: None,
             message: None,
+            runtime: Runtime::None,
+            effective: None,
             export_target: Target::CompressedTensors,
             export_path: "quantization_config.json".into(),
             apply_dir: "quantized_model".into(),
@@ -259,9 +266,12 @@ impl MixedView {
         }
     }
 
-    /// The constraints the settings describe.
+    /// The constraints the runtime and the settings describe.
     pub fn constraints(&self) -> Constraints {
-        let mut c = Constraints::default();
+        let mut c = match &self.sens {
+            Some(s) => Constraints::for_runtime(s, self.runtime),
+            None => Constraints::default(),
+        };
         for (r, s) in self.settings.iter().enumerate() {
             match s {
                 LayerSetting::Auto => {}
@@ -285,10 +295,19 @@ impl MixedView {
             Arc::as_ptr(&sens) as usize,
             self.measure,
             self.settings.clone(),
+            self.runtime,
         );
         if self.built.as_ref() != Some(&key) {
             self.built = Some(key);
             self.solved_for = None;
+            self.effective = Some(if self.runtime == Runtime::LlamaCpp {
+                let mut sized = (*sens).clone();
+                sized.size_for_llama_cpp();
+                Arc::new(sized)
+            } else {
+                sens.clone()
+            });
+            let sens = self.effective.clone().expect("just set");
             match Mixed::new(&sens, self.measure, &self.constraints()) {
                 Ok(m) => {
                     self.front =
@@ -298,7 +317,9 @@ impl MixedView {
                             .collect();
                     let (lo, hi) = m.bpw_range();
                     if !(lo..=hi).contains(&self.budget) {
-                        self.budget = self.budget.clamp(lo, hi);
+                        // the slider steps by 0.01: stay on a step that fits
+                        let lo_step = ((lo * 100.0).ceil() / 100.0).min(hi);
+                        self.budget = self.budget.clamp(lo_step, hi);
                     }
                     self.mixed = Some(m);
                     self.error = None;
@@ -315,6 +336,7 @@ impl MixedView {
             self.choices.clear();
             return;
         };
+        let sens = self.effective.clone().unwrap_or(sens);
         if self.solved_for != Some(self.budget) {
             self.solved_for = Some(self.budget);
             let b = Budget::BitsPerWeight(self.budget);
@@ -333,9 +355,11 @@ impl MixedView {
         let (m, s, sens) = (
             self.mixed.as_ref()?,
             self.solution.as_ref()?,
-            self.sens.as_ref()?,
+            self.effective.as_ref().or(self.sens.as_ref())?,
         );
-        Some(m.plan(sens, s, Budget::BitsPerWeight(self.budget)))
+        let (mut plan, summary) = m.plan(sens, s, Budget::BitsPerWeight(self.budget));
+        plan.target = self.runtime;
+        Some((plan, summary))
     }
 
     /// Export the current plan to `export_path` (the same call as `quantscope export`).
@@ -453,6 +477,15 @@ impl MixedView {
                 if before != self.measure {
                     self.built = None;
                 }
+                egui::ComboBox::new("mixed_runtime", "Runtime")
+                    .selected_text(self.runtime.name())
+                    .show_ui(ui, |ui| {
+                        for r in [Runtime::None, Runtime::Vllm, Runtime::LlamaCpp] {
+                            ui.selectable_value(&mut self.runtime, r, r.name());
+                        }
+                    })
+                    .response
+                    .on_hover_text("vllm: the layers it fuses share one spec and embeddings are kept; llama.cpp: sizes of the GGML types it really stores");
             }
         });
         if let Some(e) = &self.candidates_error {
@@ -651,10 +684,14 @@ impl MixedView {
             ui.separator();
             ui.label(RichText::new("Layers: search, pin or keep").strong());
             let mut changed = false;
+            let by_runtime = Constraints::for_runtime(&s, self.runtime);
+            let ties = by_runtime.ties;
+            let kept = by_runtime.excluded;
             egui::Grid::new("mixed_layers")
                 .striped(true)
                 .show(ui, |ui| {
                     for (r, l) in s.layers.iter().enumerate() {
+                        let tie = ties.iter().find(|(_, rows)| rows.contains(&r));
                         let cur = self.settings[r];
                         let text = match cur {
                             LayerSetting::Auto => "search".to_string(),
@@ -688,10 +725,32 @@ impl MixedView {
                                     )
                                     .changed();
                             });
+                        if let Some((g, _)) = tie {
+                            ui.weak(format!("tied: {g}"));
+                        } else if kept.contains(&r) {
+                            ui.weak(format!(
+                                "kept: {} does not quantize embedding tables",
+                                self.runtime.name()
+                            ));
+                        }
                         ui.end_row();
                     }
                 });
             if changed {
+                // a tied layer's setting is its group's
+                let before = self.built.as_ref().map(|b| b.2.clone()).unwrap_or_default();
+                let c = Constraints::for_runtime(&s, self.runtime);
+                for (_, rows) in &c.ties {
+                    if let Some(&r) = rows
+                        .iter()
+                        .find(|&&r| before.get(r) != Some(&self.settings[r]))
+                    {
+                        let v = self.settings[r];
+                        for &m in rows {
+                            self.settings[m] = v;
+                        }
+                    }
+                }
                 self.refresh();
             }
         }

@@ -8,6 +8,7 @@ use crate::formats::fmt_short;
 use crate::jobs::{Job, Worker};
 use crate::model::Model;
 use crate::plan::editor::PlanEditor;
+use crate::plan::runtime::Runtime;
 use crate::plan::{Choice, Plan};
 use crate::quant::report::{
     clip_lines_until, layer_report_with, original_histogram, report_levels, ClipBasis, ClipLines,
@@ -580,6 +581,9 @@ impl Workbench {
     }
 
     fn restore_autosaved(&mut self, model: &Model) {
+        self.editor.set_groups(crate::plan::runtime::fused_groups(
+            model.tensors.iter().map(|t| t.name.as_str()),
+        ));
         if let Some(path) = self.plan_file() {
             if path.is_file() {
                 match Plan::load(&path, model) {
@@ -715,6 +719,21 @@ impl Workbench {
                 let text = self.default_text.clone();
                 self.default_error = self.set_default(&text).err();
                 self.sync_layer_text(model);
+            }
+            ui.separator();
+            let target = self.plan().target;
+            let mut chosen = target;
+            egui::ComboBox::new("plan_target", "Runtime")
+                .selected_text(target.name())
+                .show_ui(ui, |ui| {
+                    for r in [Runtime::None, Runtime::Vllm, Runtime::LlamaCpp] {
+                        ui.selectable_value(&mut chosen, r, r.name());
+                    }
+                })
+                .response
+                .on_hover_text("The runtime the plan is for: with vllm, the layers it fuses (q/k/v, gate/up) are edited together");
+            if chosen != target {
+                self.editor.set_target(chosen);
             }
             ui.separator();
             if ui.add_enabled(self.editor.can_undo(), egui::Button::new("Undo")).on_hover_text("Undo the last plan edit (Ctrl+Z)").clicked() {
@@ -981,6 +1000,13 @@ impl Workbench {
         };
         let info = model.tensors[t].clone();
         ui.heading(&info.name);
+        if let Some(g) = self.editor.tied_group(&info.name) {
+            ui.label(format!(
+                "Tied: {} runs {} as one layer, so an edit here applies to all of them",
+                self.plan().target.name(),
+                g.describe()
+            ));
+        }
         ui.label(format!(
             "{:?} {:?} · {} weights",
             info.dtype,

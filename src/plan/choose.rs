@@ -1,9 +1,11 @@
 //! From a sensitivity table to a plan: which layers the search may change (pinned and excluded layers
 //! stay out of its hands), the budget, the solvers of [`super::search`], and a reason for every choice.
 
+use super::runtime::{fused_groups, is_embedding, vllm_tieable, Runtime};
 use super::search::{greedy, improve, Dp, Item, Opt, Problem, Solution};
 use super::sensitivity::{Measure, Sensitivity};
 use super::{Choice, Plan, PlanError, SummaryFile};
+use crate::quant::Spec;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// How large the searched layers may be.
@@ -27,6 +29,45 @@ pub struct Constraints {
     pub ties: Vec<(String, Vec<usize>)>,
     /// Candidate specs a tied group may not take (the runtime cannot share them across a fused layer).
     pub untied_only: BTreeSet<String>,
+}
+
+impl Constraints {
+    /// What `runtime` requires of a search over `sens`: vLLM ties its fused layers (and a tied group may
+    /// not take a spec it cannot share, NVFP4) and keeps embedding tables; other runtimes add nothing.
+    pub fn for_runtime(sens: &Sensitivity, runtime: Runtime) -> Constraints {
+        let mut c = Constraints::default();
+        if runtime != Runtime::Vllm {
+            return c;
+        }
+        let index: BTreeMap<&str, usize> = sens
+            .layers
+            .iter()
+            .enumerate()
+            .map(|(r, l)| (l.name.as_str(), r))
+            .collect();
+        for g in fused_groups(sens.layers.iter().map(|l| l.name.as_str())) {
+            let rows = g
+                .members
+                .iter()
+                .filter_map(|n| index.get(n.as_str()).copied())
+                .collect();
+            c.ties.push((g.describe(), rows));
+        }
+        c.untied_only = sens
+            .candidates
+            .iter()
+            .filter(|t| Spec::parse(t).is_ok_and(|s| !vllm_tieable(&s)))
+            .cloned()
+            .collect();
+        c.excluded = sens
+            .layers
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| is_embedding(&l.name))
+            .map(|(r, _)| r)
+            .collect();
+        c
+    }
 }
 
 /// A solved choice for one layer, with its reason.

@@ -76,8 +76,8 @@ fn kind(spec: &Spec, dtype: Dtype, shape: &[usize]) -> Result<Kind, String> {
         {
             Kind::Fp8
         }
-        Family::Nvfp4 if shape[1] % 16 == 0 => return Ok(Kind::Nvfp4),
-        Family::Mx(MxElem::Float(ElemFloat::Fp4E2m1)) if shape[1] % 32 == 0 => {
+        Family::Nvfp4 if shape[1].is_multiple_of(16) => return Ok(Kind::Nvfp4),
+        Family::Mx(MxElem::Float(ElemFloat::Fp4E2m1)) if shape[1].is_multiple_of(32) => {
             return Ok(Kind::Mxfp4)
         }
         _ => {
@@ -87,6 +87,14 @@ fn kind(spec: &Spec, dtype: Dtype, shape: &[usize]) -> Result<Kind, String> {
             ))
         }
     };
+    if let Granularity::Group(g) = spec.granularity {
+        if !shape[1].is_multiple_of(g) {
+            return Err(format!(
+                "groups of {g} do not divide its rows of {} weights (compressed-tensors needs whole groups)",
+                shape[1]
+            ));
+        }
+    }
     let want =
         scale_type_of(dtype).ok_or_else(|| format!("weights of dtype {dtype:?} are not float"))?;
     if spec.scale != want {

@@ -1,6 +1,7 @@
 //! Editing a plan by hand, with undo: what the window's workbench changes when a person sets the
 //! default, overrides a layer or loads a plan. No window is needed to use or test it.
 
+use super::runtime::{FusedGroup, Runtime};
 use super::{Choice, Plan};
 use std::collections::BTreeMap;
 
@@ -9,14 +10,18 @@ use std::collections::BTreeMap;
 struct Snapshot {
     default: Choice,
     overrides: BTreeMap<String, (Choice, String)>,
+    target: Runtime,
 }
 
-/// A plan and its undo / redo history. Every edit is one undo step.
+/// A plan and its undo / redo history. Every edit is one undo step. When the plan's target runtime
+/// fuses layers ([`Runtime::ties`]), an edit of one member of a fused group is an edit of all of them.
 #[derive(Debug, Clone, Default)]
 pub struct PlanEditor {
     plan: Plan,
     undo: Vec<Snapshot>,
     redo: Vec<Snapshot>,
+    /// The model's fused groups ([`super::runtime::fused_groups`]).
+    groups: Vec<FusedGroup>,
 }
 
 impl PlanEditor {
@@ -36,12 +41,54 @@ impl PlanEditor {
         Snapshot {
             default: self.plan.default.clone(),
             overrides: self.plan.overrides.clone(),
+            target: self.plan.target,
         }
     }
 
     fn restore(&mut self, s: Snapshot) {
         self.plan.default = s.default;
         self.plan.overrides = s.overrides;
+        self.plan.target = s.target;
+    }
+
+    /// The model's fused groups, for tied edits.
+    pub fn set_groups(&mut self, groups: Vec<FusedGroup>) {
+        self.groups = groups;
+    }
+
+    /// The fused group `name` is edited with, when the plan's target ties groups.
+    pub fn tied_group(&self, name: &str) -> Option<&FusedGroup> {
+        if !self.plan.target.ties() {
+            return None;
+        }
+        self.groups
+            .iter()
+            .find(|g| g.members.iter().any(|m| m == name))
+    }
+
+    /// `names` with the rest of their tied groups, in order, without repeats.
+    fn with_tied(&self, names: &[String]) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for n in names {
+            let members = match self.tied_group(n) {
+                Some(g) => g.members.clone(),
+                None => vec![n.clone()],
+            };
+            for m in members {
+                if !out.contains(&m) {
+                    out.push(m);
+                }
+            }
+        }
+        out
+    }
+
+    /// Set the runtime the plan is for (one undo step).
+    pub fn set_target(&mut self, target: Runtime) {
+        if target != self.plan.target {
+            self.checkpoint();
+            self.plan.target = target;
+        }
     }
 
     /// Record the current plan for undo before an edit.
@@ -83,14 +130,16 @@ impl PlanEditor {
         Ok(())
     }
 
-    /// Override the tensors `names` with the spec `text`, giving `why` as the reason (one undo step).
+    /// Override the tensors `names` (and the rest of their tied groups) with the spec `text`, giving
+    /// `why` as the reason (one undo step). Returns how many tensors changed hands.
     pub fn set_names(&mut self, names: &[String], text: &str, why: &str) -> Result<usize, String> {
         let c = Choice::parse(text)?;
         if names.is_empty() {
             return Err("no rows picked (Ctrl+click rows in the table)".into());
         }
+        let names = self.with_tied(names);
         self.checkpoint();
-        for n in names {
+        for n in &names {
             self.plan
                 .overrides
                 .insert(n.clone(), (c.clone(), why.to_string()));
@@ -98,11 +147,14 @@ impl PlanEditor {
         Ok(names.len())
     }
 
-    /// Drop the override of `name`, if it has one.
+    /// Drop the override of `name` (and of the rest of its tied group), if it has one.
     pub fn clear_override(&mut self, name: &str) {
-        if self.plan.overrides.contains_key(name) {
+        let names = self.with_tied(&[name.to_string()]);
+        if names.iter().any(|n| self.plan.overrides.contains_key(n)) {
             self.checkpoint();
-            self.plan.overrides.remove(name);
+            for n in &names {
+                self.plan.overrides.remove(n);
+            }
         }
     }
 
@@ -164,5 +216,33 @@ mod tests {
         assert_eq!(e.plan().overrides.len(), 1);
         e.reset(Plan::default());
         assert!(!e.can_undo() && !e.can_redo());
+    }
+
+    #[test]
+    fn a_plan_for_vllm_edits_fused_layers_together() {
+        let names: Vec<String> = ["q_proj", "k_proj", "v_proj", "o_proj"]
+            .iter()
+            .map(|p| format!("model.layers.0.self_attn.{p}.weight"))
+            .collect();
+        let mut e = PlanEditor::default();
+        e.set_groups(super::super::runtime::fused_groups(
+            names.iter().map(String::as_str),
+        ));
+        // no target: one layer at a time
+        assert_eq!(e.set_names(&names[..1], "int8", "x").unwrap(), 1);
+        e.set_target(Runtime::Vllm);
+        assert!(e.tied_group(&names[1]).is_some());
+        assert!(e.tied_group(&names[3]).is_none());
+        assert_eq!(e.set_names(&names[1..2], "int4", "x").unwrap(), 3);
+        for n in &names[..3] {
+            assert_eq!(e.plan().overrides[n].0, Choice::parse("int4").unwrap());
+        }
+        e.clear_override(&names[2]);
+        assert!(e.plan().overrides.is_empty());
+        // the target is part of the undo history
+        assert!(e.undo() && e.undo());
+        assert_eq!(e.plan().target, Runtime::Vllm);
+        assert!(e.undo());
+        assert_eq!(e.plan().target, Runtime::None);
     }
 }

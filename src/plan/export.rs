@@ -797,7 +797,7 @@ pub fn ggml_block(t: &str) -> Option<(usize, usize)> {
 /// Err: the type has no fallback there and llama-quantize stops.
 pub fn ggml_fallback(t: &'static str, ncols: usize) -> Result<&'static str, String> {
     let (block, _) = ggml_block(t).unwrap_or((1, 0));
-    if ncols % block == 0 {
+    if ncols.is_multiple_of(block) {
         return Ok(t);
     }
     let f = match t {
@@ -814,7 +814,16 @@ pub fn ggml_fallback(t: &'static str, ncols: usize) -> Result<&'static str, Stri
         }
     };
     let (fb, _) = ggml_block(f).unwrap_or((1, 0));
-    Ok(if ncols % fb == 0 { f } else { "f16" })
+    Ok(if ncols.is_multiple_of(fb) { f } else { "f16" })
+}
+
+/// The GGML type llama-quantize really stores for `spec` on rows of `ncols` weights (the nearest type,
+/// then the row rule of [`ggml_fallback`]) and its bits per weight.
+pub fn llama_cpp_type(spec: &Spec, ncols: usize) -> Result<(&'static str, f64), String> {
+    let (asked, _, _) = ggml_type(spec);
+    let t = ggml_fallback(asked, ncols)?;
+    let (b, bytes) = ggml_block(t).unwrap_or((1, 2));
+    Ok((t, bytes as f64 * 8.0 / b as f64))
 }
 
 /// Tensors llama-quantize never quantizes, whatever the file asks (`tensor_allows_quantization` in
@@ -999,6 +1008,49 @@ mod tests {
         ] {
             assert_eq!(gguf_name(hf).as_deref(), Some(g), "{hf}");
         }
+        // Gemma 3 names its four norms its own way (tensor_mapping.py)
+        for (hf, g) in [
+            (
+                "model.layers.3.post_attention_layernorm.weight",
+                "blk.3.post_attention_norm.weight",
+            ),
+            (
+                "model.layers.3.pre_feedforward_layernorm.weight",
+                "blk.3.ffn_norm.weight",
+            ),
+            (
+                "model.layers.3.post_feedforward_layernorm.weight",
+                "blk.3.post_ffw_norm.weight",
+            ),
+            (
+                "model.layers.3.input_layernorm.weight",
+                "blk.3.attn_norm.weight",
+            ),
+            (
+                "model.layers.3.self_attn.k_norm.weight",
+                "blk.3.attn_k_norm.weight",
+            ),
+        ] {
+            assert_eq!(
+                gguf_name_for(hf, Some("gemma3_text")).as_deref(),
+                Some(g),
+                "{hf}"
+            );
+        }
+        assert_eq!(
+            gguf_name_for(
+                "model.layers.3.post_attention_layernorm.weight",
+                Some("qwen3")
+            )
+            .as_deref(),
+            Some("blk.3.ffn_norm.weight")
+        );
+        // the row rule: one step of fallback, then f16
+        assert_eq!(ggml_fallback("q3_K", 576), Ok("q4_0"));
+        assert_eq!(ggml_fallback("q6_K", 1536), Ok("q6_K"));
+        assert_eq!(ggml_fallback("q4_K", 640), Ok("q5_0"));
+        assert_eq!(ggml_fallback("q3_K", 48), Ok("f16"));
+        assert!(ggml_fallback("nvfp4", 48).is_err());
         assert_eq!(gguf_name("model.layers.x.mlp.down_proj.weight"), None);
         assert_eq!(gguf_name("fc1.weight"), None);
     }

@@ -21,7 +21,7 @@ use crate::nn::{rows_from_csv, spread, Dataset, Network};
 use crate::quant::{quantize, Spec};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::Path;
 
 /// What "the error of a layer" means for the search.
@@ -190,6 +190,30 @@ pub struct Sensitivity {
 }
 
 impl Sensitivity {
+    /// Size every cell with the GGML type llama-quantize really stores for it on that layer
+    /// ([`super::export::llama_cpp_type`]); a cell it cannot store gets an error. Returns each spec's
+    /// types, for a note.
+    pub fn size_for_llama_cpp(&mut self) -> BTreeMap<String, BTreeSet<&'static str>> {
+        let mut types: BTreeMap<String, BTreeSet<&'static str>> = BTreeMap::new();
+        for (row, cells) in self.layers.iter().zip(self.cells.iter_mut()) {
+            let ncols = row.shape.last().copied().unwrap_or(1);
+            for cell in cells.iter_mut() {
+                let Ok(spec) = Spec::parse(&cell.spec) else {
+                    continue;
+                };
+                match super::export::llama_cpp_type(&spec, ncols) {
+                    Ok((t, bpw)) => {
+                        cell.bits = (bpw * row.numel as f64).round() as u64;
+                        cell.bits_per_weight = bpw;
+                        types.entry(spec.short()).or_default().insert(t);
+                    }
+                    Err(e) => cell.error = Some(format!("llama.cpp: {e}")),
+                }
+            }
+        }
+        types
+    }
+
     pub fn find(&self, layer: usize, spec: &str) -> Option<usize> {
         self.cells[layer].iter().position(|c| c.spec == spec)
     }
