@@ -29,13 +29,7 @@ from compressed_tensors.quantization.utils.helpers import calculate_qparams, gen
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
-
-def family(spec):
-    s = spec.split(":")[0]
-    for p in ("uint", "int"):
-        if s.startswith(p) and s[len(p):].isdigit():
-            return p + s[len(p):]
-    return s
+from check_compressed import family
 
 
 def main():

@@ -78,7 +78,7 @@ def main():
     base = os.path.join(a.work, "base-bf16.gguf")
     if not os.path.exists(base):
         run([sys.executable, os.path.join(a.llama, "convert_hf_to_gguf.py"), a.model, "--outtype", "bf16",
-             "--outfile", base], env=env, stdout=subprocess.DEVNULL)
+             "--outfile", base], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     types_file = os.path.join(a.work, "types.txt")
     ex = json.loads(run([a.quantscope, "export", a.plan, "--to", "llama.cpp", "--model", a.model, "--out",

@@ -92,6 +92,26 @@ pub struct TensorReport {
     pub stored_max_abs_err: f64,
 }
 
+impl TensorReport {
+    /// One quantized tensor's line of the report; `stored` is the largest error after storing.
+    pub(super) fn new(t: &TensorInfo, spec: &Spec, q: &Quantized, stored: f64) -> TensorReport {
+        let m = q.metrics;
+        TensorReport {
+            name: t.name.clone(),
+            spec: spec.to_string(),
+            shape: t.shape.clone(),
+            dtype: format!("{:?}", t.dtype),
+            mse: m.mse,
+            sqnr_db: m.sqnr_db.is_finite().then_some(m.sqnr_db),
+            cosine: m.cosine,
+            max_abs_err: m.max_abs_err,
+            bits_per_weight: m.bits_per_weight,
+            bytes: m.bytes,
+            stored_max_abs_err: stored,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct ApplyReport {
     pub out: PathBuf,
@@ -333,20 +353,7 @@ pub fn apply(
                 }
             };
             let (bytes, stored) = stored_bytes(t, &q.dequant, &x);
-            let m = q.metrics;
-            layers.push(TensorReport {
-                name: t.name.clone(),
-                spec: spec.to_string(),
-                shape: t.shape.clone(),
-                dtype: format!("{:?}", t.dtype),
-                mse: m.mse,
-                sqnr_db: m.sqnr_db.is_finite().then_some(m.sqnr_db),
-                cosine: m.cosine,
-                max_abs_err: m.max_abs_err,
-                bits_per_weight: m.bits_per_weight,
-                bytes: m.bytes,
-                stored_max_abs_err: stored,
-            });
+            layers.push(TensorReport::new(t, &spec, &q, stored));
             if opts.packed {
                 packed.push((t.name.clone(), q, t.shape.clone(), t.dtype));
             }
@@ -381,7 +388,22 @@ pub fn apply(
     if let Some(dir) = side_folder(model) {
         copy_side_files(&dir, out, Path::new(""), &mut files)?;
     }
-    let quantized_numel: u64 = layers
+    if opts.packed {
+        write_packed(&out.join(PACKED_FILE), &packed)?;
+        files.push(PACKED_FILE.into());
+    }
+    finish(model, plan, out, files, layers)
+}
+
+/// Write the plan (with its summary) and the report beside an applied model, and return the report.
+pub(super) fn finish(
+    model: &Model,
+    plan: &Plan,
+    out: &Path,
+    mut files: Vec<String>,
+    layers: Vec<TensorReport>,
+) -> Result<ApplyReport, PlanError> {
+    let numel: u64 = layers
         .iter()
         .map(|l| l.shape.iter().product::<usize>() as u64)
         .sum();
@@ -390,51 +412,33 @@ pub fn apply(
         .map(|l| l.bits_per_weight * l.shape.iter().product::<usize>() as f64)
         .sum();
     let summary = SummaryFile {
-        bits_per_weight: if quantized_numel > 0 {
-            bits / quantized_numel as f64
-        } else {
-            0.0
-        },
+        bits_per_weight: if numel > 0 { bits / numel as f64 } else { 0.0 },
         bytes: layers.iter().map(|l| l.bytes).sum(),
     };
     let original_bytes = layers
         .iter()
-        .map(|l| {
-            model
-                .find(&l.name)
-                .map(|i| model.tensors[i].nbytes() as u64)
-                .unwrap_or(0)
-        })
+        .filter_map(|l| model.find(&l.name))
+        .map(|i| model.tensors[i].nbytes() as u64)
         .sum();
     write_atomic(
         &out.join(PLAN_FILE),
         plan.to_json(model, Some(summary.clone())).as_bytes(),
     )?;
     files.push(PLAN_FILE.into());
-    if opts.packed {
-        write_packed(&out.join(PACKED_FILE), &packed)?;
-        files.push(PACKED_FILE.into());
-    }
+    files.push(REPORT_FILE.into());
     let report = ApplyReport {
         out: out.to_path_buf(),
-        files: files.clone(),
+        files,
         layers,
         summary,
         original_bytes,
     };
-    let mut report_json = serde_json::to_value(&report).expect("serializes");
-    report_json["files"]
-        .as_array_mut()
-        .expect("array")
-        .push(REPORT_FILE.into());
     write_atomic(
         &out.join(REPORT_FILE),
-        serde_json::to_string_pretty(&report_json)
+        serde_json::to_string_pretty(&report)
             .expect("serializes")
             .as_bytes(),
     )?;
-    let mut report = report;
-    report.files.push(REPORT_FILE.into());
     Ok(report)
 }
 

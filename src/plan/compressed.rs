@@ -19,11 +19,10 @@
 //! 16-bit scale multiply exactly in f32, so both round the same product once).
 
 use super::apply::{
-    check_out, copy_side_files, io, side_folder, write_atomic, ApplyReport, TensorReport,
-    PLAN_FILE, REPORT_FILE,
+    check_out, copy_side_files, finish, io, side_folder, write_atomic, ApplyReport, TensorReport,
 };
 use super::export::{entries_of, export, Target};
-use super::{Choice, Plan, PlanError, SummaryFile};
+use super::{Choice, Plan, PlanError};
 use crate::formats::{lookup, Overflow};
 use crate::jobs::Progress;
 use crate::model::{write_safetensors, ElementCodec, Model, SourceKind, TensorEntry};
@@ -456,20 +455,7 @@ pub fn write_compressed(
             };
             // the fake-quantized values as the model's dtype holds them: what decompression gives back
             let (_, stored_err) = super::apply::stored_bytes(t, &q.dequant, &x);
-            let m = q.metrics;
-            layers.push(TensorReport {
-                name: t.name.clone(),
-                spec: spec.to_string(),
-                shape: t.shape.clone(),
-                dtype: format!("{:?}", t.dtype),
-                mse: m.mse,
-                sqnr_db: m.sqnr_db.is_finite().then_some(m.sqnr_db),
-                cosine: m.cosine,
-                max_abs_err: m.max_abs_err,
-                bits_per_weight: m.bits_per_weight,
-                bytes: m.bytes,
-                stored_max_abs_err: stored_err,
-            });
+            layers.push(TensorReport::new(t, &spec, &q, stored_err));
             progress.add(t.nbytes() as u64);
             Ok(std::mem::take(&mut pending[0]))
         });
@@ -495,43 +481,7 @@ pub fn write_compressed(
         )?;
         files.push(name.into());
     }
-    let numel: u64 = layers
-        .iter()
-        .map(|l| l.shape.iter().product::<usize>() as u64)
-        .sum();
-    let bits: f64 = layers
-        .iter()
-        .map(|l| l.bits_per_weight * l.shape.iter().product::<usize>() as f64)
-        .sum();
-    let summary = SummaryFile {
-        bits_per_weight: if numel > 0 { bits / numel as f64 } else { 0.0 },
-        bytes: layers.iter().map(|l| l.bytes).sum(),
-    };
-    let original_bytes = layers
-        .iter()
-        .filter_map(|l| model.find(&l.name))
-        .map(|i| model.tensors[i].nbytes() as u64)
-        .sum();
-    write_atomic(
-        &out.join(PLAN_FILE),
-        plan.to_json(model, Some(summary.clone())).as_bytes(),
-    )?;
-    files.push(PLAN_FILE.into());
-    let mut report = ApplyReport {
-        out: out.to_path_buf(),
-        files,
-        layers,
-        summary,
-        original_bytes,
-    };
-    report.files.push(REPORT_FILE.into());
-    write_atomic(
-        &out.join(REPORT_FILE),
-        serde_json::to_string_pretty(&report)
-            .expect("serializes")
-            .as_bytes(),
-    )?;
-    Ok(report)
+    finish(model, plan, out, files, layers)
 }
 
 #[cfg(test)]
