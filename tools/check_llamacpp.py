@@ -15,7 +15,7 @@ README). The script:
    base), reads the result with the `gguf` package and checks that every tensor's type is the one
    promised;
 4. quantizes the same GGUF to llama.cpp's own Q4_K_M, and with `llama-perplexity --kl-divergence`
-   reports both against the bf16 GGUF on the evaluation half of the bundled text (the half Quantscope
+   reports them (with --presets, more of llama.cpp's own types) against the bf16 GGUF on the evaluation half of the bundled text (the half Quantscope
    never calibrates on): mean KL, perplexity ratio, same top token, and bits per weight.
 """
 import argparse
@@ -71,6 +71,7 @@ def main():
     ap.add_argument("--work", default="/tmp/qs-check-llamacpp")
     ap.add_argument("--ctx", type=int, default=256)
     ap.add_argument("--chunks", type=int, default=16)
+    ap.add_argument("--presets", default="Q4_K_M", help="llama.cpp's own types to compare with, e.g. Q4_K_M,Q4_K_S,Q3_K_M")
     a = ap.parse_args()
     os.makedirs(a.work, exist_ok=True)
     bin_ = lambda n: os.path.join(a.llama, "build", "bin", n)
@@ -98,10 +99,12 @@ def main():
     for n, t, g in wrong[:10]:
         print(f"  {n}: promised {t}, got {g}")
 
-    q4 = os.path.join(a.work, "q4_k_m.gguf")
-    if not os.path.exists(q4):
-        run([bin_("llama-quantize"), base, q4, "Q4_K_M"], capture_output=True)
-    _, q4_reader = gguf_types(q4)
+    presets = []
+    for p in a.presets.split(","):
+        path = os.path.join(a.work, p.lower() + ".gguf")
+        if not os.path.exists(path):
+            run([bin_("llama-quantize"), base, path, p], capture_output=True)
+        presets.append((f"llama.cpp {p}", path, gguf_types(path)[1]))
 
     text = gzip.open(os.path.join(HERE, "..", "assets", "text", "default_en.txt.gz"), "rt").read()
     evalf = os.path.join(a.work, "eval.txt")
@@ -110,7 +113,7 @@ def main():
     run([bin_("llama-perplexity"), "-m", base, "-f", evalf, "-c", str(a.ctx), "--chunks", str(a.chunks),
          "--kl-divergence-base", kld_base, "-t", str(os.cpu_count())], capture_output=True)
     rows = []
-    for label, path, rd in (("quantscope plan", ours, reader), ("llama.cpp Q4_K_M", q4, q4_reader)):
+    for label, path, rd in [("quantscope plan", ours, reader)] + presets:
         out = run([bin_("llama-perplexity"), "-m", path, "--kl-divergence-base", kld_base, "--kl-divergence",
                    "-t", str(os.cpu_count())], capture_output=True, text=True)
         st = kl_stats(out.stdout + out.stderr)

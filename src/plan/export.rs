@@ -367,7 +367,7 @@ fn ct_args(spec: &Spec) -> CtArgs {
                 _ => "mxfp8-quantized",
             };
             fit = Fit::Close;
-            notes.push("same layout (elements + one E8M0 exponent per 32); how the shared exponent is rounded may differ".into());
+            notes.push("same layout (elements + one E8M0 exponent per 32); compressed-tensors' own observer rounds the block maximum to the nearest power of two at the element's precision before taking the exponent (`round_to_power_2`), where quantscope follows OCP MX (floor(log2 amax) - emax), so blocks whose maximum lies just under the next power of two get an exponent one higher there; apply --format compressed-tensors stores quantscope's exponents".into());
             match e {
                 MxElem::Float(ElemFloat::Fp8E5m2) => {
                     fit = Fit::Nearest;
