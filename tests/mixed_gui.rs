@@ -254,6 +254,21 @@ fn for_vllm_fused_layers_are_searched_and_set_together() {
         let c = m.choices.iter().find(|c| c.name == name(0, p)).unwrap();
         assert!(c.pinned && c.spec.starts_with("int8"), "{c:?}");
     }
+    // the plan, greedy's and the uniform candidates scored on held-out text
+    h.get_by_role_and_label(Role::Button, "Score on text")
+        .click();
+    common::gui::step_until(&mut h, std::time::Duration::from_secs(120), |a| {
+        !a.mixed.is_judging()
+    });
+    h.run();
+    {
+        let (_, r) = h.state().mixed.judged.as_ref().expect("scored");
+        let j = r.as_ref().expect("scored without error");
+        assert_eq!(j.rows[0].0, "searched plan");
+        assert!(j.rows.iter().any(|r| r.0 == "uniform int4"));
+        assert!(j.rows.iter().all(|(_, _, c)| c.mean_kl().is_finite()));
+    }
+    h.get_by_label_contains("float perplexity");
     if let Ok(path) = std::env::var("QS_SHOT") {
         let img = h.render().expect("renders");
         img.save(path).unwrap();

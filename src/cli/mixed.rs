@@ -5,17 +5,17 @@ use anyhow::Context;
 use quantscope::jobs::Progress;
 use quantscope::model::Model;
 use quantscope::nn::text::read_text;
-use quantscope::nn::transformer::score::{compare_many, Comparison};
-use quantscope::nn::transformer::{is_transformer, ModelWeights, Transformer, Weights};
+use quantscope::nn::transformer::score::Comparison;
+use quantscope::nn::transformer::{is_transformer, Transformer};
 use quantscope::plan::choose::{Budget, Constraints, LayerChoice, Mixed};
 use quantscope::plan::lm::{prepare, LmEvalSet};
 use quantscope::plan::runtime::{for_vllm, is_embedding, vllm_scheme, Runtime};
-use quantscope::plan::score::{planned_weights, windows, ProgressHooks};
+use quantscope::plan::score::{judge, planned_weights};
 use quantscope::plan::search::Solution;
 use quantscope::plan::sensitivity::{
     compute, db, default_layers, Cache, EndToEnd, EvalSet, Measure, Request, Sensitivity,
 };
-use quantscope::plan::{Choice, Plan};
+use quantscope::plan::Plan;
 use quantscope::quant::Spec;
 use serde_json::{json, Value};
 use std::path::PathBuf;
@@ -688,33 +688,8 @@ pub fn run_search(a: SearchArgs) -> anyhow::Result<()> {
     let n_worse = worse.iter().filter(|&&r| r > 1e-9).count();
     let max_gap = worse.iter().copied().fold(0f64, f64::max);
     // each candidate on every searched layer (pins kept), to judge the plan against
-    let uniform_plans: Vec<(String, f64, Plan)> = s
-        .candidates
-        .iter()
-        .enumerate()
-        .filter_map(|(i, spec)| {
-            let mut p = Plan {
-                default: Choice::Keep,
-                ..Default::default()
-            };
-            let mut bits = 0u64;
-            for (r, l) in s.layers.iter().enumerate() {
-                if c.excluded.contains(&r) {
-                    continue;
-                }
-                let cell = match c.pinned.get(&r) {
-                    Some(&k) => &s.cells[r][k],
-                    None => &s.cells[r][i],
-                };
-                bits += cell.bits;
-                p.overrides.insert(
-                    l.name.clone(),
-                    (Choice::parse(&cell.spec).ok()?, String::new()),
-                );
-            }
-            Some((spec.clone(), bits as f64 / mixed.numel as f64, p))
-        })
-        .collect();
+    // each candidate on every searched layer (pins kept), to judge the plan against
+    let uniform_plans = mixed.uniform_plans(s);
     let greedy_plan = greedy.as_ref().map(|g| mixed.plan(s, g, budget).0);
     // a transformer: summed per-layer KL is a model of the whole; the whole plans (searched, greedy and
     // each uniform candidate that fits) run on the calibration windows, and the lowest KL is kept. The
@@ -1039,34 +1014,22 @@ fn judge_on_text(
     uniform: &[(String, f64, Plan)],
     budget_bpw: f64,
 ) -> anyhow::Result<TextEval> {
-    let net = Transformer::from_model(model)?;
     let text = a.m.text.as_deref().map(read_text).transpose()?;
-    let split = windows(model, &net, text.as_ref(), a.eval_ctx, 0, a.eval_windows)?;
-    let mut named: Vec<(String, f64, &Plan)> = vec![("searched plan".into(), plan_bpw, plan)];
+    let mut named: Vec<(String, f64, Plan)> =
+        vec![("searched plan".into(), plan_bpw, plan.clone())];
     if let Some((g, b)) = greedy {
-        named.push(("greedy plan".into(), b, g));
+        named.push(("greedy plan".into(), b, g.clone()));
     }
     for (spec, bpw, p) in uniform {
-        named.push((format!("uniform {}", short(spec)), *bpw, p));
+        named.push((format!("uniform {}", short(spec)), *bpw, p.clone()));
     }
-    let weights: Vec<_> = named
-        .iter()
-        .map(|(_, _, p)| planned_weights(model, p, false))
-        .collect();
-    let float = ModelWeights::new(model, false);
-    let refs: Vec<&dyn Weights> = weights.iter().map(|w| w as &dyn Weights).collect();
-    let comps = with_progress("judging", |p| {
-        compare_many(&net, &float, &refs, &split.evaluation, &ProgressHooks(p))
+    let j = with_progress("judging", |p| {
+        judge(model, &named, text.as_ref(), a.eval_ctx, a.eval_windows, p)
     })?;
-    let float_perplexity = comps.first().map_or(f64::NAN, |c| c.perplexity_reference());
     Ok(TextEval {
-        describe: split.describe,
+        describe: j.describe,
         budget_bpw,
-        float_perplexity,
-        rows: named
-            .into_iter()
-            .zip(comps)
-            .map(|((n, b, _), c)| (n, b, c))
-            .collect(),
+        float_perplexity: j.float_perplexity,
+        rows: j.rows,
     })
 }

@@ -10,6 +10,7 @@ use crate::plan::apply::{apply, ApplyOptions, ApplyReport};
 use crate::plan::choose::{Budget, Constraints, LayerChoice, Mixed};
 use crate::plan::export::{export_plan, Target};
 use crate::plan::runtime::Runtime;
+use crate::plan::score::{judge, Judged};
 use crate::plan::search::Solution;
 use crate::plan::sensitivity::{
     compute, default_layers, Cache, Cell, EvalSet, Measure, Request, Sensitivity,
@@ -26,6 +27,7 @@ enum Msg {
     Row(usize, Vec<Cell>),
     Done(Result<Sensitivity, String>),
     Applied(Result<ApplyReport, String>),
+    Judged(Result<Judged, String>),
 }
 
 /// A layer's setting in the search.
@@ -66,6 +68,9 @@ pub struct MixedView {
     pub apply_packed: bool,
     /// A plan the user asked to open in the Quantize tab (taken by the app).
     pub send_plan: Option<Plan>,
+    /// A transformer's plans scored on held-out text: the budget they were scored at, and the result.
+    pub judged: Option<(f64, Result<Judged, String>)>,
+    judge_job: Option<(f64, Job<Msg>)>,
     cache: Cache,
     job: Option<Job<Msg>>,
     apply_job: Option<Job<Msg>>,
@@ -101,6 +106,8 @@ impl Default for MixedView {
             apply_dir: "quantized_model".into(),
             apply_packed: false,
             send_plan: None,
+            judged: None,
+            judge_job: None,
             cache: Cache::default(),
             job: None,
             apply_job: None,
@@ -209,7 +216,7 @@ impl MixedView {
                         }
                     }
                     Msg::Done(res) => done = Some(res),
-                    Msg::Applied(_) => {}
+                    Msg::Applied(_) | Msg::Judged(_) => {}
                 }
             }
             if let Some(res) = done {
@@ -243,6 +250,16 @@ impl MixedView {
                 }
             } else if job.is_finished() {
                 self.job = None;
+            }
+        }
+        if let Some((budget, job)) = &mut self.judge_job {
+            for m in job.poll() {
+                if let Msg::Judged(r) = m {
+                    self.judged = Some((*budget, r));
+                }
+            }
+            if job.is_finished() {
+                self.judge_job = None;
             }
         }
         if let Some(job) = &mut self.apply_job {
@@ -382,6 +399,47 @@ impl MixedView {
             },
             Err(e) => format!("Error: {e}"),
         });
+    }
+
+    pub fn is_judging(&self) -> bool {
+        self.judge_job.is_some()
+    }
+
+    /// Score the current plan, greedy's and every uniform candidate on a transformer's held-out text (8
+    /// windows of 256 tokens of the bundled text, the half never used to calibrate), in the background.
+    pub fn judge_now(&mut self, model: &Arc<Model>, ctx: &egui::Context) {
+        let (Some((plan, _)), Some(m), Some(sens)) =
+            (self.plan(), self.mixed.as_ref(), self.effective.clone())
+        else {
+            self.message = Some("Error: no plan yet: compute the sensitivity first".into());
+            return;
+        };
+        let mut named = vec![(
+            "searched plan".to_string(),
+            self.solution
+                .as_ref()
+                .map_or(f64::NAN, |s| m.bits_per_weight(s)),
+            plan,
+        )];
+        if let Some(g) = &self.greedy {
+            named.push((
+                "greedy plan".into(),
+                m.bits_per_weight(g),
+                m.plan(&sens, g, Budget::BitsPerWeight(self.budget)).0,
+            ));
+        }
+        for (spec, bpw, p) in m.uniform_plans(&sens) {
+            named.push((format!("uniform {}", short_spec(&spec)), bpw, p));
+        }
+        let model = model.clone();
+        let ctx = ctx.clone();
+        let wake: Arc<dyn Fn() + Send + Sync> = Arc::new(move || ctx.request_repaint());
+        let job = Job::spawn(wake, move |w: &Worker<Msg>| {
+            let r = crate::jobs::background_pool()
+                .install(|| judge(&model, &named, None, 256, 8, &w.progress));
+            w.send(Msg::Judged(r.map_err(|e| e.to_string())));
+        });
+        self.judge_job = Some((self.budget, job));
     }
 
     /// Apply the current plan into `apply_dir` in the background (the same call as `quantscope apply`).
@@ -866,6 +924,9 @@ impl MixedView {
                 self.send_plan = self.plan().map(|p| p.0);
             }
         });
+        if crate::nn::transformer::is_transformer(model) {
+            self.judged_ui(ui, model);
+        }
         ui.separator();
         ui.label(RichText::new("The plan, and why each layer got its spec").strong());
         for c in &self.choices {
@@ -883,6 +944,66 @@ impl MixedView {
 }
 
 /// Red (worst) through yellow to green (best).
+impl MixedView {
+    /// The plan beside greedy's and the uniform candidates, measured on held-out text.
+    fn judged_ui(&mut self, ui: &mut Ui, model: &Arc<Model>) {
+        ui.separator();
+        ui.horizontal(|ui| {
+            let busy = self.judge_job.is_some();
+            if ui
+                .add_enabled(!busy, egui::Button::new("Score on text"))
+                .on_hover_text("Run the model with this plan, greedy's and each uniform candidate on held-out text (the half never used to calibrate) and compare with float")
+                .clicked()
+            {
+                self.judge_now(model, ui.ctx());
+            }
+            if let Some((_, j)) = &self.judge_job {
+                ui.add(egui::ProgressBar::new(j.progress.fraction()).desired_width(160.0).show_percentage());
+            }
+        });
+        let Some((budget, r)) = &self.judged else {
+            return;
+        };
+        let j = match r {
+            Ok(j) => j,
+            Err(e) => {
+                ui.colored_label(ui.visuals().error_fg_color, format!("Error: {e}"));
+                return;
+            }
+        };
+        if (*budget - self.budget).abs() > 1e-9 {
+            ui.weak(format!(
+                "scored at a budget of {budget:.2} bits per weight (the slider has moved since)"
+            ));
+        }
+        ui.label(format!(
+            "On {}: float perplexity {:.3}",
+            j.describe, j.float_perplexity
+        ));
+        egui::Grid::new("mixed_judged")
+            .striped(true)
+            .show(ui, |ui| {
+                for h in ["plan", "bits/w", "perplexity", "mean KL", "same top-1", ""] {
+                    ui.label(RichText::new(h).strong());
+                }
+                ui.end_row();
+                for (name, bpw, c) in &j.rows {
+                    ui.label(name);
+                    ui.label(format!("{bpw:.3}"));
+                    ui.label(format!("{:.3}", c.perplexity()));
+                    ui.label(format!("{:.4}", c.mean_kl()));
+                    ui.label(format!("{:.1} %", 100.0 * c.top_agreement()));
+                    ui.label(if *bpw > budget + 1e-9 {
+                        "over the budget"
+                    } else {
+                        ""
+                    });
+                    ui.end_row();
+                }
+            });
+    }
+}
+
 fn ramp(t: f64) -> Color32 {
     let t = t as f32;
     let (r, g) = if t < 0.5 {

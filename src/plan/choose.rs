@@ -586,6 +586,37 @@ impl Mixed {
         out
     }
 
+    /// Each candidate on every searched layer (pinned layers keep their pin, excluded ones stay out):
+    /// the uniform plans a searched plan is judged against, with their bits per weight.
+    pub fn uniform_plans(&self, sens: &Sensitivity) -> Vec<(String, f64, Plan)> {
+        sens.candidates
+            .iter()
+            .enumerate()
+            .filter_map(|(i, spec)| {
+                let mut p = Plan {
+                    default: Choice::Keep,
+                    ..Default::default()
+                };
+                let mut bits = 0u64;
+                for (r, l) in sens.layers.iter().enumerate() {
+                    if self.excluded.contains(&r) || self.constraints.excluded.contains(&r) {
+                        continue;
+                    }
+                    let cell = match self.constraints.pinned.get(&r) {
+                        Some(&k) => &sens.cells[r][k],
+                        None => &sens.cells[r][i],
+                    };
+                    bits += cell.bits;
+                    p.overrides.insert(
+                        l.name.clone(),
+                        (Choice::parse(&cell.spec).ok()?, String::new()),
+                    );
+                }
+                Some((spec.clone(), bits as f64 / self.numel.max(1) as f64, p))
+            })
+            .collect()
+    }
+
     /// The plan of a solution: every searched layer named with its spec and reason, excluded layers kept,
     /// everything else (biases, norms) kept by default.
     pub fn plan(&self, sens: &Sensitivity, s: &Solution, budget: Budget) -> (Plan, SummaryFile) {

@@ -61,6 +61,55 @@ pub fn windows(
     text::split(&tok, text, ctx.min(net.config.max_positions), calib, eval)
 }
 
+/// Named plans judged against float on a transformer's evaluation windows.
+#[derive(Debug, Clone)]
+pub struct Judged {
+    /// The text and windows, in words.
+    pub describe: String,
+    pub float_perplexity: f64,
+    /// (name, bits per weight, comparison with float), in the order given.
+    pub rows: Vec<(String, f64, Comparison)>,
+}
+
+/// Run every plan of `named` (name, bits per weight, plan) and float on `eval` evaluation windows of
+/// `ctx` tokens of `text` (the bundled text when `None`), in one pass over the windows.
+pub fn judge(
+    model: &Model,
+    named: &[(String, f64, Plan)],
+    text: Option<&Text>,
+    ctx: usize,
+    eval: usize,
+    progress: &Progress,
+) -> Result<Judged, NnError> {
+    let net = Transformer::from_model(model)?;
+    let split = windows(model, &net, text, ctx, 0, eval)?;
+    let weights: Vec<_> = named
+        .iter()
+        .map(|(_, _, p)| planned_weights(model, p, false))
+        .collect();
+    let float = ModelWeights::new(model, false);
+    let refs: Vec<&dyn crate::nn::transformer::Weights> = weights
+        .iter()
+        .map(|w| w as &dyn crate::nn::transformer::Weights)
+        .collect();
+    let comps = crate::nn::transformer::score::compare_many(
+        &net,
+        &float,
+        &refs,
+        &split.evaluation,
+        &ProgressHooks(progress),
+    )?;
+    Ok(Judged {
+        describe: split.describe,
+        float_perplexity: comps.first().map_or(f64::NAN, |c| c.perplexity_reference()),
+        rows: named
+            .iter()
+            .zip(comps)
+            .map(|((n, b, _), c)| (n.clone(), *b, c))
+            .collect(),
+    })
+}
+
 /// What scoring a plan found.
 #[derive(Debug, Clone, serde::Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
