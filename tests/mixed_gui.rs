@@ -273,4 +273,13 @@ fn for_vllm_fused_layers_are_searched_and_set_together() {
         let img = h.render().expect("renders");
         img.save(path).unwrap();
     }
+    // with vllm chosen, a candidate it cannot load is refused before anything is measured
+    h.state_mut().mixed.candidates_text = "int8,nf4".into();
+    h.run();
+    h.get_by_role_and_label(Role::Button, "Compute sensitivity")
+        .click();
+    h.run();
+    let err = h.state().mixed.candidates_error.clone().expect("refused");
+    assert!(err.contains("vLLM cannot load nf4"), "{err}");
+    assert!(!h.state().mixed.is_computing());
 }

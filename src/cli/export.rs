@@ -2,9 +2,7 @@
 
 use super::print_json;
 use quantscope::model::Model;
-use quantscope::plan::export::{
-    export, export_plan, fit_counts, rule_check, runtime_of, shown_lines, Entry, Target,
-};
+use quantscope::plan::export::{export_checked, export_plan, fit_counts, Entry, Target};
 use quantscope::plan::Plan;
 use serde_json::json;
 use std::path::PathBuf;
@@ -54,20 +52,7 @@ pub fn run(a: ExportArgs) -> anyhow::Result<()> {
                     shape: None,
                 })
                 .collect();
-            if entries.is_empty() {
-                anyhow::bail!("the plan names no tensor to export");
-            }
-            let broken = rule_check(&entries, target);
-            if !broken.is_empty() && !a.lenient {
-                anyhow::bail!(
-                    "the plan breaks {} rule(s) of {}:\n  {}\nsearch with --target {}, edit the plan, or export with --lenient to write it anyway",
-                    broken.len(),
-                    runtime_of(target).name(),
-                    shown_lines(&broken, 8),
-                    runtime_of(target).name()
-                );
-            }
-            (export(&entries, target, None)?, broken)
+            export_checked(&entries, target, None, a.lenient)?
         }
     };
     if let Some(out) = &a.out {

@@ -9,7 +9,7 @@ use quantscope::nn::transformer::score::Comparison;
 use quantscope::nn::transformer::{is_transformer, Transformer};
 use quantscope::plan::choose::{Budget, Constraints, LayerChoice, Mixed};
 use quantscope::plan::lm::{prepare, LmEvalSet};
-use quantscope::plan::runtime::{for_vllm, is_embedding, vllm_scheme, Runtime};
+use quantscope::plan::runtime::{candidates_for, dominant_dtype, is_embedding, Runtime};
 use quantscope::plan::score::{judge, planned_weights};
 use quantscope::plan::search::Solution;
 use quantscope::plan::sensitivity::{
@@ -506,55 +506,31 @@ pub fn run_search(a: SearchArgs) -> anyhow::Result<()> {
         }
     }
     let target = Runtime::parse(&a.target).map_err(|e| anyhow::anyhow!("--target: {e}"))?;
-    if target == Runtime::Vllm {
-        // refuse, before measuring, what vLLM could not load
-        let bad: Vec<String> = candidates(&a.m.candidates)?
-            .iter()
-            .chain(pins.iter().map(|(_, s)| s))
-            .filter_map(|s| vllm_scheme(s).err().map(|e| format!("{}: {e}", s.short())))
-            .collect();
-        if !bad.is_empty() {
-            anyhow::bail!(
-                "--target vllm: vLLM cannot load {}; choose among int2..int8 / uint2..uint8 (per channel or g32/g64/g128), fp8_e4m3 (per tensor or channel), nvfp4, mxfp4, or use --target none",
-                bad.join("; ")
-            );
-        }
-    }
     let model = Model::open(&a.m.model)?;
+    // refuse, before measuring, what the runtime could not load; hold the rest as it will
     let mut a = a;
-    if target == Runtime::Vllm {
-        // quantize as the checkpoint will hold it: scales in the weights' dtype
-        let mut counts: std::collections::HashMap<String, (usize, safetensors::Dtype)> =
-            Default::default();
-        for i in default_layers(&model) {
-            let d = model.tensors[i].dtype;
-            counts.entry(format!("{d:?}")).or_insert((0, d)).0 += 1;
-        }
-        if let Some(&(_, dtype)) = counts.values().max_by_key(|c| c.0) {
-            let cands = candidates(&a.m.candidates)?;
-            let moved: Vec<Spec> = cands.iter().map(|&c| for_vllm(c, dtype)).collect();
-            let changed: Vec<String> = cands
-                .iter()
-                .zip(&moved)
-                .filter(|(a, b)| a != b)
-                .map(|(a, b)| format!("{} -> {}", a.short(), b.short()))
-                .collect();
-            if !changed.is_empty() && !a.json {
-                println!(
-                    "--target vllm: scales stored in the weights' dtype, as compressed-tensors keeps them ({})",
-                    changed.join(", ")
-                );
+    let dtype = dominant_dtype(&model, &default_layers(&model));
+    let pinned: Vec<Spec> = pins.iter().map(|p| p.1).collect();
+    let (moved, changed) = candidates_for(target, &candidates(&a.m.candidates)?, dtype)
+        .and_then(|c| Ok((c, candidates_for(target, &pinned, dtype)?.0)))
+        .map(|((c, changed), pinned)| {
+            for (p, s) in pins.iter_mut().zip(pinned) {
+                p.1 = s;
             }
-            a.m.candidates = moved
-                .iter()
-                .map(|s| s.to_string())
-                .collect::<Vec<_>>()
-                .join(",");
-            for p in pins.iter_mut() {
-                p.1 = for_vllm(p.1, dtype);
-            }
-        }
+            (c, changed)
+        })
+        .map_err(|e| anyhow::anyhow!("--target {}: {e}", target.name()))?;
+    if !changed.is_empty() && !a.json {
+        println!(
+            "--target vllm: scales stored in the weights' dtype, as compressed-tensors keeps them ({})",
+            changed.join(", ")
+        );
     }
+    a.m.candidates = moved
+        .iter()
+        .map(|s| s.to_string())
+        .collect::<Vec<_>>()
+        .join(",");
     let skip_embeddings = |name: &str| target == Runtime::Vllm && is_embedding(name);
     let kept: Vec<&str> = default_layers(&model)
         .into_iter()

@@ -62,6 +62,11 @@ pub struct MixedView {
     pub runtime: Runtime,
     /// The table the search runs on: the sensitivity, sized for the runtime.
     effective: Option<Arc<Sensitivity>>,
+    /// What the runtime requires of the search over this sensitivity (ties, kept layers), derived when
+    /// the search is built.
+    runtime_rules: Constraints,
+    /// Whether the model is a transformer that runs on text (read once per model).
+    runs_text: bool,
     pub export_target: Target,
     pub export_path: String,
     pub apply_dir: String,
@@ -101,6 +106,8 @@ impl Default for MixedView {
             message: None,
             runtime: Runtime::None,
             effective: None,
+            runtime_rules: Constraints::default(),
+            runs_text: false,
             export_target: Target::CompressedTensors,
             export_path: "quantization_config.json".into(),
             apply_dir: "quantized_model".into(),
@@ -130,8 +137,22 @@ impl MixedView {
 
     /// Start measuring every layer × candidate (cells already measured come from the cache).
     pub fn start(&mut self, model: &Arc<Model>, ctx: &egui::Context) {
-        let cands = match parse_candidates(&self.candidates_text) {
-            Ok(c) => c,
+        let layers = default_layers(model);
+        // the runtime's candidates: refused when it cannot load them, scales as it stores them
+        let dtype = crate::plan::runtime::dominant_dtype(model, &layers);
+        let cands = match parse_candidates(&self.candidates_text)
+            .and_then(|c| crate::plan::runtime::candidates_for(self.runtime, &c, dtype))
+        {
+            Ok((c, changed)) => {
+                if !changed.is_empty() {
+                    self.message = Some(format!(
+                        "{}: scales stored in the weights' dtype ({})",
+                        self.runtime.name(),
+                        changed.join(", ")
+                    ));
+                }
+                c
+            }
             Err(e) => {
                 self.candidates_error = Some(e);
                 return;
@@ -139,7 +160,6 @@ impl MixedView {
         };
         self.candidates_error = None;
         self.error = None;
-        let layers = default_layers(model);
         self.partial = vec![None; layers.len()];
         let (model, cache, e2e) = (model.clone(), self.cache.clone(), self.end_to_end);
         let ctx = ctx.clone();
@@ -205,6 +225,7 @@ impl MixedView {
                     ..Default::default()
                 };
             }
+            self.runs_text = crate::nn::transformer::is_transformer(model);
         }
         if let Some(job) = &mut self.job {
             let mut done = None;
@@ -285,10 +306,7 @@ impl MixedView {
 
     /// The constraints the runtime and the settings describe.
     pub fn constraints(&self) -> Constraints {
-        let mut c = match &self.sens {
-            Some(s) => Constraints::for_runtime(s, self.runtime),
-            None => Constraints::default(),
-        };
+        let mut c = self.runtime_rules.clone();
         for (r, s) in self.settings.iter().enumerate() {
             match s {
                 LayerSetting::Auto => {}
@@ -317,6 +335,7 @@ impl MixedView {
         if self.built.as_ref() != Some(&key) {
             self.built = Some(key);
             self.solved_for = None;
+            self.runtime_rules = Constraints::for_runtime(&sens, self.runtime);
             self.effective = Some(if self.runtime == Runtime::LlamaCpp {
                 let mut sized = (*sens).clone();
                 sized.size_for_llama_cpp();
@@ -742,9 +761,7 @@ impl MixedView {
             ui.separator();
             ui.label(RichText::new("Layers: search, pin or keep").strong());
             let mut changed = false;
-            let by_runtime = Constraints::for_runtime(&s, self.runtime);
-            let ties = by_runtime.ties;
-            let kept = by_runtime.excluded;
+            let (ties, kept) = (&self.runtime_rules.ties, &self.runtime_rules.excluded);
             egui::Grid::new("mixed_layers")
                 .striped(true)
                 .show(ui, |ui| {
@@ -797,8 +814,7 @@ impl MixedView {
             if changed {
                 // a tied layer's setting is its group's
                 let before = self.built.as_ref().map(|b| b.2.clone()).unwrap_or_default();
-                let c = Constraints::for_runtime(&s, self.runtime);
-                for (_, rows) in &c.ties {
+                for (_, rows) in &self.runtime_rules.ties {
                     if let Some(&r) = rows
                         .iter()
                         .find(|&&r| before.get(r) != Some(&self.settings[r]))
@@ -924,7 +940,7 @@ impl MixedView {
                 self.send_plan = self.plan().map(|p| p.0);
             }
         });
-        if crate::nn::transformer::is_transformer(model) {
+        if self.runs_text {
             self.judged_ui(ui, model);
         }
         ui.separator();

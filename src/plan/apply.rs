@@ -268,6 +268,32 @@ pub(super) fn copy_side_files(
     Ok(())
 }
 
+/// The file an output writes for shard `si`, and that shard's tensors in file order.
+pub(super) fn shard_layout(model: &Model, si: usize) -> (String, Vec<usize>) {
+    let file_name = match model.kind {
+        SourceKind::Memory => model
+            .source
+            .file_name()
+            .and_then(|n| {
+                // "digits_mlp.safetensors (bundled sample)" -> digits_mlp.safetensors
+                let n = n.to_string_lossy();
+                let first = n.split_whitespace().next()?;
+                first.ends_with(".safetensors").then(|| first.to_string())
+            })
+            .unwrap_or_else(|| "model.safetensors".into()),
+        _ => model.shards[si]
+            .path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| format!("model-{si}.safetensors")),
+    };
+    let mut order: Vec<usize> = (0..model.tensors.len())
+        .filter(|&i| model.tensors[i].shard == si)
+        .collect();
+    order.sort_by_key(|&i| model.tensors[i].start);
+    (file_name, order)
+}
+
 /// Write the model with `plan` applied into the folder `out` (created if needed).
 pub fn apply(
     model: &Model,
@@ -302,27 +328,7 @@ pub fn apply(
     let mut layers = Vec::new();
     let mut packed: Vec<(String, Quantized, Vec<usize>, Dtype)> = Vec::new();
     for (si, shard) in model.shards.iter().enumerate() {
-        let file_name = match model.kind {
-            SourceKind::Memory => model
-                .source
-                .file_name()
-                .and_then(|n| {
-                    // "digits_mlp.safetensors (bundled sample)" -> digits_mlp.safetensors
-                    let n = n.to_string_lossy();
-                    let first = n.split_whitespace().next()?;
-                    first.ends_with(".safetensors").then(|| first.to_string())
-                })
-                .unwrap_or_else(|| "model.safetensors".into()),
-            _ => shard
-                .path
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_else(|| format!("model-{si}.safetensors")),
-        };
-        let mut order: Vec<usize> = (0..model.tensors.len())
-            .filter(|&i| model.tensors[i].shard == si)
-            .collect();
-        order.sort_by_key(|&i| model.tensors[i].start);
+        let (file_name, order) = shard_layout(model, si);
         let entries = tensor_entries(model, &order);
         let mut meta = shard.metadata.clone().unwrap_or_default();
         meta.insert(

@@ -1,7 +1,7 @@
 //! From a sensitivity table to a plan: which layers the search may change (pinned and excluded layers
 //! stay out of its hands), the budget, the solvers of [`super::search`], and a reason for every choice.
 
-use super::runtime::{fused_groups, is_embedding, vllm_tieable, Runtime};
+use super::runtime::{fused_groups, is_embedding, vllm_scheme, vllm_tieable, Runtime};
 use super::search::{greedy, improve, Dp, Item, Opt, Problem, Solution};
 use super::sensitivity::{Measure, Sensitivity};
 use super::{Choice, Plan, PlanError, SummaryFile};
@@ -29,6 +29,8 @@ pub struct Constraints {
     pub ties: Vec<(String, Vec<usize>)>,
     /// Candidate specs a tied group may not take (the runtime cannot share them across a fused layer).
     pub untied_only: BTreeSet<String>,
+    /// Candidate specs no layer may take (the runtime cannot load them).
+    pub forbidden: BTreeSet<String>,
 }
 
 impl Constraints {
@@ -53,11 +55,18 @@ impl Constraints {
                 .collect();
             c.ties.push((g.describe(), rows));
         }
-        c.untied_only = sens
-            .candidates
-            .iter()
-            .filter(|t| Spec::parse(t).is_ok_and(|s| !vllm_tieable(&s)))
-            .cloned()
+        let specs = || {
+            sens.candidates
+                .iter()
+                .filter_map(|t| Some((t, Spec::parse(t).ok()?)))
+        };
+        c.untied_only = specs()
+            .filter(|(_, s)| !vllm_tieable(s))
+            .map(|(t, _)| t.clone())
+            .collect();
+        c.forbidden = specs()
+            .filter(|(_, s)| vllm_scheme(s).is_err())
+            .map(|(t, _)| t.clone())
             .collect();
         c.excluded = sens
             .layers
@@ -96,8 +105,6 @@ pub struct Mixed {
     pub rows: Vec<Vec<usize>>,
     /// Item → option → the cell of each of its rows.
     pub cells: Vec<Vec<Vec<usize>>>,
-    /// Item → the tied group's name, where it is one.
-    pub groups: Vec<Option<String>>,
     pub dp: Dp,
     /// Weights in the searched layers.
     pub numel: u64,
@@ -150,8 +157,7 @@ impl Mixed {
             }
         }
         let mut problem = Problem::default();
-        let (mut rows, mut cells, mut groups, mut numel) =
-            (Vec::new(), Vec::new(), Vec::new(), 0u64);
+        let (mut rows, mut cells, mut numel) = (Vec::new(), Vec::new(), 0u64);
         let mut excluded = BTreeSet::new();
         for (group, unit) in units {
             let label = || match &group {
@@ -193,6 +199,12 @@ impl Mixed {
             }
             // option → the cell of each member
             let options: Vec<Vec<usize>> = match pins.iter().next() {
+                Some(spec) if constraints.forbidden.contains(*spec) => {
+                    return Err(PlanError::Invalid(format!(
+                        "{}: the runtime cannot load {spec}",
+                        label()
+                    )));
+                }
                 Some(spec) if group.is_some() && constraints.untied_only.contains(*spec) => {
                     return Err(PlanError::Invalid(format!(
                         "{}: {spec} cannot be shared across a fused layer by the runtime",
@@ -228,6 +240,7 @@ impl Mixed {
                         unit.iter()
                             .all(|&r| sens.cells[r][c].cost(measure).is_some())
                     })
+                    .filter(|&c| !constraints.forbidden.contains(&sens.candidates[c]))
                     .filter(|&c| {
                         group.is_none() || !constraints.untied_only.contains(&sens.candidates[c])
                     })
@@ -269,7 +282,6 @@ impl Mixed {
             numel += unit.iter().map(|&r| sens.layers[r].numel).sum::<u64>();
             rows.push(unit);
             cells.push(options);
-            groups.push(group);
         }
         if problem.items.is_empty() {
             return Err(PlanError::Invalid(
@@ -282,7 +294,6 @@ impl Mixed {
             problem,
             rows,
             cells,
-            groups,
             dp,
             numel,
             excluded,
@@ -599,7 +610,7 @@ impl Mixed {
                 };
                 let mut bits = 0u64;
                 for (r, l) in sens.layers.iter().enumerate() {
-                    if self.excluded.contains(&r) || self.constraints.excluded.contains(&r) {
+                    if self.excluded.contains(&r) {
                         continue;
                     }
                     let cell = match self.constraints.pinned.get(&r) {
@@ -803,5 +814,16 @@ mod tests {
         c3.pinned.insert(1, 1);
         let err = Mixed::new(&s, Measure::WeightSqnr, &c3).err().unwrap();
         assert!(err.to_string().contains("different specs"), "{err}");
+        // a spec the runtime cannot load is never chosen, and cannot be pinned
+        let c4 = Constraints {
+            forbidden: ["int8".to_string()].into(),
+            ..Default::default()
+        };
+        let m = Mixed::new(&s, Measure::WeightSqnr, &c4).unwrap();
+        let ex = m.explain(&s, &m.solve(Budget::BitsPerWeight(8.0)).unwrap());
+        assert!(ex.iter().all(|e| e.spec == "int4"), "{ex:?}");
+        let mut c5 = c4.clone();
+        c5.pinned.insert(0, 0);
+        assert!(Mixed::new(&s, Measure::WeightSqnr, &c5).is_err());
     }
 }

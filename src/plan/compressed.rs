@@ -19,9 +19,10 @@
 //! 16-bit scale multiply exactly in f32, so both round the same product once).
 
 use super::apply::{
-    check_out, copy_side_files, finish, io, side_folder, write_atomic, ApplyReport, TensorReport,
+    check_out, copy_side_files, finish, io, shard_layout, side_folder, write_atomic, ApplyReport,
+    TensorReport,
 };
-use super::export::{entries_of, export, Target};
+use super::export::{export_plan, Target};
 use super::{Choice, Plan, PlanError};
 use crate::formats::{lookup, Overflow};
 use crate::jobs::Progress;
@@ -226,17 +227,8 @@ pub fn write_compressed(
     progress: &Progress,
     on_tensor: &mut dyn FnMut(&str),
 ) -> Result<ApplyReport, PlanError> {
-    let entries = entries_of(plan, model);
-    if !lenient {
-        let broken = super::export::rule_check(&entries, Target::CompressedTensors);
-        if !broken.is_empty() {
-            return Err(PlanError::Invalid(format!(
-                "the plan breaks {} rule(s) of vLLM:\n  {}\nsearch with --target vllm, edit the plan, or pass --lenient",
-                broken.len(),
-                super::export::shown_lines(&broken, 8)
-            )));
-        }
-    }
+    // the quantization_config, and vLLM's rules checked (the checkpoint is for vLLM)
+    let (exported, _) = export_plan(plan, model, Target::CompressedTensors, lenient)?;
     let Some(dir) = side_folder(model) else {
         return Err(PlanError::Invalid(
             "a compressed-tensors checkpoint needs the model's config.json (open its folder)"
@@ -282,9 +274,7 @@ pub fn write_compressed(
             "the plan quantizes no tensor: nothing to compress".into(),
         ));
     }
-    let mut qc: Value =
-        serde_json::from_str(&export(&entries, Target::CompressedTensors, None)?.text)
-            .expect("the export writes JSON");
+    let mut qc: Value = serde_json::from_str(&exported.text).expect("the export writes JSON");
     qc["quantization_status"] = json!("compressed");
     qc["version"] = json!(CT_VERSION);
     config["quantization_config"] = qc;
@@ -305,15 +295,7 @@ pub fn write_compressed(
     let mut weight_map = BTreeMap::new();
     let mut total_size = 0usize;
     for (si, shard) in model.shards.iter().enumerate() {
-        let file_name = shard
-            .path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| format!("model-{si}.safetensors"));
-        let mut order: Vec<usize> = (0..model.tensors.len())
-            .filter(|&i| model.tensors[i].shard == si)
-            .collect();
-        order.sort_by_key(|&i| model.tensors[i].start);
+        let (file_name, order) = shard_layout(model, si);
         // the stored entries, each with its source tensor and its place among that tensor's parts
         let mut stored: Vec<(TensorEntry, usize, usize)> = Vec::new();
         for &i in &order {

@@ -167,33 +167,46 @@ impl Exported {
     }
 }
 
-/// Export `plan` for `model`: its entries ([`entries_of`]) in the target's format, after checking the
-/// rules of the runtime that reads that format (compressed-tensors: vLLM's, [`super::runtime::check`]).
-/// `lenient` writes a plan that breaks them anyway, the broken rules then being notes.
+/// Export `plan` for `model` ([`export_checked`] of its [`entries_of`], with the model's architecture).
 pub fn export_plan(
     plan: &Plan,
     model: &Model,
     target: Target,
     lenient: bool,
 ) -> Result<(Exported, Vec<String>), PlanError> {
-    let entries = entries_of(plan, model);
+    export_checked(
+        &entries_of(plan, model),
+        target,
+        model_type(model).as_deref(),
+        lenient,
+    )
+}
+
+/// The entries in the target's format, after checking the rules of the runtime that reads that format
+/// (compressed-tensors: vLLM's, [`super::runtime::check`]). `lenient` writes entries that break them
+/// anyway; the broken rules are returned, one line each.
+pub fn export_checked(
+    entries: &[Entry],
+    target: Target,
+    arch: Option<&str>,
+    lenient: bool,
+) -> Result<(Exported, Vec<String>), PlanError> {
     if entries.is_empty() {
         return Err(PlanError::Invalid(
             "the plan names no tensor to export".into(),
         ));
     }
-    let broken = rule_check(&entries, target);
+    let broken = rule_check(entries, target);
     if !broken.is_empty() && !lenient {
         return Err(PlanError::Invalid(format!(
-            "the plan breaks {} rule(s) of {}:\n  {}\nsearch with --target {} (fused layers then share one spec), edit the plan, or export with --lenient to write it anyway",
+            "the plan breaks {} rule(s) of {}:\n  {}\nsearch with --target {} (fused layers then share one spec), edit the plan, or pass --lenient to write it anyway",
             broken.len(),
             runtime_of(target).name(),
             shown_lines(&broken, 8),
             runtime_of(target).name()
         )));
     }
-    let ex = export(&entries, target, model_type(model).as_deref())?;
-    Ok((ex, broken))
+    Ok((export(entries, target, arch)?, broken))
 }
 
 /// At most `n` lines, then how many more there are.

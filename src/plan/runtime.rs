@@ -219,6 +219,53 @@ pub fn for_vllm(spec: Spec, dtype: safetensors::Dtype) -> Spec {
     }
 }
 
+/// The candidates of a search for `runtime`, as the runtime will hold them: for vLLM, every spec it
+/// cannot load is refused (one message naming them all) and the rest get scales in the weights' dtype
+/// (`dtype`, the dtype most searched weights have). Returns the candidates and a line per spec changed.
+pub fn candidates_for(
+    runtime: Runtime,
+    candidates: &[Spec],
+    dtype: Option<safetensors::Dtype>,
+) -> Result<(Vec<Spec>, Vec<String>), String> {
+    if runtime != Runtime::Vllm {
+        return Ok((candidates.to_vec(), Vec::new()));
+    }
+    let bad: Vec<String> = candidates
+        .iter()
+        .filter_map(|s| vllm_scheme(s).err().map(|e| format!("{}: {e}", s.short())))
+        .collect();
+    if !bad.is_empty() {
+        return Err(format!(
+            "vLLM cannot load {}; choose among int2..int8 / uint2..uint8 (per channel or g32/g64/g128), fp8_e4m3 (per tensor or channel), nvfp4, mxfp4, or no runtime",
+            bad.join("; ")
+        ));
+    }
+    let moved: Vec<Spec> = candidates
+        .iter()
+        .map(|&c| dtype.map_or(c, |d| for_vllm(c, d)))
+        .collect();
+    let changed = candidates
+        .iter()
+        .zip(&moved)
+        .filter(|(a, b)| a != b)
+        .map(|(a, b)| format!("{} -> {}", a.short(), b.short()))
+        .collect();
+    Ok((moved, changed))
+}
+
+/// The dtype most of `model`'s tensors `layers` have.
+pub fn dominant_dtype(model: &crate::model::Model, layers: &[usize]) -> Option<safetensors::Dtype> {
+    let mut counts: Vec<(safetensors::Dtype, usize)> = Vec::new();
+    for &i in layers {
+        let d = model.tensors[i].dtype;
+        match counts.iter_mut().find(|c| c.0 == d) {
+            Some(c) => c.1 += 1,
+            None => counts.push((d, 1)),
+        }
+    }
+    counts.into_iter().max_by_key(|c| c.1).map(|c| c.0)
+}
+
 /// A rule of the runtime the plan breaks, with the tensors involved.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Violation {
@@ -413,6 +460,22 @@ mod tests {
         assert!(vllm_scheme(&Spec::parse("int3:g64").unwrap()).is_ok());
         assert!(vllm_scheme(&Spec::parse("fp8_e4m3:g32").unwrap()).is_err());
         assert!(vllm_scheme(&Spec::parse("nvfp4").unwrap()).is_ok());
+        // a search's candidates for vLLM: unloadable ones refused, scales moved to the weights' dtype
+        let specs: Vec<Spec> = ["int4:g64", "nvfp4"]
+            .iter()
+            .map(|t| Spec::parse(t).unwrap())
+            .collect();
+        let (moved, changed) =
+            candidates_for(Runtime::Vllm, &specs, Some(safetensors::Dtype::BF16)).unwrap();
+        assert_eq!(moved[0].short(), "int4:g64:scale=bf16");
+        assert_eq!(moved[1], specs[1]);
+        assert_eq!(changed, ["int4:g64 -> int4:g64:scale=bf16"]);
+        let err = candidates_for(Runtime::Vllm, &[Spec::parse("nf4").unwrap()], None).unwrap_err();
+        assert!(err.contains("nf4"), "{err}");
+        assert_eq!(
+            candidates_for(Runtime::None, &specs, None).unwrap().0,
+            specs
+        );
         assert!(vllm_scheme(&Spec::parse("nf4").unwrap()).is_err());
     }
 }
