@@ -2,7 +2,6 @@
 
 use super::{json_num, print_json, with_progress};
 use anyhow::Context;
-use quantscope::jobs::Progress;
 use quantscope::model::Model;
 use quantscope::nn::text::read_text;
 use quantscope::nn::transformer::score::Comparison;
@@ -247,19 +246,9 @@ fn measure<'m>(
         lm: lm.as_ref(),
         activations: acts.as_ref(),
     };
-    let total: u64 = layers.len() as u64 * req.candidates.len() as u64;
-    let bar = super::progress_bar(total, "sensitivity");
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {wide_msg}")
-            .expect("template")
-            .progress_chars("=> "),
-    );
-    let progress = Progress::default();
-    let sens = compute(model, &req, &cache, &progress, &mut |r, _| {
-        bar.set_position((progress.fraction() as f64 * total as f64) as u64);
-        bar.set_message(model.tensors[layers[r]].name.clone());
+    let sens = with_progress("sensitivity", |p| {
+        compute(model, &req, &cache, p, &mut |_, _| {})
     })?;
-    bar.finish_and_clear();
     if let Some(p) = &a.cache {
         let mut c = cache;
         c.absorb(&sens);

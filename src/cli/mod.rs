@@ -10,10 +10,12 @@ mod forward;
 mod inspect;
 mod lab;
 mod mixed;
+mod progress;
 mod quantize;
 mod train;
 
 use clap::{Parser, Subcommand};
+pub use progress::{progress_bar, with_progress};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -108,66 +110,12 @@ pub fn print_json(v: &serde_json::Value) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A progress bar on stderr when it is a terminal; hidden otherwise (so pipes and CI logs stay clean).
-pub fn progress_bar(total: u64, what: &str) -> indicatif::ProgressBar {
-    use std::io::IsTerminal;
-    if !std::io::stderr().is_terminal() {
-        return indicatif::ProgressBar::hidden();
-    }
-    let bar = indicatif::ProgressBar::new(total);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{prefix} [{bar:30}] {bytes}/{total_bytes} {wide_msg}",
-        )
-        .expect("template")
-        .progress_chars("=> "),
-    );
-    bar.set_prefix(what.to_string());
-    bar
-}
-
 /// `--layers REGEX`, parsed with a message that says which option is wrong.
 pub fn layer_filter(pattern: Option<&str>) -> anyhow::Result<Option<regex::Regex>> {
     pattern
         .map(regex::Regex::new)
         .transpose()
         .map_err(|e| anyhow::anyhow!("--layers is not a valid regular expression: {e}"))
-}
-
-/// Run `work` on a thread while a progress bar on stderr (a terminal only) shows its `Progress` in
-/// steps, with the elapsed time and an estimate of what remains.
-pub fn with_progress<T: Send>(
-    what: &str,
-    work: impl FnOnce(&quantscope::jobs::Progress) -> T + Send,
-) -> T {
-    use std::io::IsTerminal;
-    let progress = quantscope::jobs::Progress::default();
-    let bar = if std::io::stderr().is_terminal() {
-        let b = indicatif::ProgressBar::new(1);
-        b.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{prefix} [{bar:30}] {pos}/{len} {elapsed_precise} (eta {eta})",
-            )
-            .expect("template")
-            .progress_chars("=> "),
-        );
-        b.set_prefix(what.to_string());
-        b
-    } else {
-        indicatif::ProgressBar::hidden()
-    };
-    let out = std::thread::scope(|s| {
-        let job = s.spawn(|| work(&progress));
-        while !job.is_finished() {
-            let (done, total) = progress.counts();
-            bar.set_length(total.max(1));
-            bar.set_position(done);
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        }
-        job.join().expect("the work thread does not panic")
-    });
-    bar.finish_and_clear();
-    out
 }
 
 /// A transformer's text and its windows, for `eval` and `calibrate`.

@@ -4,6 +4,7 @@
 use super::{json_num, print_json, progress_bar};
 use anyhow::Context;
 use quantscope::formats::fmt_short;
+use quantscope::kernels::buffers::give_f32;
 use quantscope::model::{write_safetensors, Model};
 use quantscope::plan::apply::{stored_bytes, tensor_entries};
 use quantscope::quant::{quantize, Quantized, Spec};
@@ -33,11 +34,29 @@ pub struct QuantizeArgs {
     pub json: bool,
 }
 
+/// What is printed of one tensor: its metrics and quantizer details, not its values, so memory stays
+/// near one tensor whatever the model's size.
 struct Row {
     tensor: usize,
-    q: Quantized,
+    spec: String,
+    metrics: quantscope::quant::Metrics,
+    groups: usize,
+    details: serde_json::Value,
     /// the dequantized values after storing them in the tensor's own dtype (what --out holds)
     stored_max_err: Option<f64>,
+}
+
+impl Row {
+    fn new(tensor: usize, q: &Quantized, stored_max_err: Option<f64>) -> Row {
+        Row {
+            tensor,
+            spec: q.spec.to_string(),
+            metrics: q.metrics,
+            groups: q.scales.len(),
+            details: details(q),
+            stored_max_err,
+        }
+    }
 }
 
 pub fn run(a: QuantizeArgs) -> anyhow::Result<()> {
@@ -94,12 +113,9 @@ pub fn run(a: QuantizeArgs) -> anyhow::Result<()> {
     match &a.out {
         None => {
             for &i in &chosen {
-                let (q, _) = one(i)?;
-                rows.push(Row {
-                    tensor: i,
-                    q,
-                    stored_max_err: None,
-                });
+                let (q, x) = one(i)?;
+                rows.push(Row::new(i, &q, None));
+                give_f32(x);
             }
         }
         Some(out) => {
@@ -112,7 +128,7 @@ pub fn run(a: QuantizeArgs) -> anyhow::Result<()> {
             write_safetensors(out, Some(&meta), &entries, |k| {
                 let i = order[k];
                 let t = &model.tensors[i];
-                if !chosen.contains(&i) {
+                if chosen.binary_search(&i).is_err() {
                     return Ok(model.bytes(t).to_vec());
                 }
                 let (q, x) = match one(i) {
@@ -124,31 +140,29 @@ pub fn run(a: QuantizeArgs) -> anyhow::Result<()> {
                     }
                 };
                 let (bytes, max_err) = stored_bytes(t, &q.dequant, &x);
-                rows.push(Row {
-                    tensor: i,
-                    q,
-                    stored_max_err: Some(max_err),
-                });
+                rows.push(Row::new(i, &q, Some(max_err)));
+                give_f32(x);
                 Ok(bytes)
             })
             .map_err(|e| failure.take().unwrap_or_else(|| e.into()))?;
         }
     }
     bar.finish_and_clear();
-    rows.sort_by_key(|r| chosen.iter().position(|&c| c == r.tensor));
+    // `chosen` is in tensor order
+    rows.sort_by_key(|r| r.tensor);
 
     let numel: u64 = rows
         .iter()
         .map(|r| model.tensors[r.tensor].numel() as u64)
         .sum();
-    let bytes: u64 = rows.iter().map(|r| r.q.metrics.bytes).sum();
+    let bytes: u64 = rows.iter().map(|r| r.metrics.bytes).sum();
     let original: u64 = rows
         .iter()
         .map(|r| model.tensors[r.tensor].nbytes() as u64)
         .sum();
     let bpw = rows
         .iter()
-        .map(|r| r.q.metrics.bits_per_weight * model.tensors[r.tensor].numel() as f64)
+        .map(|r| r.metrics.bits_per_weight * model.tensors[r.tensor].numel() as f64)
         .sum::<f64>()
         / numel as f64;
     if a.json {
@@ -156,16 +170,16 @@ pub fn run(a: QuantizeArgs) -> anyhow::Result<()> {
             .iter()
             .map(|r| {
                 let t = &model.tensors[r.tensor];
-                let m = &r.q.metrics;
+                let m = &r.metrics;
                 json!({
                     "name": t.name, "shape": t.shape, "dtype": format!("{:?}", t.dtype), "numel": t.numel(),
-                    "spec": r.q.spec.to_string(),
+                    "spec": r.spec,
                     "mse": json_num(m.mse), "sqnr_db": json_num(m.sqnr_db), "cosine": json_num(m.cosine),
                     "max_abs_err": json_num(m.max_abs_err), "bits_per_weight": m.bits_per_weight, "bytes": m.bytes,
-                    "groups": r.q.scales.len(),
+                    "groups": r.groups,
                     "stored_max_abs_err": r.stored_max_err.map(json_num),
                     "compression_ratio": t.dtype.bitsize() as f64 / m.bits_per_weight,
-                    "details": details(&r.q),
+                    "details": r.details,
                 })
             })
             .collect();
@@ -183,7 +197,7 @@ pub fn run(a: QuantizeArgs) -> anyhow::Result<()> {
     );
     for r in &rows {
         let t = &model.tensors[r.tensor];
-        let m = &r.q.metrics;
+        let m = &r.metrics;
         println!(
             "{:<52} {:>14} {:>9} {:>10} {:>9} {:>10} {:>7.3} {:>11}",
             t.name,

@@ -406,75 +406,75 @@ impl Model {
         self.shards.first().and_then(|s| s.metadata.as_ref())
     }
 
-    /// A tensor's elements as f32, converted in parallel. Floats of 16 bits or fewer and all 8-bit dtypes
-    /// convert exactly; F64 rounds to the nearest f32; integers wider than 24 bits may round.
+    /// A tensor's elements as f32, converted in parallel (see [`decode_f32`]).
     pub fn read_f32(&self, t: &TensorInfo) -> Result<Vec<f32>, ModelError> {
-        let bytes = self.bytes(t);
-        let n = t.numel();
-        let mut out = vec![0f32; n];
-        const CHUNK: usize = 1 << 16;
-        macro_rules! ints {
-            ($ty:ty, $w:expr) => {
+        decode_f32(t.dtype, self.bytes(t))
+            .map_err(|why| ModelError::Other(format!("tensor '{}': {why}", t.name)))
+    }
+}
+
+/// Little-endian elements of `dtype` as f32, converted in parallel. Floats of 16 bits or fewer and all
+/// 8-bit dtypes convert exactly; F64 rounds to the nearest f32; integers wider than 24 bits may round.
+pub fn decode_f32(dtype: Dtype, bytes: &[u8]) -> Result<Vec<f32>, String> {
+    let n = bytes.len() / (dtype.bitsize() / 8).max(1);
+    // every element is written below
+    let mut out = crate::kernels::buffers::f32_overwritten(n);
+    const CHUNK: usize = 1 << 16;
+    macro_rules! ints {
+        ($ty:ty, $w:expr) => {
+            out.par_chunks_mut(CHUNK)
+                .zip(bytes.par_chunks(CHUNK * $w))
+                .for_each(|(o, b)| {
+                    for (x, c) in o.iter_mut().zip(b.chunks_exact($w)) {
+                        *x = <$ty>::from_le_bytes(c.try_into().expect("width")) as f32;
+                    }
+                })
+        };
+    }
+    match dtype {
+        Dtype::F32 => ints!(f32, 4),
+        Dtype::F64 => ints!(f64, 8),
+        Dtype::F16 => out
+            .par_chunks_mut(CHUNK)
+            .zip(bytes.par_chunks(CHUNK * 2))
+            .for_each(|(o, b)| {
+                for (x, c) in o.iter_mut().zip(b.chunks_exact(2)) {
+                    *x = half::f16::from_bits(u16::from_le_bytes([c[0], c[1]])).to_f32();
+                }
+            }),
+        Dtype::BF16 => out
+            .par_chunks_mut(CHUNK)
+            .zip(bytes.par_chunks(CHUNK * 2))
+            .for_each(|(o, b)| {
+                for (x, c) in o.iter_mut().zip(b.chunks_exact(2)) {
+                    *x = f32::from_bits((u16::from_le_bytes([c[0], c[1]]) as u32) << 16);
+                }
+            }),
+        Dtype::I64 => ints!(i64, 8),
+        Dtype::I32 => ints!(i32, 4),
+        Dtype::I16 => ints!(i16, 2),
+        Dtype::U16 => ints!(u16, 2),
+        Dtype::U32 => ints!(u32, 4),
+        Dtype::U64 => ints!(u64, 8),
+        Dtype::I8 => ints!(i8, 1),
+        Dtype::U8 => ints!(u8, 1),
+        Dtype::BOOL => ints!(u8, 1),
+        other => match ElementCodec::new(other) {
+            // the 8-bit float dtypes: decode every code once, then look up
+            Some(codec) if codec.width() == 1 => {
+                let table: Vec<f32> = (0..256u32).map(|c| codec.read(&[c as u8]) as f32).collect();
                 out.par_chunks_mut(CHUNK)
-                    .zip(bytes.par_chunks(CHUNK * $w))
+                    .zip(bytes.par_chunks(CHUNK))
                     .for_each(|(o, b)| {
-                        for (x, c) in o.iter_mut().zip(b.chunks_exact($w)) {
-                            *x = <$ty>::from_le_bytes(c.try_into().expect("width")) as f32;
+                        for (x, &c) in o.iter_mut().zip(b) {
+                            *x = table[c as usize];
                         }
                     })
-            };
-        }
-        match t.dtype {
-            Dtype::F32 => ints!(f32, 4),
-            Dtype::F64 => ints!(f64, 8),
-            Dtype::F16 => out
-                .par_chunks_mut(CHUNK)
-                .zip(bytes.par_chunks(CHUNK * 2))
-                .for_each(|(o, b)| {
-                    for (x, c) in o.iter_mut().zip(b.chunks_exact(2)) {
-                        *x = half::f16::from_bits(u16::from_le_bytes([c[0], c[1]])).to_f32();
-                    }
-                }),
-            Dtype::BF16 => out
-                .par_chunks_mut(CHUNK)
-                .zip(bytes.par_chunks(CHUNK * 2))
-                .for_each(|(o, b)| {
-                    for (x, c) in o.iter_mut().zip(b.chunks_exact(2)) {
-                        *x = f32::from_bits((u16::from_le_bytes([c[0], c[1]]) as u32) << 16);
-                    }
-                }),
-            Dtype::I64 => ints!(i64, 8),
-            Dtype::I32 => ints!(i32, 4),
-            Dtype::I16 => ints!(i16, 2),
-            Dtype::U16 => ints!(u16, 2),
-            Dtype::U32 => ints!(u32, 4),
-            Dtype::U64 => ints!(u64, 8),
-            Dtype::I8 => ints!(i8, 1),
-            Dtype::U8 => ints!(u8, 1),
-            Dtype::BOOL => ints!(u8, 1),
-            other => match ElementCodec::new(other) {
-                // the 8-bit float dtypes: decode every code once, then look up
-                Some(codec) if codec.width() == 1 => {
-                    let table: Vec<f32> =
-                        (0..256u32).map(|c| codec.read(&[c as u8]) as f32).collect();
-                    out.par_chunks_mut(CHUNK)
-                        .zip(bytes.par_chunks(CHUNK))
-                        .for_each(|(o, b)| {
-                            for (x, &c) in o.iter_mut().zip(b) {
-                                *x = table[c as usize];
-                            }
-                        })
-                }
-                _ => {
-                    return Err(ModelError::Other(format!(
-                        "tensor '{}': reading {other:?} elements is not supported",
-                        t.name
-                    )))
-                }
-            },
-        }
-        Ok(out)
+            }
+            _ => return Err(format!("reading {other:?} elements is not supported")),
+        },
     }
+    Ok(out)
 }
 
 impl Shard {

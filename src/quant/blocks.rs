@@ -1,12 +1,12 @@
 //! Block formats whose scales follow a fixed rule: NF4 (absmax blocks), OCP MX v1.0 (E8M0 scale per 32),
 //! NVFP4 (E4M3 scale per 16 and an FP32 tensor scale), and the shared-microexponent formats.
 
-use super::buffers::{f32_zeroed, i16_zeroed};
 use super::metrics::Acc;
 use super::rounder::{Binary, Rounder};
 use super::spec::{MicroExp, MxElem, Spec};
 use super::{store_scale, Layout, Quantized};
 use crate::formats::{lookup, Codebook};
+use crate::kernels::buffers::{f32_zeroed, i16_zeroed};
 use crate::kernels::round::rne;
 use crate::kernels::simd::multiversion;
 use crate::stats::{abs_max, from_order_key, order_key};

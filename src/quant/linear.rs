@@ -666,8 +666,8 @@ pub fn quantize(x: &[f32], layout: Layout, spec: &Spec) -> Result<(Quantized, Ac
     let k = Kernel::of(spec);
     let n = x.len();
     // every element is written below (a row with NaN/Inf is an error, and its result is dropped)
-    let mut dequant = super::buffers::f32_overwritten(n);
-    let mut codes = super::buffers::i16_overwritten(n);
+    let mut dequant = crate::kernels::buffers::f32_overwritten(n);
+    let mut codes = crate::kernels::buffers::i16_overwritten(n);
     let (params, acc): (Vec<Params>, Acc) = if layout.rows == 1 && layout.group >= layout.cols {
         // one group for everything: fit once (the clip search runs over all data), apply in parallel chunks
         if let Err(super::QuantError::NotFinite(bad)) = super::all_finite(x) {

@@ -11,7 +11,7 @@ mod binary;
 mod binned;
 mod blocks;
 mod bucketed;
-pub mod buffers;
+pub use crate::kernels::buffers;
 pub mod fixed;
 mod kmeans;
 mod linear;

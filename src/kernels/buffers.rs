@@ -1,7 +1,7 @@
-//! The large output buffers of the quantizers (dequantized values, codes): 100 MB for one 4096 × 4096
-//! layer. A fresh buffer costs the kernel a page fault and a page of zeros per 4 KiB it touches, a
+//! The large buffers of reading and quantizing a tensor (its f32 values, dequantized values, codes):
+//! 100 MB for one 4096 × 4096 layer. A fresh buffer costs the kernel a page fault and a page of zeros per 4 KiB it touches, a
 //! large share of a fast quantizer's time (README, "Speed"). So buffers are kept
-//! for reuse: when a [`Quantized`](super::Quantized) is dropped its buffers come back here, and the
+//! for reuse: when a [`Quantized`](crate::quant::Quantized) is dropped its buffers come back here, and the
 //! next quantizer takes them instead of fresh memory (the CLI over a model's layers, a sensitivity
 //! scan, the window's cache evicting a result, a benchmark's loop). The pool is small and bounded (see
 //! [`KEEP_BYTES`]); fresh memory is asked to be backed by 2 MiB huge pages (~50 faults instead of
@@ -103,7 +103,7 @@ fn zero<T: Default + Copy + Send + PartialEq + Sync>(v: &mut [T]) {
 }
 
 /// Give a buffer back (dropped results call this); kept if large and the pool has room.
-pub(crate) fn give_f32(v: Vec<f32>) {
+pub fn give_f32(v: Vec<f32>) {
     if v.capacity() * 4 >= MIN_BYTES && v.len() * 2 >= v.capacity() {
         let mut p = lock();
         if p.bytes() + v.capacity() * 4 <= KEEP_BYTES {

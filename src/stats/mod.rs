@@ -5,6 +5,9 @@
 //! chunk results merge exactly (counts, extremes) or with the pairwise moment formulas of Chan et al.
 //! and Pébay (central moments up to the fourth), which stay accurate when the mean is far from zero.
 
+mod codes;
+
+pub use codes::summarize_codes;
 use rayon::prelude::*;
 use serde::Serialize;
 
@@ -1052,14 +1055,54 @@ pub fn summarize(x: &[f32], channels: usize, bins: usize) -> Summary {
     }
 }
 
-/// Read one tensor of a model and summarise it; the f32 copy is dropped before returning, so a scan of a
-/// whole model holds one tensor at a time.
+/// Read one tensor of a model and summarise it. A tensor of 16 bits or fewer per element is summarised
+/// from its bytes ([`summarize_codes`]); a wider one is widened to f32, and the copy is dropped before
+/// returning. Either way a scan of a whole model holds at most one tensor at a time.
 pub fn summarize_tensor(
     model: &crate::model::Model,
     t: &crate::model::TensorInfo,
     bins: usize,
 ) -> Result<Summary, crate::model::ModelError> {
-    let x = model.read_f32(t)?;
+    let channels = t.channels().0;
+    let s = match code_values(t.dtype) {
+        Some(values) if t.numel() >= codes::SMALL => summarize_codes(
+            model.bytes(t),
+            t.dtype.bitsize() / 8,
+            &values,
+            t.dtype == safetensors::Dtype::BF16,
+            channels,
+            bins,
+        ),
+        _ => {
+            let x = model.read_f32(t)?;
+            let s = summarize(&x, channels, bins);
+            crate::kernels::buffers::give_f32(x);
+            s
+        }
+    };
     model.release(t);
-    Ok(summarize(&x, t.channels().0, bins))
+    Ok(s)
+}
+
+/// The value of every code of a dtype of 8 or 16 bits that converts exactly to f32 (decoded once
+/// per dtype, as `read_f32` decodes it); `None` for other dtypes.
+pub fn code_values(dtype: safetensors::Dtype) -> Option<std::sync::Arc<Vec<f32>>> {
+    use std::sync::{Arc, Mutex, OnceLock};
+    type Tables = Mutex<Vec<(safetensors::Dtype, Option<Arc<Vec<f32>>>)>>;
+    static TABLES: OnceLock<Tables> = OnceLock::new();
+    let w = match dtype.bitsize() {
+        8 => 1,
+        16 => 2,
+        _ => return None,
+    };
+    let mut tables = TABLES.get_or_init(Default::default).lock().ok()?;
+    if let Some((_, v)) = tables.iter().find(|(d, _)| *d == dtype) {
+        return v.clone();
+    }
+    let bytes: Vec<u8> = (0..1usize << (8 * w))
+        .flat_map(|c| (c as u16).to_le_bytes()[..w].to_vec())
+        .collect();
+    let v = crate::model::decode_f32(dtype, &bytes).ok().map(Arc::new);
+    tables.push((dtype, v.clone()));
+    v
 }
