@@ -28,6 +28,27 @@ impl Default for Keep {
     }
 }
 
+impl Keep {
+    /// Bytes all layers' kept activations may take together: a model with more or wider layers keeps
+    /// fewer rows each, so a calibration's memory does not grow with the model.
+    pub const BUDGET: usize = 512 << 20;
+
+    /// The default, shrunk to fit [`Keep::BUDGET`] for `model` (three quarters for rows, a quarter
+    /// for values), never below 16 rows and 4,096 values.
+    pub fn within_budget(model: &Model) -> Keep {
+        let linear = model
+            .tensors
+            .iter()
+            .filter(|t| t.is_float() && t.shape.len() == 2);
+        let (widths, layers) = linear.fold((0usize, 0usize), |(w, n), t| (w + t.shape[1], n + 1));
+        let d = Keep::default();
+        Keep {
+            rows: (Self::BUDGET / 4 * 3 / (4 * widths.max(1))).clamp(16, d.rows),
+            values: (Self::BUDGET / 4 / (8 * layers.max(1))).clamp(4096, d.values),
+        }
+    }
+}
+
 struct Recorder<'a> {
     layers: Vec<LayerActivations>,
     sums: Vec<Vec<f64>>,
@@ -154,4 +175,39 @@ pub fn capture(
         batches: seqs.len(),
         layers,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A model of `n` bf16 matrices of `rows × cols`, in memory.
+    fn matrices(n: usize, rows: usize, cols: usize) -> Model {
+        let bytes = vec![0u8; rows * cols * 2];
+        let views: Vec<(String, safetensors::tensor::TensorView)> = (0..n)
+            .map(|i| {
+                let v = safetensors::tensor::TensorView::new(
+                    safetensors::Dtype::BF16,
+                    vec![rows, cols],
+                    &bytes,
+                )
+                .unwrap();
+                (format!("l{i}.weight"), v)
+            })
+            .collect();
+        let file = safetensors::serialize(views, None).unwrap();
+        Model::from_bytes("m", std::sync::Arc::from(file)).unwrap()
+    }
+
+    #[test]
+    fn kept_activations_fit_the_budget_whatever_the_model() {
+        // a small model keeps the default
+        let small = Keep::within_budget(&matrices(30, 2, 576));
+        assert_eq!((small.rows, small.values), (256, 1 << 16));
+        // a 7B-like one (225 layers, inputs summing to 1.14 M columns) keeps fewer rows
+        let big = Keep::within_budget(&matrices(225, 1, 5060));
+        assert!(big.rows < 256 && big.rows >= 16, "{}", big.rows);
+        let bytes = 4 * big.rows * 225 * 5060 + 8 * big.values * 225;
+        assert!(bytes <= Keep::BUDGET, "{bytes}");
+    }
 }

@@ -69,7 +69,7 @@ pub fn run(a: CalibrateArgs) -> anyhow::Result<()> {
                 &net,
                 &split.calibration,
                 &split.describe,
-                lm::Keep::default(),
+                lm::Keep::within_budget(&model),
                 &ProgressHooks(p),
             )
         })?

@@ -326,7 +326,7 @@ pub fn apply(
     );
     let mut files = Vec::new();
     let mut layers = Vec::new();
-    let mut packed: Vec<(String, Quantized, Vec<usize>, Dtype)> = Vec::new();
+    let mut packed = opts.packed.then(|| PackedWriter::new(out)).transpose()?;
     for (si, shard) in model.shards.iter().enumerate() {
         let (file_name, order) = shard_layout(model, si);
         let entries = tensor_entries(model, &order);
@@ -359,9 +359,14 @@ pub fn apply(
                 }
             };
             let (bytes, stored) = stored_bytes(t, &q.dequant, &x);
+            crate::kernels::buffers::give_f32(x);
             layers.push(TensorReport::new(t, &spec, &q, stored));
-            if opts.packed {
-                packed.push((t.name.clone(), q, t.shape.clone(), t.dtype));
+            if let Some(p) = packed.as_mut() {
+                if let Err(e) = p.add(&t.name, &q, &t.shape, t.dtype) {
+                    let msg = e.to_string();
+                    failure = Some(e);
+                    return Err(crate::model::ModelError::Other(msg));
+                }
             }
             progress.add(t.nbytes() as u64);
             Ok(bytes)
@@ -394,8 +399,8 @@ pub fn apply(
     if let Some(dir) = side_folder(model) {
         copy_side_files(&dir, out, Path::new(""), &mut files)?;
     }
-    if opts.packed {
-        write_packed(&out.join(PACKED_FILE), &packed)?;
+    if let Some(p) = packed {
+        p.finish(&out.join(PACKED_FILE))?;
         files.push(PACKED_FILE.into());
     }
     finish(model, plan, out, files, layers)
@@ -474,48 +479,78 @@ fn packable(spec: &Spec) -> Result<(), String> {
     Ok(())
 }
 
-fn write_packed(
-    path: &Path,
-    items: &[(String, Quantized, Vec<usize>, Dtype)],
-) -> Result<(), PlanError> {
-    let mut entries = Vec::new();
-    let mut blobs: Vec<Vec<u8>> = Vec::new();
-    let mut meta = HashMap::new();
-    meta.insert("quantscope_packed".to_string(), "1".to_string());
-    let f32s = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
-    for (name, q, shape, dtype) in items {
+/// Writes the packed form tensor by tensor: each tensor's parts go to a spill file beside the output
+/// as it is quantized (a part's dtype is known only then, and the header comes first), and
+/// [`PackedWriter::finish`] writes the header and copies the parts over one at a time, so memory holds
+/// one tensor's parts, not the model's.
+struct PackedWriter {
+    spill_path: PathBuf,
+    spill: std::io::BufWriter<std::fs::File>,
+    entries: Vec<TensorEntry>,
+    lens: Vec<usize>,
+    meta: HashMap<String, String>,
+}
+
+impl PackedWriter {
+    fn new(out: &Path) -> Result<PackedWriter, PlanError> {
+        let spill_path = out.join(".quantscope_packed.spill");
+        let file = std::fs::File::create(&spill_path).map_err(io(&spill_path))?;
+        let mut meta = HashMap::new();
+        meta.insert("quantscope_packed".to_string(), "1".to_string());
+        Ok(PackedWriter {
+            spill: std::io::BufWriter::with_capacity(1 << 20, file),
+            spill_path,
+            entries: Vec::new(),
+            lens: Vec::new(),
+            meta,
+        })
+    }
+
+    fn push(
+        &mut self,
+        name: String,
+        dtype: Dtype,
+        shape: Vec<usize>,
+        bytes: &[u8],
+    ) -> Result<(), PlanError> {
+        use std::io::Write;
+        self.spill.write_all(bytes).map_err(io(&self.spill_path))?;
+        self.entries.push(TensorEntry { name, dtype, shape });
+        self.lens.push(bytes.len());
+        Ok(())
+    }
+
+    fn add(
+        &mut self,
+        name: &str,
+        q: &Quantized,
+        shape: &[usize],
+        dtype: Dtype,
+    ) -> Result<(), PlanError> {
         packable(&q.spec).map_err(|e| PlanError::Invalid(format!("{name}: {e}")))?;
-        meta.insert(
-            name.clone(),
+        self.meta.insert(
+            name.to_string(),
             serde_json::json!({"spec": q.spec.to_string(), "shape": shape, "dtype": format!("{dtype:?}")}).to_string(),
         );
-        let mut push = |suffix: &str, dtype: Dtype, shape: Vec<usize>, bytes: Vec<u8>| {
-            entries.push(TensorEntry {
-                name: format!("{name}.{suffix}"),
-                dtype,
-                shape,
-            });
-            blobs.push(bytes);
-        };
+        let f32s = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+        let part = |suffix: &str| format!("{name}.{suffix}");
         match q.spec.family {
-            Family::Bf16 => push(
-                "values",
-                Dtype::BF16,
-                shape.clone(),
-                q.dequant
+            Family::Bf16 => {
+                let b: Vec<u8> = q
+                    .dequant
                     .iter()
                     .flat_map(|&v| half::bf16::from_f32(v).to_le_bytes())
-                    .collect(),
-            ),
-            Family::Fp16 => push(
-                "values",
-                Dtype::F16,
-                shape.clone(),
-                q.dequant
+                    .collect();
+                self.push(part("values"), Dtype::BF16, shape.to_vec(), &b)
+            }
+            Family::Fp16 => {
+                let b: Vec<u8> = q
+                    .dequant
                     .iter()
                     .flat_map(|&v| half::f16::from_f32(v).to_le_bytes())
-                    .collect(),
-            ),
+                    .collect();
+                self.push(part("values"), Dtype::F16, shape.to_vec(), &b)
+            }
             _ => {
                 let cd = code_dtype(&q.codes);
                 let bytes: Vec<u8> = match cd {
@@ -523,39 +558,62 @@ fn write_packed(
                     Dtype::I8 => q.codes.iter().map(|&c| c as i8 as u8).collect(),
                     _ => q.codes.iter().flat_map(|c| c.to_le_bytes()).collect(),
                 };
-                push("codes", cd, shape.clone(), bytes);
-                push("scales", Dtype::F32, vec![q.scales.len()], f32s(&q.scales));
+                self.push(part("codes"), cd, shape.to_vec(), &bytes)?;
+                self.push(
+                    part("scales"),
+                    Dtype::F32,
+                    vec![q.scales.len()],
+                    &f32s(&q.scales),
+                )?;
                 if !q.zero_points.is_empty() {
-                    push(
-                        "zero_points",
+                    let z: Vec<u8> = q.zero_points.iter().flat_map(|z| z.to_le_bytes()).collect();
+                    self.push(
+                        part("zero_points"),
                         Dtype::I32,
                         vec![q.zero_points.len()],
-                        q.zero_points.iter().flat_map(|z| z.to_le_bytes()).collect(),
-                    );
+                        &z,
+                    )?;
                 }
                 if !q.outer_scales.is_empty() {
-                    push(
-                        "outer_scales",
+                    let o = f32s(&q.outer_scales);
+                    self.push(
+                        part("outer_scales"),
                         Dtype::F32,
                         vec![q.outer_scales.len()],
-                        f32s(&q.outer_scales),
-                    );
+                        &o,
+                    )?;
                 }
                 if !q.codebook.is_empty() {
-                    push(
-                        "codebook",
-                        Dtype::F32,
-                        vec![q.codebook.len()],
-                        f32s(&q.codebook),
-                    );
+                    let c = f32s(&q.codebook);
+                    self.push(part("codebook"), Dtype::F32, vec![q.codebook.len()], &c)?;
                 }
+                Ok(())
             }
         }
     }
-    write_safetensors(path, Some(&meta), &entries, |k| {
-        Ok(std::mem::take(&mut blobs[k]))
-    })?;
-    Ok(())
+
+    fn finish(mut self, path: &Path) -> Result<(), PlanError> {
+        use std::io::{Read, Write};
+        self.spill.flush().map_err(io(&self.spill_path))?;
+        let mut back = std::io::BufReader::with_capacity(
+            1 << 20,
+            std::fs::File::open(&self.spill_path).map_err(io(&self.spill_path))?,
+        );
+        let spill_path = self.spill_path.clone();
+        write_safetensors(path, Some(&self.meta), &self.entries, |k| {
+            let mut b = vec![0u8; self.lens[k]];
+            back.read_exact(&mut b)
+                .map_err(|e| crate::model::ModelError::io(&spill_path, e))?;
+            Ok(b)
+        })?;
+        Ok(())
+    }
+}
+
+impl Drop for PackedWriter {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.spill_path);
+    }
 }
 
 /// The parts of one packed tensor.

@@ -245,7 +245,7 @@ pub fn prepare<'a>(
         &net,
         &split.calibration,
         &split.describe,
-        crate::activations::lm::Keep::default(),
+        crate::activations::lm::Keep::within_budget(model),
         &hooks,
     )
     .map_err(e)?;

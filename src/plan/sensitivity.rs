@@ -601,6 +601,9 @@ impl Request<'_> {
     }
 }
 
+/// Layers with at least this many weights measure their candidates one at a time.
+const PARALLEL_CANDIDATES_BELOW: usize = 1 << 22;
+
 /// Measure every (layer, candidate) cell not in `cache`. Layers run one after another (memory stays
 /// bounded by one layer); a layer's candidates run in parallel. `progress` counts cells and is checked
 /// for cancellation between cells; `on_row(i, cells)` is called as each row is complete.
@@ -657,37 +660,43 @@ pub fn compute(
         } else {
             None
         };
-        let row: Vec<Cell> = specs
-            .par_iter()
-            .zip(cached)
-            .map(|(spec, hit)| {
-                let cell = match hit {
-                    Some(c) => c,
-                    None if progress.is_cancelled() => Cell {
-                        spec: spec.to_string(),
-                        bits: 0,
-                        bits_per_weight: 0.0,
-                        weight_nsr: f64::NAN,
-                        weight_mse: f64::NAN,
-                        output_nsr: None,
-                        importance_nsr: None,
-                        end_to_end: None,
-                        error: Some("cancelled".into()),
-                    },
-                    None => measure(
-                        model,
-                        &t.name,
-                        &t.shape,
-                        x.as_deref().expect("read"),
-                        spec,
-                        req,
-                        req.activations.and_then(|a| a.layer(&t.name)),
-                    ),
-                };
-                progress.add(1);
-                cell
-            })
-            .collect();
+        let one = |(spec, hit): (&Spec, Option<Cell>)| {
+            let cell = match hit {
+                Some(c) => c,
+                None if progress.is_cancelled() => Cell {
+                    spec: spec.to_string(),
+                    bits: 0,
+                    bits_per_weight: 0.0,
+                    weight_nsr: f64::NAN,
+                    weight_mse: f64::NAN,
+                    output_nsr: None,
+                    importance_nsr: None,
+                    end_to_end: None,
+                    error: Some("cancelled".into()),
+                },
+                None => measure(
+                    model,
+                    &t.name,
+                    &t.shape,
+                    x.as_deref().expect("read"),
+                    spec,
+                    req,
+                    req.activations.and_then(|a| a.layer(&t.name)),
+                ),
+            };
+            progress.add(1);
+            cell
+        };
+        // a large layer's candidates run one at a time (each quantizer is parallel inside), so memory
+        // holds the layer and one result; a small layer's run in parallel
+        let row: Vec<Cell> = if t.numel() >= PARALLEL_CANDIDATES_BELOW {
+            specs.iter().zip(cached).map(one).collect()
+        } else {
+            specs.par_iter().zip(cached).map(one).collect()
+        };
+        if let Some(x) = x {
+            crate::kernels::buffers::give_f32(x);
+        }
         if progress.is_cancelled() {
             return Err(PlanError::Cancelled);
         }
