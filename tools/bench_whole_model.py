@@ -8,7 +8,8 @@ floor measured on the same files.
 vocabulary: 6.9 B parameters, 13.8 GB) into MODEL_DIR with tools/make_synthetic_llama.py. Each command
 runs under /usr/bin/time -v (peak resident memory) after the model's files are read once into the page
 cache, so every figure is from memory, not disk. The floor is `examples/read_floor.rs` (mmap, bf16 →
-f32 on all cores, nothing else); numpy's single-threaded read + widen + sum is printed beside it.
+f32 on all cores, nothing else); numpy's single-threaded read + widen + sum is printed beside it, and
+for the commands that write a model, the time to write (and sync) as many bytes.
 Prints a Markdown table."""
 import argparse, glob, json, os, re, shutil, subprocess, sys, tempfile, time
 
@@ -61,7 +62,7 @@ def main():
     ap.add_argument("--floor", default=os.path.join(ROOT, "target/release/examples/read_floor"))
     ap.add_argument("--make", choices=["7b"], help="write the synthetic model first")
     ap.add_argument("--skip-numpy", action="store_true")
-    ap.add_argument("--candidates", default="int8,int4:g128,nvfp4,mxfp4")
+    ap.add_argument("--candidates", default="int8:scale=bf16,int4:g128:scale=bf16,nvfp4,mxfp4")
     a = ap.parse_args()
     if a.make:
         subprocess.run([sys.executable, os.path.join(ROOT, "tools/make_synthetic_llama.py"), a.model,
@@ -78,6 +79,15 @@ def main():
         print(f"numpy, one thread, read + widen + sum: {numpy_floor(files):.2f} s")
     q = a.quantscope
     work = tempfile.mkdtemp(prefix="qs-bench-", dir=os.path.dirname(os.path.abspath(a.model)))
+    # the floor of commands that write a model: the same number of bytes written and synced
+    t0, block = time.time(), bytes(1 << 24)
+    with open(os.path.join(work, "write_floor"), "wb") as fh:
+        for _ in range(int(gb * 1e9) >> 24):
+            fh.write(block)
+        fh.flush(); os.fsync(fh.fileno())
+    write_floor = time.time() - t0
+    os.remove(os.path.join(work, "write_floor"))
+    print(f"writing {gb:.2f} GB (synced): {write_floor:.2f} s ({gb / write_floor:.2f} GB/s)")
     plan = os.path.join(work, "plan.json")
     commands = [
         ("inspect (all statistics)", [q, "inspect", a.model]),
@@ -105,10 +115,12 @@ def main():
         for f in glob.glob(os.path.join(work, "q.safetensors")) + glob.glob(os.path.join(work, "applied")):
             shutil.rmtree(f) if os.path.isdir(f) else os.remove(f)
     print()
-    print("| command | wall s | × floor | peak RSS MB |")
-    print("|---|---|---|---|")
+    print("| command | wall s | × read floor | × read + write floor | peak RSS MB |")
+    print("|---|---|---|---|---|")
     for name, secs, rss in rows:
-        print(f"| {name} | {secs:.2f} | {secs / floor:.2f} | {rss:.0f} |")
+        writes = "--out" in name or name.startswith("apply")
+        both = f"{secs / (floor + write_floor):.2f}" if writes else ""
+        print(f"| {name} | {secs:.2f} | {secs / floor:.2f} | {both} | {rss:.0f} |")
     shutil.rmtree(work, ignore_errors=True)
 
 

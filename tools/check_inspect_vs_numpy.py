@@ -15,10 +15,35 @@ out = subprocess.run([exe, "inspect", "--json", model], check=True, capture_outp
 ours = {t["name"]: t for t in json.loads(out)["tensors"]}
 
 files = [model] if model.endswith(".safetensors") else sorted(glob.glob(os.path.join(model if os.path.isdir(model) else os.path.dirname(model), "*.safetensors")))
+
+
+def tensors(f):
+    """Every tensor of a file as a numpy array; bfloat16 (which numpy lacks) widened to float32 by its bits."""
+    import struct
+    with open(f, "rb") as fh:
+        n = struct.unpack("<Q", fh.read(8))[0]
+        header = json.loads(fh.read(n))
+    if not any(v.get("dtype") == "BF16" for k, v in header.items() if k != "__metadata__"):
+        yield from load_file(f).items()
+        return
+    raw = np.memmap(f, dtype=np.uint8, mode="r")
+    from safetensors import safe_open
+    plain = safe_open(f, framework="numpy")
+    for name, v in header.items():
+        if name == "__metadata__":
+            continue
+        if v["dtype"] == "BF16":
+            a, b = v["data_offsets"]
+            bits = raw[8 + n + a: 8 + n + b].view(np.uint16).astype(np.uint32) << 16
+            yield name, bits.view(np.float32).reshape(v["shape"])
+        else:
+            yield name, plain.get_tensor(name)
+
+
 worst = {}
 count = 0
 for f in files:
-    for name, arr in load_file(f).items():
+    for name, arr in tensors(f):
         x = arr.astype(np.float32).ravel()
         fin = x[np.isfinite(x)].astype(np.float64)
         if fin.size == 0:

@@ -653,7 +653,6 @@ pub fn run_search(a: SearchArgs) -> anyhow::Result<()> {
     let n_worse = worse.iter().filter(|&&r| r > 1e-9).count();
     let max_gap = worse.iter().copied().fold(0f64, f64::max);
     // each candidate on every searched layer (pins kept), to judge the plan against
-    // each candidate on every searched layer (pins kept), to judge the plan against
     let uniform_plans = mixed.uniform_plans(s);
     let greedy_plan = greedy.as_ref().map(|g| mixed.plan(s, g, budget).0);
     // a transformer: summed per-layer KL is a model of the whole; the whole plans (searched, greedy and

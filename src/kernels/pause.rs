@@ -13,7 +13,7 @@ pub struct Hook {
     /// Called at every [`point`]; may block while more urgent work runs.
     pub pause: fn(),
     /// Work on this thread can wait: it leaves the last pooled output buffer to work that cannot
-    /// (see `quant::buffers`).
+    /// (see `kernels::buffers`).
     pub background: bool,
 }
 

@@ -166,17 +166,25 @@ pub fn tensor_entries(model: &Model, order: &[usize]) -> Vec<TensorEntry> {
 /// The fake-quantized `values` of float tensor `t` stored in its own dtype (what a written model
 /// holds), and the largest |stored − original| over its elements.
 pub fn stored_bytes(t: &TensorInfo, values: &[f32], original: &[f32]) -> (Vec<u8>, f64) {
+    use rayon::prelude::*;
+    const CHUNK: usize = 1 << 16;
     let codec = ElementCodec::new(t.dtype).expect("float tensors have a codec");
+    let w = codec.width();
     let mut bytes = vec![0u8; t.nbytes()];
-    let mut max_err = 0f64;
-    for ((chunk, &v), &orig) in bytes
-        .chunks_exact_mut(codec.width())
-        .zip(values)
-        .zip(original)
-    {
-        codec.write(v as f64, chunk);
-        max_err = max_err.max((codec.read(chunk) - orig as f64).abs());
-    }
+    // chunks in parallel; the largest error is the same in any order
+    let max_err = bytes
+        .par_chunks_mut(CHUNK * w)
+        .zip(values.par_chunks(CHUNK))
+        .zip(original.par_chunks(CHUNK))
+        .map(|((out, vs), os)| {
+            let mut m = 0f64;
+            for ((chunk, &v), &orig) in out.chunks_exact_mut(w).zip(vs).zip(os) {
+                codec.write(v as f64, chunk);
+                m = m.max((codec.read(chunk) - orig as f64).abs());
+            }
+            m
+        })
+        .reduce(|| 0.0, f64::max);
     (bytes, max_err)
 }
 
