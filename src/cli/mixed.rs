@@ -18,6 +18,7 @@ use quantscope::plan::Plan;
 use quantscope::quant::Spec;
 use serde_json::{json, Value};
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 /// What both commands need to measure sensitivity.
 #[derive(clap::Args, Debug)]
@@ -246,14 +247,27 @@ fn measure<'m>(
         lm: lm.as_ref(),
         activations: acts.as_ref(),
     };
+    // with --cache, finished rows are saved as they come (at most every 30 s), so a run that is
+    // stopped resumes where it was
+    let mut saving = a.cache.as_ref().map(|p| (p, cache.clone(), Instant::now()));
     let sens = with_progress("sensitivity", |p| {
-        compute(model, &req, &cache, p, &mut |_, _| {})
-    })?;
-    if let Some(p) = &a.cache {
-        let mut c = cache;
-        c.absorb(&sens);
-        c.save(p)?;
+        compute(model, &req, &cache, p, &mut |r, row| {
+            if let Some((path, c, last)) = saving.as_mut() {
+                c.absorb_row(&model.tensors[layers[r]].name, row);
+                if last.elapsed() >= Duration::from_secs(30) && c.save(path).is_ok() {
+                    *last = Instant::now();
+                }
+            }
+        })
+    });
+    if let Some((path, mut c, _)) = saving {
+        // what was measured is kept even when the run failed or was cancelled
+        if let Ok(s) = &sens {
+            c.absorb(s);
+        }
+        c.save(path)?;
     }
+    let sens = sens?;
     drop(req);
     Ok(Measured {
         model,

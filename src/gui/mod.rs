@@ -195,7 +195,32 @@ impl App {
     }
 }
 
-struct EframeApp(App);
+struct EframeApp(App, FrameTimes);
+
+/// With `QUANTSCOPE_TRACE`: how many frames were built each second and the slowest of them.
+#[derive(Default)]
+struct FrameTimes {
+    frames: u32,
+    slowest: std::time::Duration,
+    since: Option<std::time::Instant>,
+}
+
+impl FrameTimes {
+    fn add(&mut self, took: std::time::Duration) {
+        let since = *self.since.get_or_insert_with(std::time::Instant::now);
+        self.frames += 1;
+        self.slowest = self.slowest.max(took);
+        if since.elapsed() >= std::time::Duration::from_secs(1) {
+            crate::jobs::trace(format_args!(
+                "frames: {} in {:.1?}, slowest {:.1?}",
+                self.frames,
+                since.elapsed(),
+                self.slowest
+            ));
+            *self = FrameTimes::default();
+        }
+    }
+}
 
 impl eframe::App for EframeApp {
     fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
@@ -205,6 +230,9 @@ impl eframe::App for EframeApp {
         let took = start.elapsed();
         if took > std::time::Duration::from_millis(8) {
             crate::jobs::trace(format_args!("slow frame: {took:.1?}"));
+        }
+        if crate::jobs::tracing() {
+            self.1.add(took);
         }
     }
 }
@@ -229,6 +257,6 @@ pub fn run(model: Option<PathBuf>) -> eframe::Result {
     eframe::run_native(
         "Quantscope",
         options,
-        Box::new(|_cc| Ok(Box::new(EframeApp(app)))),
+        Box::new(|_cc| Ok(Box::new(EframeApp(app, FrameTimes::default())))),
     )
 }

@@ -568,6 +568,13 @@ impl Cache {
         self.cells.get(&key(tensor, spec))
     }
 
+    /// Keep one measured row of `tensor` (cells that failed are kept too: they say why).
+    pub fn absorb_row(&mut self, tensor: &str, cells: &[Cell]) {
+        for c in cells {
+            self.cells.insert(key(tensor, &c.spec), c.clone());
+        }
+    }
+
     pub fn absorb(&mut self, s: &Sensitivity) {
         for (l, row) in s.layers.iter().zip(&s.cells) {
             for c in row {
