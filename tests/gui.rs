@@ -649,8 +649,8 @@ fn the_sample_models_accuracy_follows_the_plan() {
                 .workbench
                 .plan()
                 .to_json(app.browser.model.as_ref().unwrap(), None);
-            if app.workbench.accuracy.as_ref().is_some_and(|a| a.0 == sig) {
-                return app.workbench.accuracy.clone().unwrap();
+            if let Some((_, a)) = app.workbench.accuracy().filter(|a| a.0 == sig) {
+                return (sig, a.float, a.planned, a.examples);
             }
             std::thread::sleep(std::time::Duration::from_millis(5));
         }

@@ -184,6 +184,9 @@ fn export_and_apply_write_what_the_cli_writes() {
         quantscope::plan::Choice::Keep
     );
     assert_eq!(h.state().workbench.plan().overrides.len(), 3);
+    // the plan came in as one undo step of the workbench's editor
+    assert!(h.state_mut().workbench.undo());
+    assert!(h.state().workbench.plan().overrides.is_empty());
 }
 
 #[test]
