@@ -6,7 +6,7 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use quantscope::formats::{lookup, Overflow};
 use std::hint::black_box;
 
-#[path = "common/synthetic.rs"]
+#[path = "../tests/common/synthetic.rs"]
 mod synthetic;
 
 fn bench(c: &mut Criterion) {

@@ -9,7 +9,7 @@ use quantscope::quant::{kmeans_1d, quantize, Spec};
 use quantscope::stats::{abs_percentiles, histogram};
 use std::hint::black_box;
 
-#[path = "common/synthetic.rs"]
+#[path = "../tests/common/synthetic.rs"]
 mod synthetic;
 
 const ROWS: usize = 4096;

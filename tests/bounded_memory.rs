@@ -1,6 +1,7 @@
 //! Whole-model commands keep memory near one tensor, not the model: each runs over a model many
 //! times larger than a set limit, and the peak resident memory the kernel reports for that process
-//! (`wait4`) must stay under it. Not timed.
+//! (`wait4`) must stay under it. Not timed. A binary of its own: a child started with `posix_spawn`
+//! reports the larger of its own peak and its parent's, so no other test may share this process.
 
 #![cfg(target_os = "linux")]
 

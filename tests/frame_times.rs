@@ -13,8 +13,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 mod common;
-#[path = "../benches/common/synthetic.rs"]
-mod synthetic;
+use common::synthetic;
 
 /// A duration in milliseconds from the environment variable `name`, or `default` ms.
 fn env_ms(name: &str, default: u64) -> Duration {
@@ -144,10 +143,7 @@ fn frame_times_4096x4096() {
     } else {
         synthetic::llm_layer(n)
     };
-    let bytes: Vec<u8> = values.into_iter().flat_map(f32::to_le_bytes).collect();
-    let v = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![4096, 4096], &bytes)
-        .unwrap();
-    safetensors::serialize_to_file(vec![("layer.weight", v)], None, &path).unwrap();
+    synthetic::write_f32(&path, &[("layer.weight", vec![4096, 4096], values)]);
     measure(path, "layer.weight");
 }
 

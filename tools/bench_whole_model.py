@@ -82,7 +82,7 @@ def main():
     ap.add_argument("--skip-numpy", action="store_true")
     ap.add_argument("--candidates", default="int8:scale=bf16,int4:g128:scale=bf16,nvfp4,mxfp4")
     a = ap.parse_args()
-    if a.make:
+    if a.make == "7b":
         subprocess.run([sys.executable, os.path.join(ROOT, "tools/make_synthetic_llama.py"), a.model,
                         "--hidden", "4096", "--layers", "32", "--heads", "32", "--kv-heads", "32",
                         "--intermediate", "11008", "--vocab", "49152"], check=True)

@@ -6,7 +6,9 @@ mod bars;
 pub(crate) mod browser;
 mod formats_lab;
 mod labs;
+mod lru;
 mod mixed;
+mod reports;
 mod score_text;
 mod spec_editor;
 mod train_lab;
@@ -19,6 +21,7 @@ pub use browser::{
 pub use formats_lab::FormatsLab;
 pub use labs::{IntMatmulLab, Lab, LabsView};
 pub use mixed::{LayerSetting, MixedView, DEFAULT_MIXED_CANDIDATES};
+pub use reports::Reports;
 pub use score_text::{ScoreOnText, Scored};
 pub use train_lab::{LabMode, RunState, TrainLab};
 pub use workbench::{Workbench, DEFAULT_CANDIDATES};
@@ -186,8 +189,12 @@ impl App {
             View::Mixed => {
                 self.browser.poll(&ui.ctx().clone());
                 self.mixed.ui(ui, self.browser.model.clone());
-                if let Some(p) = self.mixed.send_plan.take() {
-                    self.workbench.replace_plan(p);
+                // through the workbench's editor: one undo step, after the workbench has followed
+                // the model (whose last plan it restores) so that the plan sent is not overwritten
+                if let Some((p, model)) =
+                    self.mixed.send_plan.take().zip(self.browser.model.clone())
+                {
+                    self.workbench.receive_plan(&model, p);
                     self.view = View::Workbench;
                 }
             }

@@ -1,9 +1,44 @@
 //! Editing a plan by hand, with undo: what the window's workbench changes when a person sets the
-//! default, overrides a layer or loads a plan. No window is needed to use or test it.
+//! default, overrides a layer or a pattern's layers, or loads a plan. No window is needed to use or
+//! test it.
 
 use super::runtime::{FusedGroup, Runtime};
 use super::{Choice, Plan};
+use crate::model::Model;
 use std::collections::BTreeMap;
+
+/// The tensors a person edits, in natural name order: the quantizable weights (float, two or more
+/// dimensions). Plans can still name other tensors.
+pub fn editable(model: &Model) -> Vec<usize> {
+    let mut v: Vec<usize> = (0..model.tensors.len())
+        .filter(|&i| model.tensors[i].quantizable())
+        .collect();
+    v.sort_by(|&a, &b| crate::model::natural_cmp(&model.tensors[a].name, &model.tensors[b].name));
+    v
+}
+
+/// The names of the [`editable`] tensors whose name matches `pattern` (a regular expression, found
+/// anywhere in the name) or whose layer role is `pattern` (linear, conv, embedding, lm_head).
+pub fn matching(model: &Model, pattern: &str) -> Result<Vec<String>, String> {
+    let layers = crate::model::group_layers(&model.tensors);
+    let role_of = |t: usize| {
+        layers
+            .iter()
+            .find(|l| l.weight == Some(t))
+            .map(|l| l.role.as_str())
+    };
+    let re = regex::Regex::new(pattern)
+        .map_err(|e| format!("'{pattern}' is not a valid regular expression: {e}"))?;
+    let names: Vec<String> = editable(model)
+        .into_iter()
+        .filter(|&t| role_of(t) == Some(pattern) || re.is_match(&model.tensors[t].name))
+        .map(|t| model.tensors[t].name.clone())
+        .collect();
+    if names.is_empty() {
+        return Err(format!("no quantizable tensor matches '{pattern}'"));
+    }
+    Ok(names)
+}
 
 /// What an undo step restores: the parts of a plan a person edits.
 #[derive(Debug, Clone, PartialEq)]
@@ -147,6 +182,19 @@ impl PlanEditor {
         Ok(names.len())
     }
 
+    /// Override every [`matching`] tensor of `model` with the spec `text` (one undo step). Returns
+    /// how many tensors changed hands; a bad spec or pattern changes nothing.
+    pub fn set_matching(
+        &mut self,
+        model: &Model,
+        pattern: &str,
+        text: &str,
+    ) -> Result<usize, String> {
+        Choice::parse(text)?;
+        let names = matching(model, pattern)?;
+        self.set_names(&names, text, &format!("bulk edit: {pattern}"))
+    }
+
     /// Drop the override of `name` (and of the rest of its tied group), if it has one.
     pub fn clear_override(&mut self, name: &str) {
         let names = self.with_tied(&[name.to_string()]);
@@ -216,6 +264,33 @@ mod tests {
         assert_eq!(e.plan().overrides.len(), 1);
         e.reset(Plan::default());
         assert!(!e.can_undo() && !e.can_redo());
+    }
+
+    #[test]
+    fn bulk_edits_match_names_or_roles() {
+        let m = crate::nn::sample_mlp();
+        assert_eq!(editable(&m).len(), 3);
+        let mut e = PlanEditor::default();
+        assert_eq!(e.set_matching(&m, "fc[23]", "int4:g32").unwrap(), 2);
+        assert_eq!(e.plan().overrides["fc2.weight"].1, "bulk edit: fc[23]");
+        assert!(!e.plan().overrides.contains_key("fc1.weight"));
+        // a role, every weight, then bad input: nothing changes
+        assert_eq!(e.set_matching(&m, "linear", "int8").unwrap(), 3);
+        assert_eq!(e.set_matching(&m, ".*", "nf4").unwrap(), 3);
+        let before = e.plan().fingerprint();
+        assert!(e
+            .set_matching(&m, "fc(", "int8")
+            .unwrap_err()
+            .contains("regular expression"));
+        assert!(e
+            .set_matching(&m, "nothing", "int8")
+            .unwrap_err()
+            .contains("no quantizable"));
+        assert!(e.set_matching(&m, ".*", "int9").is_err());
+        assert_eq!(e.plan().fingerprint(), before);
+        // biases are never matched: only editable tensors
+        assert!(matching(&m, "bias").is_err());
+        assert!(e.undo() && e.undo() && e.undo() && !e.can_undo());
     }
 
     #[test]

@@ -5,8 +5,9 @@
 //!
 //! Submodules: [`sensitivity`] (each layer's error under each candidate spec), [`search`] (the budgeted
 //! multiple-choice knapsack: exact DP, greedy, Pareto front), [`choose`] (from sensitivity to a plan
-//! with a reason per layer), [`export`] (other tools' config formats) and [`apply`] (writing the
-//! quantized model).
+//! with a reason per layer), [`export`] (other tools' config formats), [`apply`] (writing the
+//! quantized model), [`editor`] (edits with undo), [`size`] (a model's size under a plan) and [`score`]
+//! (a plan judged on held-out data).
 
 pub mod apply;
 pub mod choose;
@@ -18,6 +19,7 @@ pub mod runtime;
 pub mod score;
 pub mod search;
 pub mod sensitivity;
+pub mod size;
 
 use crate::model::Model;
 use crate::quant::Spec;

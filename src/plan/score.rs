@@ -1,6 +1,7 @@
 //! A plan judged on text by the model's own output: the transformer runs with float weights and with
 //! the plan's quantized ones on evaluation windows (never the calibration ones), and the two are
 //! compared (decoders: perplexity, KL, top-token agreement; encoders: sentence-embedding cosine).
+//! A runnable sample model is judged by its accuracy on its held-out examples ([`held_out_accuracy`]).
 
 use super::{Choice, Plan};
 use crate::jobs::Progress;
@@ -37,6 +38,34 @@ pub fn planned_weights<'a>(model: &'a Model, plan: &'a Plan, keep: bool) -> Mode
             _ => Ok(x),
         }
     }))
+}
+
+/// A sample model's accuracy on its held-out examples in float and under a plan.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct HeldOutAccuracy {
+    pub float: f64,
+    pub planned: f64,
+    pub examples: usize,
+}
+
+/// Whether `model` is a runnable sample model with held-out examples ([`held_out_accuracy`] applies).
+pub fn has_held_out(model: &Model) -> bool {
+    model
+        .metadata()
+        .is_some_and(|m| m.contains_key("architecture") && m.contains_key("test_indices"))
+}
+
+/// The accuracy of a runnable sample model on its held-out examples, in float and under `plan`.
+pub fn held_out_accuracy(model: &Model, plan: &Plan) -> Result<HeldOutAccuracy, NnError> {
+    use crate::nn::{dataset_bytes, evaluate, held_out, Network};
+    let data = held_out(model, &dataset_bytes(model)?)?;
+    let float = evaluate(&Network::from_model(model, None)?, &data)?.0;
+    let planned = evaluate(&Network::from_model(model, Some(plan))?, &data)?.0;
+    Ok(HeldOutAccuracy {
+        float,
+        planned,
+        examples: data.y.len(),
+    })
 }
 
 /// Text windows for a model: its tokenizer on `text` (the bundled text when `None`), windows of `ctx`
@@ -174,4 +203,29 @@ pub fn score(
         mean_cosine: cos.iter().sum::<f64>() / cos.len().max(1) as f64,
         min_cosine: cos.iter().copied().fold(f64::INFINITY, f64::min),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sample_models_held_out_accuracy_follows_the_plan() {
+        let m = crate::nn::sample_mlp();
+        assert!(has_held_out(&m));
+        let plan = |spec: &str| Plan {
+            default: Choice::parse(spec).unwrap(),
+            ..Default::default()
+        };
+        let int8 = held_out_accuracy(&m, &plan("int8")).unwrap();
+        assert_eq!(int8.examples, 359);
+        assert!((int8.float - 0.9694).abs() < 1e-4, "{int8:?}");
+        assert!((int8.planned - int8.float).abs() < 0.01, "{int8:?}");
+        let keep = held_out_accuracy(&m, &plan("none")).unwrap();
+        assert_eq!(keep.planned, keep.float);
+        assert!(held_out_accuracy(&m, &plan("binary")).unwrap().planned < 0.8);
+        // a model without held-out examples has none
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/lm/llama");
+        assert!(!has_held_out(&Model::open(&dir).unwrap()));
+    }
 }

@@ -55,6 +55,90 @@ pub struct Window {
     pub codes: Vec<i16>,
 }
 
+impl LayerReport {
+    /// Approximately the memory the report holds (itself and what its vectors own), for caches that
+    /// keep reports within a budget.
+    pub fn heap_bytes(&self) -> usize {
+        let hist = |h: &Histogram| h.counts.capacity() * std::mem::size_of::<u64>();
+        std::mem::size_of::<Self>()
+            + hist(&self.original)
+            + hist(&self.quantized)
+            + hist(&self.error)
+            + std::mem::size_of_val(self.scales.as_slice())
+            + std::mem::size_of_val(self.scale_envelope.as_slice())
+            + std::mem::size_of_val(self.codebook.as_slice())
+            + std::mem::size_of_val(self.zero_points.as_slice())
+            + std::mem::size_of_val(self.outer_scales.as_slice())
+            + self.window.as_ref().map_or(0, |w| {
+                std::mem::size_of_val(w.values.as_slice())
+                    + std::mem::size_of_val(w.codes.as_slice())
+            })
+    }
+
+    /// The smallest and largest stored scale (`None` without scales).
+    pub fn scale_range(&self) -> Option<(f32, f32)> {
+        (!self.scales.is_empty()).then(|| {
+            self.scales
+                .iter()
+                .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| {
+                    (a.min(v), b.max(v))
+                })
+        })
+    }
+
+    /// Each codebook entry's share of the weights (0 to 1), in codebook order.
+    pub fn codebook_shares(&self) -> Vec<f64> {
+        let total: u64 = self.codebook.iter().map(|c| c.1).sum();
+        self.codebook
+            .iter()
+            .map(|c| c.1 as f64 / total.max(1) as f64)
+            .collect()
+    }
+
+    /// How many times smaller than fp32 the quantized tensor is.
+    pub fn times_smaller_than_fp32(&self) -> f64 {
+        32.0 / self.metrics.bits_per_weight
+    }
+
+    /// The values of group `g` in `x`, the tensor this report is of with `cols` values per row
+    /// ([`crate::model::TensorInfo::channels`]): groups run along rows, `groups_per_row` to a row.
+    pub fn group_values<'a>(&self, x: &'a [f32], cols: usize, g: usize) -> &'a [f32] {
+        let gpr = self.groups_per_row.max(1);
+        let (row, j) = (g / gpr, g % gpr);
+        let start = (row * cols + j * self.group_size).min(x.len());
+        let end = (start + self.group_size)
+            .min(x.len())
+            .min(row * cols + cols);
+        &x[start..end.max(start)]
+    }
+}
+
+impl ClipLines {
+    /// Approximately the memory the lines hold.
+    pub fn heap_bytes(&self) -> usize {
+        std::mem::size_of::<Self>()
+            + self
+                .lines
+                .iter()
+                .map(|(n, _)| std::mem::size_of::<(String, f32)>() + n.capacity())
+                .sum::<usize>()
+    }
+}
+
+/// The spec whose clip lines are drawn for `spec`: the lines are per tensor and depend on the format
+/// and scale type, not on the granularity, the clip method or VS-Quant; a spec that rounds
+/// stochastically is drawn with its round-to-nearest lines.
+pub fn clip_lines_key(spec: &Spec) -> Spec {
+    Spec {
+        granularity: super::Granularity::Tensor,
+        clip: Clip::MinMax,
+        round: super::RoundMode::Nearest,
+        vsq: false,
+        ..*spec
+    }
+    .without_unused_seed()
+}
+
 /// Quantize and summarise; `bins` for the histograms.
 pub fn layer_report(
     x: &[f32],
@@ -676,5 +760,70 @@ mod tests {
         let (r, _) = layer_report(&x, &[10, 100], &Spec::parse("kmeans3").unwrap(), 32).unwrap();
         assert_eq!(r.codebook.len(), 8);
         assert_eq!(r.codebook.iter().map(|c| c.1).sum::<u64>(), 1000);
+    }
+
+    #[test]
+    fn a_report_finds_its_groups_values_and_summarises_them() {
+        // 4 rows of 8, groups of 4: two groups to a row, group g at row g / 2
+        let x: Vec<f32> = (0..32).map(|i| i as f32 - 15.5).collect();
+        let (r, _) = layer_report(&x, &[4, 8], &Spec::parse("int4:g4").unwrap(), 16).unwrap();
+        assert_eq!((r.groups, r.group_size, r.groups_per_row), (8, 4, 2));
+        assert_eq!(r.group_values(&x, 8, 0), &x[0..4]);
+        assert_eq!(r.group_values(&x, 8, 3), &x[12..16]);
+        assert_eq!(r.group_values(&x, 8, 7), &x[28..32]);
+        // past the end: empty, never out of bounds
+        assert!(r.group_values(&x, 8, 9).is_empty());
+        let (lo, hi) = r.scale_range().unwrap();
+        assert_eq!(lo, r.scales.iter().copied().fold(f32::INFINITY, f32::min));
+        assert_eq!(
+            hi,
+            r.scales.iter().copied().fold(f32::NEG_INFINITY, f32::max)
+        );
+        assert!(lo < hi);
+        assert_eq!(
+            r.times_smaller_than_fp32(),
+            32.0 / r.metrics.bits_per_weight
+        );
+        // the memory a report holds grows with its scales
+        let (fine, _) = layer_report(&x, &[4, 8], &Spec::parse("int4:g2").unwrap(), 16).unwrap();
+        assert_eq!(
+            fine.heap_bytes() - r.heap_bytes(),
+            4 * (fine.scales.len() - r.scales.len())
+                + std::mem::size_of::<(usize, f32, f32)>()
+                    * (fine.scale_envelope.len() - r.scale_envelope.len())
+        );
+        let (k, _) = layer_report(&x, &[4, 8], &Spec::parse("kmeans2").unwrap(), 16).unwrap();
+        let shares = k.codebook_shares();
+        assert_eq!(shares.len(), 4);
+        assert!((shares.iter().sum::<f64>() - 1.0).abs() < 1e-12);
+        assert!(k.heap_bytes() > std::mem::size_of::<LayerReport>() + 3 * 16 * 8);
+    }
+
+    #[test]
+    fn specs_with_one_clip_lines_key_draw_the_same_lines() {
+        let x: Vec<f32> = (0..8192)
+            .map(|i| ((i as f32) * 0.37).sin() * (1.0 + (i % 7) as f32))
+            .collect();
+        let shape = [64, 128];
+        for (a, b) in [
+            ("int4:g128:clip=mse", "int4:g64"),
+            ("int8:channel:clip=kl", "int8:tensor"),
+            ("uint4:g64:clip=p99.9", "uint4:g128"),
+            ("fp8_e4m3:channel", "fp8_e4m3:tensor"),
+        ] {
+            let (a, b) = (Spec::parse(a).unwrap(), Spec::parse(b).unwrap());
+            assert_eq!(clip_lines_key(&a), clip_lines_key(&b), "{a} {b}");
+            assert_eq!(
+                clip_lines(&x, &shape, &a).unwrap(),
+                clip_lines(&x, &shape, &clip_lines_key(&a)).unwrap(),
+                "{a}"
+            );
+        }
+        // another format or scale type is another key; stochastic rounding draws the nearest lines
+        let key = |s: &str| clip_lines_key(&Spec::parse(s).unwrap());
+        assert_eq!(key("int4:g16:round=stochastic:seed=3"), key("int4:g128"));
+        assert_ne!(key("int4"), key("int5"));
+        assert_ne!(key("int4"), key("uint4"));
+        assert_ne!(key("int4:g128"), key("int4:g128:scale=fp32"));
     }
 }

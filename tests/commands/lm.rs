@@ -1,22 +1,14 @@
 //! The transformer runtime against transformers' own outputs on tiny models of every supported
 //! architecture (tests/data/lm, made by tools/make_tiny_lms.py), and the commands that use it.
 
-mod common;
-use common::{json, quantscope};
+use crate::common::{json, lm, quantscope};
 use quantscope::model::Model;
 use quantscope::nn::text::TextTokenizer;
 use quantscope::nn::transformer::{mean_pool, ModelWeights, Quiet, Transformer};
-use std::path::{Path, PathBuf};
-
-fn dir(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/data/lm")
-        .join(name)
-}
 
 /// A reference tensor as f32 (ids as i64 → f32: small vocabularies are exact).
 fn reference(name: &str, tensor: &str) -> (Vec<f32>, Vec<usize>) {
-    let m = Model::open(&dir(name).join("reference.safetensors")).unwrap();
+    let m = Model::open(&lm(name).join("reference.safetensors")).unwrap();
     let t = &m.tensors[m.find(tensor).unwrap()];
     (m.read_f32(t).unwrap(), t.shape.clone())
 }
@@ -32,7 +24,7 @@ fn every_tiny_architecture_matches_transformers() {
         "gemma3",
         "bert",
     ] {
-        let d = dir(name);
+        let d = lm(name);
         let model = Model::open(&d).unwrap();
         let net = Transformer::from_model(&model).unwrap();
         let text = std::fs::read_to_string(d.join("reference.txt")).unwrap();
@@ -87,7 +79,7 @@ fn every_tiny_architecture_matches_transformers() {
 fn forward_writes_ids_and_logits() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("out.safetensors");
-    let d = dir("gemma3");
+    let d = lm("gemma3");
     let (ok, _, err) = quantscope(&[
         "forward",
         d.to_str().unwrap(),
@@ -116,7 +108,7 @@ fn forward_writes_ids_and_logits() {
 
 #[test]
 fn eval_scores_a_spec_against_float_on_held_out_windows() {
-    let d = dir("llama");
+    let d = lm("llama");
     let d = d.to_str().unwrap();
     let args = |spec: &str| {
         let mut v = vec!["eval", d, "--ctx", "24", "--windows", "3", "--json"];
@@ -147,7 +139,7 @@ fn eval_scores_a_spec_against_float_on_held_out_windows() {
 
 #[test]
 fn calibrate_records_every_linear_layer_with_its_importance() {
-    let d = dir("smollm_tied");
+    let d = lm("smollm_tied");
     let tmp = tempfile::tempdir().unwrap();
     let pack = tmp.path().join("pack.safetensors");
     let v = json(&[
@@ -188,7 +180,7 @@ fn calibrate_records_every_linear_layer_with_its_importance() {
 #[test]
 fn an_unsupported_architecture_says_what_is_supported_and_still_opens() {
     let tmp = tempfile::tempdir().unwrap();
-    let src = dir("llama");
+    let src = lm("llama");
     std::fs::copy(
         src.join("model.safetensors"),
         tmp.path().join("model.safetensors"),
@@ -216,7 +208,7 @@ fn a_pack_that_names_no_weight_of_the_model_is_refused() {
     // `model.`): it matches no tensor and must not be silently ignored
     let tmp = tempfile::tempdir().unwrap();
     let pack = tmp.path().join("pack.safetensors");
-    let d = dir("smollm_tied");
+    let d = lm("smollm_tied");
     let (ok, _, err) = quantscope(&[
         "calibrate",
         d.to_str().unwrap(),

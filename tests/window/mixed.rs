@@ -1,6 +1,5 @@
 //! The Mixed-precision view, driven through egui_kittest as a person would: compute the sensitivity,
 //! move the budget, pin a layer, export and apply.
-#![cfg(feature = "gui")]
 
 use egui::accesskit::Role;
 use egui_kittest::kittest::Queryable as _;
@@ -8,8 +7,7 @@ use egui_kittest::Harness;
 use quantscope::gui::{App, LayerSetting, Source, View};
 use quantscope::plan::choose::Budget;
 
-mod common;
-use common::gui::open;
+use crate::common::gui::open;
 
 /// The sample model open on the Mixed-precision tab, sensitivity computed for a few candidates.
 fn computed(candidates: &str) -> Harness<'static, App> {
@@ -184,6 +182,9 @@ fn export_and_apply_write_what_the_cli_writes() {
         quantscope::plan::Choice::Keep
     );
     assert_eq!(h.state().workbench.plan().overrides.len(), 3);
+    // the plan came in as one undo step of the workbench's editor
+    assert!(h.state_mut().workbench.undo());
+    assert!(h.state().workbench.plan().overrides.is_empty());
 }
 
 #[test]
@@ -198,7 +199,7 @@ fn for_vllm_fused_layers_are_searched_and_set_together() {
     h.run();
     h.get_by_role_and_label(Role::Button, "Compute sensitivity")
         .click();
-    common::gui::step_until(&mut h, std::time::Duration::from_secs(120), |a| {
+    crate::common::gui::step_until(&mut h, std::time::Duration::from_secs(120), |a| {
         !a.mixed.is_computing()
     });
     h.run();
@@ -257,7 +258,7 @@ fn for_vllm_fused_layers_are_searched_and_set_together() {
     // the plan, greedy's and the uniform candidates scored on held-out text
     h.get_by_role_and_label(Role::Button, "Score on text")
         .click();
-    common::gui::step_until(&mut h, std::time::Duration::from_secs(120), |a| {
+    crate::common::gui::step_until(&mut h, std::time::Duration::from_secs(120), |a| {
         !a.mixed.is_judging()
     });
     h.run();

@@ -1,7 +1,6 @@
 //! `quantscope train`, run as a user runs it: the real binary on the digits sample model (short runs).
 
-mod common;
-use common::{json, quantscope};
+use crate::common::{json, quantscope};
 
 use serde_json::Value;
 

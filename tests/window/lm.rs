@@ -2,7 +2,6 @@
 //! calibrates a transformer on text and its reports equal the engine's; "Score on text" shows what
 //! `plan::score::score` gives for the same plan and windows, and marks it stale when the plan changes;
 //! the model browser labels a tied embedding as the LM head too.
-#![cfg(feature = "gui")]
 
 use egui::accesskit::Role;
 use egui_kittest::kittest::{NodeT as _, Queryable as _};
@@ -17,15 +16,10 @@ use quantscope::nn::transformer::score::NoHooks;
 use quantscope::nn::transformer::Transformer;
 use quantscope::plan::score::{score, windows, Score};
 use quantscope::quant::Spec;
-use std::path::PathBuf;
 use std::time::Duration;
 
-mod common;
-use common::gui::{open, step_until};
-
-fn lm(name: &str) -> PathBuf {
-    PathBuf::from("tests/data/lm").join(name)
-}
+use crate::common::gui::{open, step_until};
+use crate::common::lm;
 
 fn json<T: serde::Serialize>(x: &T) -> serde_json::Value {
     serde_json::to_value(x).unwrap()

@@ -1,7 +1,6 @@
 //! Calibration from the command line: activation ranges, output-space error, packs, and W8A8 eval.
 
-mod common;
-use common::{json, quantscope};
+use crate::common::{json, quantscope};
 
 const CNN: &str = "sample_models/mnist_cnn.safetensors";
 const MLP: &str = "sample_models/digits_mlp.safetensors";

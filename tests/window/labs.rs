@@ -1,6 +1,5 @@
 //! The Labs view, driven through egui_kittest: open the CNN sample model, go to the Labs tab, and see
 //! the integer matmul lab's term table for a layer; change the weights and the picked element.
-#![cfg(feature = "gui")]
 
 use egui::accesskit::Role;
 use egui_kittest::kittest::Queryable as _;
@@ -8,8 +7,7 @@ use egui_kittest::Harness;
 use quantscope::gui::{App, Lab, Source, View};
 use std::path::PathBuf;
 
-mod common;
-use common::gui::open;
+use crate::common::gui::open;
 
 /// Step until the lab has a result for its current settings and no work is running.
 fn settle(h: &mut Harness<'static, App>) {

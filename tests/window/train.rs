@@ -1,9 +1,7 @@
 //! The training lab, driven through egui_kittest: start a run on the digits sample model, watch its
 //! curves fill in, pause, resume and stop it, save the result and read it back; and the window's
 //! Training tab.
-#![cfg(feature = "gui")]
 
-mod common;
 use egui::accesskit::Role;
 use egui_kittest::kittest::Queryable as _;
 use egui_kittest::Harness;
@@ -139,7 +137,7 @@ fn pause_resume_and_stop_a_run_then_save_it() {
 
 #[test]
 fn the_window_has_a_training_tab() {
-    let mut h = common::gui::open(Source::Sample, (1280.0, 900.0));
+    let mut h = crate::common::gui::open(Source::Sample, (1280.0, 900.0));
     h.get_by_role_and_label(Role::Button, "Training").click();
     h.step();
     assert_eq!(h.state().view, View::Training);

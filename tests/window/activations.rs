@@ -1,6 +1,5 @@
 //! The Activations view, driven through egui_kittest: calibrate the CNN sample model, read the layer
 //! table, pick a layer and a range method, and load a calibration pack.
-#![cfg(feature = "gui")]
 
 use egui::accesskit::Role;
 use egui_kittest::kittest::Queryable as _;
@@ -9,8 +8,7 @@ use quantscope::activations::ranges::Method;
 use quantscope::gui::{App, Source, View};
 use std::path::PathBuf;
 
-mod common;
-use common::gui::open;
+use crate::common::gui::open;
 
 fn settle(h: &mut Harness<'static, App>) {
     for _ in 0..6000 {

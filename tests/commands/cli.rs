@@ -1,7 +1,6 @@
 //! The command-line tool, run as a user runs it: the real binary on real files.
 
-mod common;
-use common::{json, quantscope};
+use crate::common::{json, quantscope};
 
 #[test]
 fn formats_json_lists_every_value_of_fp4() {

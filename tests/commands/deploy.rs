@@ -3,23 +3,11 @@
 //! checkpoint of `apply --format compressed-tensors` decoding to the fake-quantized weights bit for bit.
 //! (tools/check_compressed.py and tools/check_llamacpp.py run the real programs on SmolLM2.)
 
-mod common;
-use common::{json, quantscope};
+use crate::common::{fails_with, json, lm, quantscope};
 use quantscope::model::Model;
 use quantscope::plan::compressed::unpack_int32;
 use serde_json::Value;
-use std::path::{Path, PathBuf};
-
-fn llama() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/lm/llama")
-}
-
-fn fails_with(args: &[&str], needle: &str) -> String {
-    let (ok, _, stderr) = quantscope(args);
-    assert!(!ok, "{args:?} should fail");
-    assert!(stderr.contains(needle), "{args:?}: {stderr}");
-    stderr
-}
+use std::path::Path;
 
 fn layers(plan: &Path) -> serde_json::Map<String, Value> {
     let v: Value = serde_json::from_str(&std::fs::read_to_string(plan).unwrap()).unwrap();
@@ -32,7 +20,7 @@ fn spec<'a>(l: &'a serde_json::Map<String, Value>, name: &str) -> &'a str {
 
 #[test]
 fn a_search_for_vllm_ties_fused_layers_and_exports_what_it_loads() {
-    let m = llama();
+    let m = lm("llama");
     let dir = tempfile::tempdir().unwrap();
     let plan = dir.path().join("plan.json");
     let v = json(&[
@@ -139,7 +127,7 @@ fn a_search_for_vllm_ties_fused_layers_and_exports_what_it_loads() {
 
 #[test]
 fn llama_cpp_export_says_and_sizes_the_fallback_it_will_get() {
-    let m = llama();
+    let m = lm("llama");
     let dir = tempfile::tempdir().unwrap();
     let plan = dir.path().join("plan.json");
     // rows of 48 and 64 weights: q3_K needs 256, falls back to q4_0 (64) or, not dividing 32 either, f16 (48)
@@ -268,7 +256,7 @@ fn decode(ct: &Model, module: &str, shape: &[usize], spec: &str) -> Vec<f32> {
 
 #[test]
 fn a_compressed_tensors_checkpoint_decodes_to_the_fake_quantized_weights() {
-    let m = llama();
+    let m = lm("llama");
     let dir = tempfile::tempdir().unwrap();
     let plan = dir.path().join("plan.json");
     let specs = [

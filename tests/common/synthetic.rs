@@ -1,5 +1,6 @@
-//! Deterministic synthetic weights, shared by the benchmarks and the window's timing test (included
-//! with `#[path]`): standard normals by Box–Muller over a xorshift generator, with no dependency.
+//! Deterministic synthetic weights for the tests and the benchmarks (which include this file with
+//! `#[path]`): standard normals by Box–Muller over a xorshift generator, and a writer of f32
+//! safetensors files.
 #![allow(dead_code)] // each includer uses part of it
 
 /// An endless stream of standard normal values (the same stream every time).
@@ -32,4 +33,24 @@ pub fn llm_layer(n: usize) -> Vec<f32> {
             }
         })
         .collect()
+}
+
+/// Write f32 tensors (name, shape, values) as a safetensors file.
+pub fn write_f32(path: &std::path::Path, tensors: &[(&str, Vec<usize>, Vec<f32>)]) {
+    let bytes: Vec<Vec<u8>> = tensors
+        .iter()
+        .map(|t| t.2.iter().flat_map(|v| v.to_le_bytes()).collect())
+        .collect();
+    let views: Vec<(&str, safetensors::tensor::TensorView)> = tensors
+        .iter()
+        .zip(&bytes)
+        .map(|(t, b)| {
+            (
+                t.0,
+                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, t.1.clone(), b)
+                    .unwrap(),
+            )
+        })
+        .collect();
+    safetensors::serialize_to_file(views, None, path).unwrap();
 }

@@ -2,27 +2,11 @@
 //! terms it prints are checked against values recomputed here from the model file and the calibration
 //! rows (independently of the engine's integer code).
 
-mod common;
-use common::{json, quantscope};
+use crate::common::{fails_in_one_line, json, quantscope, sample_model};
 
 use quantscope::activations::{capture, pack};
 use quantscope::model::Model;
 use serde_json::Value;
-use std::path::{Path, PathBuf};
-
-fn fails_with(args: &[&str], needle: &str) {
-    let (ok, _, stderr) = quantscope(args);
-    assert!(!ok, "{args:?} should fail");
-    assert!(stderr.contains(needle), "{args:?}: {stderr}");
-    assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
-    assert!(!stderr.contains("panicked"));
-}
-
-fn model(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("sample_models")
-        .join(name)
-}
 
 fn term(v: &Value, name: &str) -> f64 {
     v["terms"]
@@ -49,7 +33,7 @@ fn when(v: &Value, name: &str) -> String {
 
 #[test]
 fn the_terms_of_a_cnn_layer_add_up_and_match_an_independent_recomputation() {
-    let path = model("mnist_cnn.safetensors");
+    let path = sample_model("mnist_cnn.safetensors");
     let p = path.to_str().unwrap();
     let v = json(&[
         "lab", "matmul", p, "--layer", "fc1", "--rows", "128", "--relu", "--pick", "5,7", "--json",
@@ -172,7 +156,7 @@ fn the_terms_of_a_cnn_layer_add_up_and_match_an_independent_recomputation() {
 
 #[test]
 fn asymmetric_weights_have_every_zero_point_term_and_text_shows_them() {
-    let path = model("digits_mlp.safetensors");
+    let path = sample_model("digits_mlp.safetensors");
     let p = path.to_str().unwrap();
     let v = json(&[
         "lab",
@@ -228,7 +212,7 @@ fn asymmetric_weights_have_every_zero_point_term_and_text_shows_them() {
 
 #[test]
 fn a_calibration_pack_feeds_the_lab() {
-    let path = model("mnist_cnn.safetensors");
+    let path = sample_model("mnist_cnn.safetensors");
     let m = Model::open(&path).unwrap();
     let cal = capture(&m, 64, 32).unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -255,13 +239,13 @@ fn a_calibration_pack_feeds_the_lab() {
 
 #[test]
 fn bad_input_is_one_line_not_a_panic() {
-    let path = model("mnist_cnn.safetensors");
+    let path = sample_model("mnist_cnn.safetensors");
     let p = path.to_str().unwrap();
-    fails_with(
+    fails_in_one_line(
         &["lab", "matmul", p, "--layer", "fc9"],
         "layers: conv1, conv2, fc1, fc2",
     );
-    fails_with(
+    fails_in_one_line(
         &[
             "lab",
             "matmul",
@@ -273,28 +257,28 @@ fn bad_input_is_one_line_not_a_panic() {
         ],
         "intN or uintN",
     );
-    fails_with(
+    fails_in_one_line(
         &["lab", "matmul", p, "--layer", "fc1", "--output", "int4"],
         "uint8 or int8",
     );
-    fails_with(
+    fails_in_one_line(
         &["lab", "matmul", p, "--layer", "fc1", "--pick", "3"],
         "ROW,OUT",
     );
-    fails_with(
+    fails_in_one_line(
         &[
             "lab", "matmul", p, "--layer", "fc1", "--rows", "8", "--pick", "9,0",
         ],
         "outside",
     );
-    fails_with(
+    fails_in_one_line(
         &["lab", "matmul", p, "--layer", "fc1", "--range", "zz"],
         "unknown range method",
     );
     let dir = tempfile::tempdir().unwrap();
     let plain = dir.path().join("plain.safetensors");
-    std::fs::copy(model("digits_mlp.safetensors"), &plain).unwrap();
-    fails_with(
+    std::fs::copy(sample_model("digits_mlp.safetensors"), &plain).unwrap();
+    fails_in_one_line(
         &[
             "lab",
             "matmul",

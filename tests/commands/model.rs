@@ -1,17 +1,13 @@
 //! Opening models: statistics against numpy, sharded checkpoints and folders, and a corpus of broken
 //! files that must each give a clear error naming the file — never a panic.
 
+use crate::common::data;
+use crate::common::synthetic::write_f32;
 use quantscope::model::{group_layers, Model, SourceKind};
 use quantscope::stats::summarize;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-
-fn data(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/data")
-        .join(name)
-}
 
 fn close(a: f64, b: f64, rel: f64) -> bool {
     a == b || (a - b).abs() <= rel * a.abs().max(b.abs())
@@ -77,26 +73,6 @@ fn statistics_match_numpy() {
     );
 }
 
-/// Write a safetensors file with the `safetensors` crate.
-fn write(path: &Path, tensors: &[(&str, Vec<usize>, Vec<f32>)]) {
-    let bytes: Vec<Vec<u8>> = tensors
-        .iter()
-        .map(|t| t.2.iter().flat_map(|v| v.to_le_bytes()).collect())
-        .collect();
-    let views: Vec<(&str, safetensors::tensor::TensorView)> = tensors
-        .iter()
-        .zip(&bytes)
-        .map(|(t, b)| {
-            (
-                t.0,
-                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, t.1.clone(), b)
-                    .unwrap(),
-            )
-        })
-        .collect();
-    safetensors::serialize_to_file(views, None, path).unwrap();
-}
-
 fn ramp(n: usize, k: f32) -> Vec<f32> {
     (0..n).map(|i| (i as f32 * k).sin()).collect()
 }
@@ -116,11 +92,11 @@ fn sharded_checkpoints_and_folders_open_like_one_file() {
         vec![8, 4],
         ramp(32, 1.1),
     );
-    write(
+    write_f32(
         &d.join("model-00001-of-00002.safetensors"),
         &[a.clone(), b.clone()],
     );
-    write(
+    write_f32(
         &d.join("model-00002-of-00002.safetensors"),
         std::slice::from_ref(&c),
     );
@@ -139,7 +115,7 @@ fn sharded_checkpoints_and_folders_open_like_one_file() {
     .unwrap();
     let single = d.join("single");
     std::fs::create_dir(&single).unwrap();
-    write(&single.join("all.safetensors"), &[a, b, c]);
+    write_f32(&single.join("all.safetensors"), &[a, b, c]);
 
     for path in [d.to_path_buf(), d.join("model.safetensors.index.json")] {
         let m = Model::open(&path).unwrap();

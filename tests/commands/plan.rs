@@ -1,23 +1,14 @@
 //! The mixed-precision commands (sensitivity, search, export, apply), run as a user runs them: the real
 //! binary on the bundled sample model.
 
-mod common;
-use common::{json, quantscope};
+use crate::common::{fails_in_one_line, json, quantscope, sample_model};
 
 use quantscope::model::Model;
 use serde_json::Value;
-use std::path::{Path, PathBuf};
-
-fn fails_with(args: &[&str], needle: &str) {
-    let (ok, _, stderr) = quantscope(args);
-    assert!(!ok, "{args:?} should fail");
-    assert!(stderr.contains(needle), "{args:?}: {stderr}");
-    assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
-    assert!(!stderr.contains("panicked"));
-}
+use std::path::PathBuf;
 
 fn sample() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("sample_models/digits_mlp.safetensors")
+    sample_model("digits_mlp.safetensors")
 }
 
 const CANDS: &str = "int8,int4,int2:g16,kmeans2";
@@ -52,11 +43,11 @@ fn sensitivity_lists_every_layer_and_candidate_in_every_measure() {
         let out = |i: usize| cells[i]["output_sqnr_db"].as_f64().unwrap();
         assert!(out(0) > out(1) && out(1) > out(2), "{l}");
     }
-    fails_with(
+    fails_in_one_line(
         &["sensitivity", s.to_str().unwrap(), "--candidates", "int9"],
         "int9",
     );
-    fails_with(
+    fails_in_one_line(
         &[
             "sensitivity",
             s.to_str().unwrap(),
@@ -144,7 +135,7 @@ fn search_keeps_the_budget_beats_or_ties_greedy_and_writes_a_loadable_plan() {
     assert!(layers[2]["spec"].as_str().unwrap().starts_with("int2:g16"));
     assert_eq!(v["measure"], "weight_sqnr");
 
-    fails_with(
+    fails_in_one_line(
         &[
             "search",
             s.to_str().unwrap(),
@@ -155,7 +146,7 @@ fn search_keeps_the_budget_beats_or_ties_greedy_and_writes_a_loadable_plan() {
         ],
         "nothing fits",
     );
-    fails_with(
+    fails_in_one_line(
         &[
             "search",
             s.to_str().unwrap(),
@@ -168,7 +159,7 @@ fn search_keeps_the_budget_beats_or_ties_greedy_and_writes_a_loadable_plan() {
         ],
         "REGEX=SPEC",
     );
-    fails_with(
+    fails_in_one_line(
         &[
             "search",
             s.to_str().unwrap(),
@@ -181,7 +172,7 @@ fn search_keeps_the_budget_beats_or_ties_greedy_and_writes_a_loadable_plan() {
         ],
         "matches no",
     );
-    fails_with(
+    fails_in_one_line(
         &[
             "search",
             s.to_str().unwrap(),
@@ -266,11 +257,11 @@ fn export_writes_configs_and_says_what_does_not_fit() {
         "{stderr}"
     );
     // the sample MLP has no GGUF names
-    fails_with(
+    fails_in_one_line(
         &["export", plan.to_str().unwrap(), "--to", "llama.cpp"],
         "no GGUF name",
     );
-    fails_with(
+    fails_in_one_line(
         &["export", plan.to_str().unwrap(), "--to", "onnx"],
         "unknown export format",
     );
@@ -280,7 +271,7 @@ fn export_writes_configs_and_says_what_does_not_fit() {
         r#"{"quantscope_plan": 1, "default": "int8", "layers": {"fc1.weight": {"spec": "int12"}}}"#,
     )
     .unwrap();
-    fails_with(
+    fails_in_one_line(
         &[
             "export",
             other.to_str().unwrap(),
@@ -353,7 +344,7 @@ fn apply_writes_a_model_that_runs_and_a_packed_form_that_reads_back() {
         );
     }
     // the source is never a destination; a folder of other things is refused
-    fails_with(
+    fails_in_one_line(
         &[
             "apply",
             s.to_str().unwrap(),
@@ -367,7 +358,7 @@ fn apply_writes_a_model_that_runs_and_a_packed_form_that_reads_back() {
     let busy = dir.path().join("busy");
     std::fs::create_dir(&busy).unwrap();
     std::fs::write(busy.join("notes.txt"), "mine").unwrap();
-    fails_with(
+    fails_in_one_line(
         &[
             "apply",
             s.to_str().unwrap(),

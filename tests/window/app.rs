@@ -1,38 +1,13 @@
 //! The window, driven through egui_kittest as a person would: click, type, read what is shown.
-#![cfg(feature = "gui")]
 
 use egui::accesskit::Role;
 use egui_kittest::kittest::Queryable as _;
 use egui_kittest::Harness;
-use quantscope::gui::{App, FilePicker, Source, View};
-use std::path::{Path, PathBuf};
+use quantscope::gui::{App, Source, View};
 use std::sync::Arc;
 
-mod common;
-
-/// A file dialog that answers with a fixed path, as a person picking that file would.
-struct Picks(Option<PathBuf>);
-
-impl FilePicker for Picks {
-    fn pick(&self, _folder: bool) -> Option<PathBuf> {
-        self.0.clone()
-    }
-}
-
-fn data(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/data")
-        .join(name)
-}
-
-fn app_with(open: Option<Source>, picks: Option<PathBuf>) -> Harness<'static, App> {
-    Harness::builder()
-        .with_size(egui::vec2(1280.0, 900.0))
-        .build_ui_state(
-            |ui, app: &mut App| app.show(ui),
-            App::new(open, Arc::new(Picks(picks)), None),
-        )
-}
+use crate::common::data;
+use crate::common::gui::{app_with, wait_loaded, Picks};
 
 /// The Formats lab, as a person who clicked its tab sees it.
 fn harness() -> Harness<'static, App> {
@@ -42,20 +17,6 @@ fn harness() -> Harness<'static, App> {
     h.run();
     assert_eq!(h.state().view, View::FormatsLab);
     h
-}
-
-/// Step the UI until the background load has finished.
-fn wait_loaded(h: &mut Harness<'static, App>) {
-    for _ in 0..2000 {
-        h.step();
-        if !h.state().browser.is_loading() {
-            h.step();
-            h.step();
-            return;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
-    panic!("the model did not finish loading");
 }
 
 fn set_value(h: &mut Harness<'static, App>, text: &str) {
@@ -453,7 +414,7 @@ fn the_candidates_clip_lines_are_the_engines() {
     // and those one bit below the selected int8:channel (computed after the candidates)
     let t = h.state().workbench.selected.unwrap();
     let int7 = quantscope::quant::Spec::parse("int7:channel").unwrap();
-    common::gui::step_until(&mut h, std::time::Duration::from_secs(20), |app| {
+    crate::common::gui::step_until(&mut h, std::time::Duration::from_secs(20), |app| {
         app.workbench.clip_lines(t, &int7).is_some()
     });
     let app = h.state();
@@ -649,8 +610,8 @@ fn the_sample_models_accuracy_follows_the_plan() {
                 .workbench
                 .plan()
                 .to_json(app.browser.model.as_ref().unwrap(), None);
-            if app.workbench.accuracy.as_ref().is_some_and(|a| a.0 == sig) {
-                return app.workbench.accuracy.clone().unwrap();
+            if let Some((_, a)) = app.workbench.accuracy().filter(|a| a.0 == sig) {
+                return (sig, a.float, a.planned, a.examples);
             }
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
