@@ -73,14 +73,14 @@ pub fn with_progress<T: Send>(
 /// [`LOG_EVERY`], and ignores cursor movement.
 #[derive(Debug)]
 struct LogLines {
-    last: Mutex<Option<Instant>>,
+    last: Mutex<Instant>,
 }
 
 impl Default for LogLines {
     fn default() -> Self {
         // the first line waits a full period: short work prints nothing
         LogLines {
-            last: Mutex::new(Some(Instant::now())),
+            last: Mutex::new(Instant::now()),
         }
     }
 }
@@ -92,10 +92,10 @@ impl LogLines {
             return Ok(());
         }
         let mut last = self.last.lock().expect("not poisoned");
-        if last.is_some_and(|t| t.elapsed() < LOG_EVERY) {
+        if last.elapsed() < LOG_EVERY {
             return Ok(());
         }
-        *last = Some(Instant::now());
+        *last = Instant::now();
         eprintln!("{s}");
         Ok(())
     }

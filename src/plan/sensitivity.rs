@@ -128,6 +128,21 @@ pub fn db(nsr: f64) -> f64 {
 }
 
 impl Cell {
+    /// A cell of `spec` with nothing measured yet (or never: `error` says why).
+    fn unmeasured(spec: &Spec, error: Option<String>) -> Cell {
+        Cell {
+            spec: spec.to_string(),
+            bits: 0,
+            bits_per_weight: 0.0,
+            weight_nsr: f64::NAN,
+            weight_mse: f64::NAN,
+            output_nsr: None,
+            importance_nsr: None,
+            end_to_end: None,
+            error,
+        }
+    }
+
     /// The cost the search minimises, in the measure's units; `None` when the measure is not available.
     pub fn cost(&self, m: Measure) -> Option<f64> {
         if self.error.is_some() {
@@ -670,17 +685,7 @@ pub fn compute(
         let one = |(spec, hit): (&Spec, Option<Cell>)| {
             let cell = match hit {
                 Some(c) => c,
-                None if progress.is_cancelled() => Cell {
-                    spec: spec.to_string(),
-                    bits: 0,
-                    bits_per_weight: 0.0,
-                    weight_nsr: f64::NAN,
-                    weight_mse: f64::NAN,
-                    output_nsr: None,
-                    importance_nsr: None,
-                    end_to_end: None,
-                    error: Some("cancelled".into()),
-                },
+                None if progress.is_cancelled() => Cell::unmeasured(spec, Some("cancelled".into())),
                 None => measure(
                     model,
                     &t.name,
@@ -735,17 +740,7 @@ fn measure(
     req: &Request,
     acts: Option<&crate::activations::LayerActivations>,
 ) -> Cell {
-    let mut cell = Cell {
-        spec: spec.to_string(),
-        bits: 0,
-        bits_per_weight: 0.0,
-        weight_nsr: f64::NAN,
-        weight_mse: f64::NAN,
-        output_nsr: None,
-        importance_nsr: None,
-        end_to_end: None,
-        error: None,
-    };
+    let mut cell = Cell::unmeasured(spec, None);
     let q = match quantize(x, shape, spec) {
         Ok(q) => q,
         Err(e) => {

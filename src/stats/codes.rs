@@ -5,12 +5,15 @@
 //! extremes for the channel ranges), and the moments, percentiles and histogram are then computed over
 //! the distinct values weighted by their counts. No f32 copy of the tensor is made.
 
-use super::{order_key, slot, usable_range, ChannelRanges, Histogram, Summary, TensorStats};
+use super::{
+    interpolated, order_key, slot, usable_range, ChannelRanges, Histogram, Moments, Summary,
+    TensorStats,
+};
 use rayon::prelude::*;
 
 /// Below this many elements the tensor is widened and summarised directly: a count table would
 /// cost more than the values.
-pub(super) const SMALL: usize = 1 << 16;
+const SMALL: usize = 1 << 16;
 
 /// Elements per parallel piece (whole rows, at least one).
 const PIECE: usize = 1 << 18;
@@ -262,36 +265,27 @@ fn weighted_stats(seen: &[(f32, u64)], n: usize) -> TensorStats {
             }
         }
     }
-    let finite = m > 0;
     let mf = m as f64;
-    let mean = if finite { sum / mf } else { 0.0 };
+    let mean = if m > 0 { sum / mf } else { 0.0 };
     let (mut m2, mut m4) = (0.0f64, 0.0f64);
     for &(v, c) in seen.iter().filter(|(v, _)| v.is_finite()) {
         let d2 = (v as f64 - mean).powi(2);
         m2 += d2 * c as f64;
         m4 += d2 * d2 * c as f64;
     }
-    let var = if finite { m2 / mf } else { 0.0 };
-    TensorStats {
-        numel: n,
+    Moments {
+        n: mf,
+        mean,
+        m2,
+        m3: 0.0,
+        m4,
+        min,
+        max,
         nan,
         inf,
-        min: if finite { min } else { 0.0 },
-        max: if finite { max } else { 0.0 },
-        absmax: if finite {
-            min.abs().max(max.abs())
-        } else {
-            0.0
-        },
-        mean,
-        std: var.sqrt(),
-        kurtosis: if var > 0.0 {
-            mf * m4 / (m2 * m2) - 3.0
-        } else {
-            0.0
-        },
         zeros,
     }
+    .stats(n)
 }
 
 /// Exact percentiles of |x| over finite (value, count) pairs: the same ranks and interpolation as
@@ -314,15 +308,7 @@ fn weighted_abs_percentiles(finite: &[(f32, u64)], ps: &[f64]) -> Vec<f64> {
         })
         .collect();
     // the value of rank r: the first distinct value whose cumulative count passes r
-    let value = |r: u64| mags[ends.partition_point(|&e| e <= r)].1 as f64;
-    ps.iter()
-        .map(|&p| {
-            let h = (m - 1) as f64 * p.clamp(0.0, 100.0) / 100.0;
-            let lo = h.floor();
-            let (a, b) = (value(lo as u64), value((lo as u64 + 1).min(m - 1)));
-            a + (h - lo) * (b - a)
-        })
-        .collect()
+    interpolated(m, ps, |r| mags[ends.partition_point(|&e| e <= r)].1 as f64)
 }
 
 /// [`super::histogram`] over `range` of finite (value, count) pairs.
@@ -348,15 +334,6 @@ mod tests {
     use super::*;
     use crate::model::decode_f32;
     use safetensors::Dtype;
-
-    /// Every code of a dtype and its value, as `read_f32` gives it.
-    fn values(dtype: Dtype) -> Vec<f32> {
-        let w = dtype.bitsize() / 8;
-        let bytes: Vec<u8> = (0..1usize << (8 * w))
-            .flat_map(|c| (c as u16).to_le_bytes()[..w].to_vec())
-            .collect();
-        decode_f32(dtype, &bytes).unwrap()
-    }
 
     fn same(a: &Summary, b: &Summary) {
         let (x, y) = (&a.stats, &b.stats);
@@ -416,7 +393,7 @@ mod tests {
             (Dtype::F8_E4M3, vec![(2, 0x7f)]),
         ] {
             let w = dtype.bitsize() / 8;
-            let vals = values(dtype);
+            let vals = super::super::code_values(dtype).unwrap();
             for (n, channels) in [(300_000, 768), (300_001, 7), (1 << 17, 1), (70_000, 70_000)] {
                 let b = bytes_of(n, w, n as u64, &special);
                 let x = decode_f32(dtype, &b).unwrap();

@@ -130,34 +130,53 @@ impl Moments {
     }
 }
 
+impl Moments {
+    /// The statistics of `numel` values (finite or not) whose finite ones these are.
+    fn stats(&self, numel: usize) -> TensorStats {
+        let finite = self.n > 0.0;
+        let var = if finite { self.m2 / self.n } else { 0.0 };
+        TensorStats {
+            numel,
+            nan: self.nan,
+            inf: self.inf,
+            min: if finite { self.min } else { 0.0 },
+            max: if finite { self.max } else { 0.0 },
+            absmax: if finite {
+                self.min.abs().max(self.max.abs())
+            } else {
+                0.0
+            },
+            mean: self.mean,
+            std: var.sqrt(),
+            kurtosis: if var > 0.0 {
+                self.n * self.m4 / (self.m2 * self.m2) - 3.0
+            } else {
+                0.0
+            },
+            zeros: self.zeros,
+        }
+    }
+}
+
 /// Moments, extremes and counts in one parallel pass.
 pub fn tensor_stats(x: &[f32]) -> TensorStats {
-    let m = x
-        .par_chunks(CHUNK)
+    x.par_chunks(CHUNK)
         .map(Moments::of_chunk)
-        .reduce(Moments::default, Moments::merge);
-    let finite = m.n > 0.0;
-    let var = if finite { m.m2 / m.n } else { 0.0 };
-    TensorStats {
-        numel: x.len(),
-        nan: m.nan,
-        inf: m.inf,
-        min: if finite { m.min } else { 0.0 },
-        max: if finite { m.max } else { 0.0 },
-        absmax: if finite {
-            m.min.abs().max(m.max.abs())
-        } else {
-            0.0
-        },
-        mean: m.mean,
-        std: var.sqrt(),
-        kurtosis: if var > 0.0 {
-            m.n * m.m4 / (m.m2 * m.m2) - 3.0
-        } else {
-            0.0
-        },
-        zeros: m.zeros,
-    }
+        .reduce(Moments::default, Moments::merge)
+        .stats(x.len())
+}
+
+/// Percentiles `ps` of `m` ordered values, the rank-`r` one being `value(r)`: linear interpolation
+/// between the order statistics around (m − 1)·p/100, as numpy's default.
+fn interpolated(m: u64, ps: &[f64], value: impl Fn(u64) -> f64) -> Vec<f64> {
+    ps.iter()
+        .map(|&p| {
+            let h = (m - 1) as f64 * p.clamp(0.0, 100.0) / 100.0;
+            let lo = h.floor();
+            let (a, b) = (value(lo as u64), value((lo as u64 + 1).min(m - 1)));
+            a + (h - lo) * (b - a)
+        })
+        .collect()
 }
 
 /// Exact percentiles of |x| over the finite values, interpolated linearly between order statistics as
@@ -333,14 +352,7 @@ fn small_order_statistics(x: &[f32], ps: &[f64], signed: bool) -> Vec<f64> {
             f32::from_bits(k)
         }) as f64
     };
-    ps.iter()
-        .map(|&p| {
-            let h = (m - 1) as f64 * p.clamp(0.0, 100.0) / 100.0;
-            let lo = h.floor();
-            let (a, b) = (value(lo as u64), value((lo as u64 + 1).min(m - 1)));
-            a + (h - lo) * (b - a)
-        })
-        .collect()
+    interpolated(m, ps, value)
 }
 
 /// Two parallel passes: a 65,536-bucket histogram of the top 16 bits of a monotone key, then a gather
@@ -1065,7 +1077,7 @@ pub fn summarize_tensor(
 ) -> Result<Summary, crate::model::ModelError> {
     let channels = t.channels().0;
     let s = match code_values(t.dtype) {
-        Some(values) if t.numel() >= codes::SMALL => summarize_codes(
+        Some(values) => summarize_codes(
             model.bytes(t),
             t.dtype.bitsize() / 8,
             &values,
