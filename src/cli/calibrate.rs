@@ -1,3 +1,7 @@
+//! `quantscope calibrate`: the activation ranges of every layer input on calibration data, by each
+//! range method (`--act` format), and with `--spec` each layer's error with its weights, then its
+//! inputs too, quantized.
+
 use super::{json_num, print_json, with_progress};
 use quantscope::activations::lm;
 use quantscope::activations::ranges::{act_quantizers, all_ranges, range, Method};

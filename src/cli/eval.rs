@@ -1,3 +1,6 @@
+//! `quantscope eval`: a runnable model end to end on held-out data (accuracy, or perplexity and KL for a
+//! transformer), float or with its weights and inputs quantized by a spec or a plan.
+
 use super::{print_json, with_progress};
 use quantscope::activations::capture;
 use quantscope::activations::ranges::{act_quantizers, Method};

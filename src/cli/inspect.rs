@@ -3,7 +3,7 @@
 use super::{json_num, print_json, progress_bar};
 use quantscope::formats::fmt_short;
 use quantscope::model::{group_layers, Model};
-use quantscope::stats::summarize_tensor;
+use quantscope::stats::summarize_tensors;
 use serde_json::json;
 use std::path::PathBuf;
 
@@ -54,14 +54,21 @@ pub fn run(a: InspectArgs) -> anyhow::Result<()> {
     let layers = group_layers(&model.tensors);
     let role_of = |ti: usize| role(&layers, ti);
     let mut rows = Vec::new();
-    for &i in &chosen {
+    let mut failed = None;
+    summarize_tensors(&model, &chosen, a.bins, |i, s| {
         let t = &model.tensors[i];
         bar.set_message(t.name.clone());
-        let s = summarize_tensor(&model, t, a.bins)?;
         bar.inc(t.nbytes() as u64);
-        rows.push((i, s));
-    }
+        match s {
+            Ok(s) => rows.push((i, s)),
+            Err(e) => failed = Some(e),
+        }
+        failed.is_none()
+    });
     bar.finish_and_clear();
+    if let Some(e) = failed {
+        return Err(e.into());
+    }
 
     if a.json {
         let tensors: Vec<_> = rows

@@ -5,7 +5,7 @@
 use crate::formats::fmt_short;
 use crate::jobs::{Job, Worker};
 use crate::model::{group_layers, layer_patterns, Layer, LayerPattern, Model};
-use crate::stats::{summarize_tensor, Summary};
+use crate::stats::{summarize_tensors, Summary};
 use egui::{Color32, RichText, Ui};
 use egui_plot::{BarChart, Line, Plot, PlotPoints, VLine};
 use std::collections::HashMap;
@@ -851,23 +851,14 @@ fn load(source: Source, w: &Worker<Msg>) {
     if !w.send(Msg::Opened(model.clone(), layers, tied_embedding(&model))) {
         return;
     }
-    for t in order {
-        if w.cancelled() {
-            return;
-        }
-        let info = &model.tensors[t];
-        match summarize_tensor(&model, info, BINS) {
-            Ok(s) => {
-                if !w.send(Msg::Summary(t, Arc::new(s))) {
-                    return;
-                }
-            }
-            Err(e) => {
-                w.send(Msg::Failed(e.to_string()));
-            }
-        }
-        w.progress.add(info.nbytes() as u64);
-    }
+    summarize_tensors(&model, &order, BINS, |t, s| {
+        let sent = match s {
+            Ok(s) => w.send(Msg::Summary(t, Arc::new(s))),
+            Err(e) => w.send(Msg::Failed(e.to_string())),
+        };
+        w.progress.add(model.tensors[t].nbytes() as u64);
+        sent && !w.cancelled()
+    });
 }
 
 /// The embedding tensor of a transformer whose LM head is tied to it (one tensor, both roles).
