@@ -146,6 +146,32 @@ impl<'a> LmEvalSet<'a> {
         self.against_float(&w, &h)
     }
 
+    /// [`run`](Self::run) without the kept float inputs: every block from the embedding on. The block
+    /// cache must give the same answer; this is the reference it is checked and timed against.
+    pub fn run_from_embedding(&self, name: &str, value: Vec<f32>) -> Result<EndToEnd, PlanError> {
+        self.first_block(name).ok_or_else(|| {
+            PlanError::Invalid(format!("'{name}' is not a weight the network runs"))
+        })?;
+        self.run_weights(&Swap {
+            base: &self.weights,
+            name,
+            value: Arc::new(value),
+        })
+    }
+
+    /// Every tensor the network runs, in the order it runs them: the embedding, each block's linear
+    /// layers, and an untied head.
+    pub fn tensors(&self) -> Vec<String> {
+        let mut all = vec![self.net.embed.clone()];
+        all.extend(
+            self.net
+                .linears()
+                .into_iter()
+                .filter(|n| *n != self.net.embed),
+        );
+        all
+    }
+
     /// A whole model (every tensor as `w` gives it) against the float model on the calibration windows.
     pub fn run_weights(&self, w: &dyn Weights) -> Result<EndToEnd, PlanError> {
         let nn = |e: NnError| PlanError::Invalid(e.to_string());
@@ -287,4 +313,45 @@ fn head(
         row += n;
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The block cache changes the work, never the answer: a cell started at its own block equals the
+    /// same cell run from the embedding, for every tensor of a tied and an untied model.
+    #[test]
+    fn the_block_cache_gives_the_answer_of_a_full_pass() {
+        for name in ["llama", "smollm_tied"] {
+            let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/data/lm")
+                .join(name);
+            let model = Model::open(&dir).unwrap();
+            let progress = crate::jobs::Progress::default();
+            let (lm, _) = prepare(&model, None, 24, 2, true, &progress).unwrap();
+            let lm = lm.unwrap();
+            let tensors = lm.tensors();
+            assert!(tensors.len() > 3, "{name}: {tensors:?}");
+            for t in &tensors {
+                let w = lm.weights().get(t).unwrap();
+                let changed: Vec<f32> = w.iter().map(|v| (v * 8.0).round() / 8.0).collect();
+                let cached = lm.run(t, changed.clone()).unwrap();
+                let full = lm.run_from_embedding(t, changed).unwrap();
+                assert!(cached.kl > 0.0, "{name} {t}: the change must show");
+                for (a, b) in [
+                    (cached.kl, full.kl),
+                    (cached.loss, full.loss),
+                    (cached.accuracy, full.accuracy),
+                    (cached.agreement, full.agreement),
+                ] {
+                    assert!(
+                        (a - b).abs() <= 1e-9 * b.abs().max(1e-6),
+                        "{name} {t}: {cached:?} vs {full:?}"
+                    );
+                }
+            }
+            assert!(lm.run_from_embedding("no.such.weight", vec![]).is_err());
+        }
+    }
 }
