@@ -77,6 +77,9 @@ pub struct MixedView {
     pub judged: Option<(f64, Result<Judged, String>)>,
     judge_job: Option<(f64, Job<Msg>)>,
     cache: Cache,
+    /// A sensitivity cache file (as the CLI's `--cache`): its cells are reused and the run's are saved
+    /// to it. Empty for none.
+    pub measurements_path: String,
     job: Option<Job<Msg>>,
     apply_job: Option<Job<Msg>>,
     /// What the search was built from: (sensitivity pointer, measure, settings, runtime).
@@ -116,6 +119,7 @@ impl Default for MixedView {
             judged: None,
             judge_job: None,
             cache: Cache::default(),
+            measurements_path: String::new(),
             job: None,
             apply_job: None,
             built: None,
@@ -162,6 +166,9 @@ impl MixedView {
         self.error = None;
         self.partial = vec![None; layers.len()];
         let (model, cache, e2e) = (model.clone(), self.cache.clone(), self.end_to_end);
+        let file = Some(self.measurements_path.trim())
+            .filter(|p| !p.is_empty())
+            .map(std::path::PathBuf::from);
         let ctx = ctx.clone();
         let wake: Arc<dyn Fn() + Send + Sync> = Arc::new(move || ctx.request_repaint());
         self.job = Some(Job::spawn(wake, move |w: &Worker<Msg>| {
@@ -190,10 +197,34 @@ impl MixedView {
                         lm: lm.as_ref(),
                         activations: acts.as_ref(),
                     };
-                    compute(&model, &req, &cache, &w.progress, &mut |r, cells| {
+                    let mut cache = cache;
+                    if let Some(p) = &file {
+                        let read = Cache::read_matching(p, &model, &req.data_source());
+                        if let Some(c) = read.map_err(|e| e.to_string())? {
+                            if cache.model == c.model && cache.data == c.data {
+                                cache.cells.extend(c.cells);
+                            } else {
+                                cache = c;
+                            }
+                        }
+                    }
+                    let s = compute(&model, &req, &cache, &w.progress, &mut |r, cells| {
                         w.send(Msg::Row(r, cells.to_vec()));
                     })
-                    .map_err(|e| e.to_string())
+                    .map_err(|e| e.to_string())?;
+                    if let Some(p) = &file {
+                        let mut c = Cache::for_source(
+                            &model,
+                            s.data.clone().unwrap_or_default(),
+                            s.baseline,
+                        );
+                        if cache.model == c.model && cache.data == c.data {
+                            c.cells = cache.cells;
+                        }
+                        c.absorb(&s);
+                        c.save(p).map_err(|e| e.to_string())?;
+                    }
+                    Ok(s)
                 };
                 w.send(Msg::Done(run()));
             })
@@ -266,6 +297,12 @@ impl MixedView {
                         self.measure = s.best_measure();
                         self.sens = Some(Arc::new(s));
                         self.built = None;
+                        if !self.measurements_path.trim().is_empty() {
+                            self.message = Some(format!(
+                                "measurements saved to {}",
+                                self.measurements_path.trim()
+                            ));
+                        }
                     }
                     Err(e) => self.error = Some(e),
                 }
@@ -525,6 +562,10 @@ impl MixedView {
             ui.add(egui::TextEdit::singleline(&mut self.candidates_text).desired_width(360.0))
                 .labelled_by(l.id)
                 .on_hover_text("Comma-separated specs every layer may get, e.g. int8,int4:g128,nvfp4,mxfp4");
+            let l = ui.label("Measurements file");
+            ui.add(egui::TextEdit::singleline(&mut self.measurements_path).desired_width(200.0).hint_text("none"))
+                .labelled_by(l.id)
+                .on_hover_text("A sensitivity cache (as `quantscope sensitivity --cache FILE`): cells measured in it are reused, and this run's are saved to it");
             ui.checkbox(&mut self.end_to_end, "End to end")
                 .on_hover_text("For models that run: also measure the network's outputs on calibration rows (not the held-out split)");
             if self.job.is_some() {

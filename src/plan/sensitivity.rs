@@ -570,6 +570,37 @@ impl Cache {
             .unwrap_or(fresh)
     }
 
+    /// A cache file for `model` measured on `data`: `None` when the file does not exist yet; an error
+    /// when it is not a cache, or holds another model's or other data's cells (saving would lose them).
+    pub fn read_matching(
+        path: &Path,
+        model: &Model,
+        data: &str,
+    ) -> Result<Option<Cache>, PlanError> {
+        let err = |why: String| PlanError::File {
+            path: path.display().to_string(),
+            why,
+        };
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(err(e.to_string())),
+        };
+        let c: Cache = serde_json::from_str(&text)
+            .map_err(|e| err(format!("not a sensitivity cache ({e})")))?;
+        if c.model != model.header_fingerprint() {
+            return Err(err("measured on another model; choose another file".into()));
+        }
+        if c.data != data {
+            return Err(err(format!(
+                "measured on other data ({}) than this run ({}); choose another file",
+                if c.data.is_empty() { "none" } else { &c.data },
+                if data.is_empty() { "none" } else { data }
+            )));
+        }
+        Ok(Some(c))
+    }
+
     pub fn save(&self, path: &Path) -> Result<(), PlanError> {
         let err = |e: std::io::Error| PlanError::File {
             path: path.display().to_string(),

@@ -284,3 +284,67 @@ fn for_vllm_fused_layers_are_searched_and_set_together() {
     assert!(err.contains("vLLM cannot load nf4"), "{err}");
     assert!(!h.state().mixed.is_computing());
 }
+
+#[test]
+fn measurements_are_saved_to_a_file_reused_and_a_foreign_file_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("cells.json");
+    let llama = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/lm/llama");
+    let compute = |h: &mut Harness<'static, App>| {
+        h.get_by_role_and_label(Role::Button, "Compute sensitivity")
+            .click();
+        crate::common::gui::step_until(h, std::time::Duration::from_secs(120), |a| {
+            !a.mixed.is_computing()
+        });
+        h.run();
+    };
+    let mut h = open(Source::Path(llama.clone()), (1400.0, 1000.0));
+    h.get_by_role_and_label(Role::Button, "Mixed precision")
+        .click();
+    h.run();
+    h.state_mut().mixed.candidates_text = "int8,int4".into();
+    h.state_mut().mixed.end_to_end = false;
+    h.state_mut().mixed.measurements_path = file.display().to_string();
+    h.run();
+    compute(&mut h);
+    assert_eq!(h.state().mixed.error, None);
+    h.get_by_label_contains("measurements saved to");
+    let saved: quantscope::plan::sensitivity::Cache =
+        serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    let sens = h.state().mixed.sens.clone().unwrap();
+    assert_eq!(saved.cells.len(), sens.layers.len() * 2);
+    let first = &sens.cells[0][0];
+    let kept = saved.get(&sens.layers[0].name, &first.spec).unwrap();
+    assert_eq!(kept.weight_mse, first.weight_mse);
+
+    // a fresh window reuses the file's cells: a poisoned value comes back as it was saved
+    let mut poisoned = saved.clone();
+    let key = format!("{}\t{}", sens.layers[0].name, first.spec);
+    poisoned.cells.get_mut(&key).unwrap().weight_mse = 12345.0;
+    poisoned.save(&file).unwrap();
+    let mut h = open(Source::Path(llama), (1400.0, 1000.0));
+    h.get_by_role_and_label(Role::Button, "Mixed precision")
+        .click();
+    h.run();
+    h.state_mut().mixed.candidates_text = "int8,int4".into();
+    h.state_mut().mixed.end_to_end = false;
+    h.state_mut().mixed.measurements_path = file.display().to_string();
+    h.run();
+    compute(&mut h);
+    let again = h.state().mixed.sens.clone().unwrap();
+    assert_eq!(again.cells[0][0].weight_mse, 12345.0);
+
+    // another model's file is refused, and left as it was
+    let before = std::fs::read_to_string(&file).unwrap();
+    let mut h = open(Source::Sample, (1400.0, 1000.0));
+    h.get_by_role_and_label(Role::Button, "Mixed precision")
+        .click();
+    h.run();
+    h.state_mut().mixed.candidates_text = "int8,int4".into();
+    h.state_mut().mixed.measurements_path = file.display().to_string();
+    h.run();
+    compute(&mut h);
+    let err = h.state().mixed.error.clone().unwrap_or_default();
+    assert!(err.contains("another model"), "{err}");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), before);
+}
