@@ -5,7 +5,7 @@ use anyhow::Context;
 use quantscope::model::Model;
 use quantscope::nn::text::read_text;
 use quantscope::nn::transformer::score::Comparison;
-use quantscope::nn::transformer::{is_transformer, Transformer};
+use quantscope::nn::transformer::{is_transformer, tied_embedding, TIED_LABEL};
 use quantscope::plan::choose::{Budget, Constraints, LayerChoice, Mixed};
 use quantscope::plan::lm::{prepare, LmEvalSet};
 use quantscope::plan::runtime::{candidates_for, dominant_dtype, is_embedding, Runtime};
@@ -200,11 +200,7 @@ fn measure<'m>(
         }
     }
     // a transformer: calibration windows of text, its activations and the float pass kept per block
-    let tied_head = is_transformer(model)
-        .then(|| Transformer::from_model(model).ok())
-        .flatten()
-        .filter(|n| n.head_is_embedding())
-        .map(|n| n.embed.clone());
+    let tied_head = tied_embedding(model).map(|i| model.tensors[i].name.clone());
     let (lm, lm_acts) = if eval.is_none() {
         let text = a.text.as_deref().map(read_text).transpose()?;
         with_progress("calibration pass", |p| {
@@ -347,7 +343,7 @@ fn agreement_lines(s: &Sensitivity) -> Vec<String> {
 /// A layer's name as shown: a tied LM head says so.
 fn shown_name(name: &str, tied_head: Option<&str>) -> String {
     if tied_head == Some(name) {
-        format!("{name} (= LM head, tied)")
+        format!("{name} {TIED_LABEL}")
     } else {
         name.to_string()
     }

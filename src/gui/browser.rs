@@ -5,6 +5,7 @@
 use crate::formats::fmt_short;
 use crate::jobs::{Job, Worker};
 use crate::model::{group_layers, layer_patterns, Layer, LayerPattern, Model};
+use crate::nn::transformer::{tied_embedding, TIED_LABEL};
 use crate::stats::{summarize_tensors, Summary};
 use egui::{Color32, RichText, Ui};
 use egui_plot::{BarChart, Line, Plot, PlotPoints, VLine};
@@ -860,21 +861,6 @@ fn load(source: Source, w: &Worker<Msg>) {
         sent && !w.cancelled()
     });
 }
-
-/// The embedding tensor of a transformer whose LM head is tied to it (one tensor, both roles).
-pub fn tied_embedding(model: &Model) -> Option<usize> {
-    use crate::nn::transformer::{is_transformer, Transformer};
-    if !is_transformer(model) {
-        return None;
-    }
-    let net = Transformer::from_model(model).ok()?;
-    net.head_is_embedding()
-        .then(|| model.find(&net.embed))
-        .flatten()
-}
-
-/// What the browser adds to the name of a tied embedding tensor or its layer.
-pub const TIED_LABEL: &str = "(also the LM head: tied)";
 
 fn source_of(m: &Model) -> Source {
     if m.kind == crate::model::SourceKind::Memory {

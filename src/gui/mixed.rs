@@ -6,6 +6,7 @@
 
 use crate::jobs::{Job, Worker};
 use crate::model::Model;
+use crate::nn::transformer::{tied_embedding, TIED_LABEL};
 use crate::plan::apply::{apply, ApplyOptions, ApplyReport};
 use crate::plan::choose::{Budget, Constraints, LayerChoice, Mixed};
 use crate::plan::export::{export_plan, Target};
@@ -80,6 +81,8 @@ pub struct MixedView {
     /// A sensitivity cache file (as the CLI's `--cache`): its cells are reused and the run's are saved
     /// to it. Empty for none.
     pub measurements_path: String,
+    /// The embedding tensor's name when it is also the LM head (tied), as the rows label it.
+    tied_head: Option<String>,
     job: Option<Job<Msg>>,
     apply_job: Option<Job<Msg>>,
     /// What the search was built from: (sensitivity pointer, measure, settings, runtime).
@@ -120,6 +123,7 @@ impl Default for MixedView {
             judge_job: None,
             cache: Cache::default(),
             measurements_path: String::new(),
+            tied_head: None,
             job: None,
             apply_job: None,
             built: None,
@@ -142,6 +146,7 @@ impl MixedView {
     /// Start measuring every layer × candidate (cells already measured come from the cache).
     pub fn start(&mut self, model: &Arc<Model>, ctx: &egui::Context) {
         let layers = default_layers(model);
+        self.tied_head = tied_embedding(model).map(|i| model.tensors[i].name.clone());
         // the runtime's candidates: refused when it cannot load them, scales as it stores them
         let dtype = crate::plan::runtime::dominant_dtype(model, &layers);
         let cands = match parse_candidates(&self.candidates_text)
@@ -647,6 +652,15 @@ impl MixedView {
         }
     }
 
+    /// A layer's name with [`TIED_LABEL`] on the embedding that is also the LM head.
+    fn shown_name(&self, name: &str) -> String {
+        if self.tied_head.as_deref() == Some(name) {
+            format!("{name} {TIED_LABEL}")
+        } else {
+            name.to_string()
+        }
+    }
+
     /// The chosen cell of each row, if solved.
     fn chosen(&self) -> Vec<Option<usize>> {
         match (&self.mixed, &self.solution, &self.sens) {
@@ -692,6 +706,9 @@ impl MixedView {
             ))
             .strong(),
         );
+        if let Some(s) = self.sens.as_ref().filter(|_| self.job.is_none()) {
+            agreement_ui(ui, s);
+        }
         // quality in dB of the cost: higher is better, whatever the measure
         let q = |c: &Cell| {
             c.cost(m)
@@ -732,6 +749,11 @@ impl MixedView {
         for (r, row) in rows.iter().enumerate() {
             let y = cell_h * (r + 1) as f32;
             let name = names[r].strip_suffix(".weight").unwrap_or(&names[r]);
+            let name = if self.tied_head.as_ref() == Some(&names[r]) {
+                format!("{name} = LM head")
+            } else {
+                name.to_string()
+            };
             let shown = if name.len() > 34 {
                 format!("…{}", &name[name.len() - 33..])
             } else {
@@ -776,7 +798,7 @@ impl MixedView {
             let c = &s.cells[r][k];
             resp.on_hover_text(format!(
                 "{}\n{}: {:.3} bits/w, weight SQNR {:.2} dB{}",
-                s.layers[r].name,
+                self.shown_name(&s.layers[r].name),
                 short_spec(&c.spec),
                 c.bits_per_weight,
                 c.weight_sqnr_db(),
@@ -786,27 +808,15 @@ impl MixedView {
             ));
         }
         if let Some(s) = self.sens.clone() {
-            if s.available().contains(&Measure::EndToEnd) {
-                let rhos: Vec<String> =
-                    [Measure::WeightSqnr, Measure::Imatrix, Measure::OutputSqnr]
-                        .into_iter()
-                        .filter_map(|m| {
-                            s.agreement(m, Measure::EndToEnd)
-                                .map(|rho| format!("{} {rho:.3}", m.label()))
-                        })
-                        .collect();
-                if !rhos.is_empty() {
-                    ui.label(format!("Agreement with the end-to-end KL on the ranking of cells (Spearman): {}. Where they differ, the end-to-end measure is what the model feels.", rhos.join("; ")));
-                }
-            }
             ui.separator();
             ui.label(RichText::new("Layers: search, pin or keep").strong());
             let mut changed = false;
+            let shown: Vec<String> = s.layers.iter().map(|l| self.shown_name(&l.name)).collect();
             let (ties, kept) = (&self.runtime_rules.ties, &self.runtime_rules.excluded);
             egui::Grid::new("mixed_layers")
                 .striped(true)
                 .show(ui, |ui| {
-                    for (r, l) in s.layers.iter().enumerate() {
+                    for (r, name) in shown.iter().enumerate() {
                         let tie = ties.iter().find(|(_, rows)| rows.contains(&r));
                         let cur = self.settings[r];
                         let text = match cur {
@@ -814,7 +824,7 @@ impl MixedView {
                             LayerSetting::Pin(k) => format!("pin {}", short_spec(&s.candidates[k])),
                             LayerSetting::Exclude => "keep".to_string(),
                         };
-                        egui::ComboBox::new(("mixed_setting", r), &l.name)
+                        egui::ComboBox::new(("mixed_setting", r), name)
                             .selected_text(text)
                             .show_ui(ui, |ui| {
                                 changed |= ui
@@ -988,7 +998,7 @@ impl MixedView {
         ui.label(RichText::new("The plan, and why each layer got its spec").strong());
         for c in &self.choices {
             ui.horizontal(|ui| {
-                ui.label(RichText::new(&c.name).strong());
+                ui.label(RichText::new(self.shown_name(&c.name)).strong());
                 ui.label(format!(
                     "{}  ({:.3} bits per weight)",
                     short_spec(&c.spec),
@@ -1000,7 +1010,40 @@ impl MixedView {
     }
 }
 
-/// Red (worst) through yellow to green (best).
+/// Each measure's rank agreement with the end-to-end KL, over all cells and within each candidate's
+/// column (which layers hurt most under that spec), when the end-to-end measure was taken.
+fn agreement_ui(ui: &mut Ui, s: &Sensitivity) {
+    if !s.available().contains(&Measure::EndToEnd) {
+        return;
+    }
+    let others = [Measure::WeightSqnr, Measure::Imatrix, Measure::OutputSqnr];
+    ui.label("Rank agreement with the end-to-end KL (Spearman); where they differ, the end-to-end measure is what the model feels:")
+        .on_hover_text("Over all cells, the spread between candidates inflates agreement; within a candidate it says whether a measure finds the layers that hurt most");
+    egui::Grid::new("mixed_agreement").show(ui, |ui| {
+        ui.label("");
+        ui.label("all cells");
+        for c in &s.candidates {
+            ui.label(short_spec(c));
+        }
+        ui.end_row();
+        for m in others {
+            let Some(all) = s.agreement(m, Measure::EndToEnd) else {
+                continue;
+            };
+            ui.label(m.label());
+            ui.label(format!("{all:.2}"));
+            for c in 0..s.candidates.len() {
+                ui.label(
+                    s.agreement_within(m, Measure::EndToEnd, c)
+                        .map(|r| format!("{r:.2}"))
+                        .unwrap_or_default(),
+                );
+            }
+            ui.end_row();
+        }
+    });
+}
+
 impl MixedView {
     /// The plan beside greedy's and the uniform candidates, measured on held-out text.
     fn judged_ui(&mut self, ui: &mut Ui, model: &Arc<Model>) {
@@ -1061,6 +1104,7 @@ impl MixedView {
     }
 }
 
+/// Red (worst) through yellow to green (best).
 fn ramp(t: f64) -> Color32 {
     let t = t as f32;
     let (r, g) = if t < 0.5 {

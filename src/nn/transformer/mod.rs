@@ -597,3 +597,17 @@ impl Weights for ModelWeights<'_> {
         Ok(x)
     }
 }
+/// The embedding tensor (index into `Model::tensors`) of a transformer whose LM head is tied to it:
+/// one tensor in both roles, so a spec for it is a spec for both.
+pub fn tied_embedding(model: &Model) -> Option<usize> {
+    if !is_transformer(model) {
+        return None;
+    }
+    let net = Transformer::from_model(model).ok()?;
+    net.head_is_embedding()
+        .then(|| model.find(&net.embed))
+        .flatten()
+}
+
+/// What the front ends add to the name of a tied embedding tensor.
+pub const TIED_LABEL: &str = "(also the LM head: tied)";
