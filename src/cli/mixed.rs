@@ -134,30 +134,43 @@ struct Measured<'m> {
 }
 
 /// An example of a layer name, for messages about patterns that match nothing.
-fn example_names(model: &Model, layers: &[usize]) -> String {
-    let mut names: Vec<&str> = layers
+fn example_names(model: &Model, layers: &[usize], pattern: Option<&str>) -> String {
+    let all: Vec<&str> = layers
         .iter()
         .map(|&i| model.tensors[i].name.as_str())
         .collect();
-    names.truncate(3);
+    let loose = pattern.map(|p| format!(".*{p}.*"));
+    let hint = match (&loose, pattern) {
+        (Some(l), _)
+            if regex::Regex::new(&format!("^(?:{l})$"))
+                .is_ok_and(|re| all.iter().any(|n| re.is_match(n))) =>
+        {
+            format!("try '{l}'")
+        }
+        (_, Some(p)) if p.contains("lm_head") && tied_embedding(model).is_some() => format!(
+            "this model's LM head is its tied embedding '{}'",
+            tied_embedding(model).map_or("", |i| model.tensors[i].name.as_str())
+        ),
+        _ => format!(
+            "try '.*{}.*'",
+            all.first()
+                .and_then(|n| n.split('.').rev().nth(1))
+                .unwrap_or("proj")
+        ),
+    };
     format!(
-        "patterns match the whole name, e.g. '{}' (try '.*{}.*')",
-        names.join("', '"),
-        names
-            .first()
-            .and_then(|n| n.split('.').rev().nth(1))
-            .unwrap_or("proj")
+        "patterns match the whole name, e.g. '{}' ({hint})",
+        all[..all.len().min(3)].join("', '")
     )
 }
 
-/// Open the model, choose the layers, measure (through the cache), with a progress bar on stderr.
-fn measure<'m>(
+/// The layers `sensitivity` and `search` measure: every quantizable weight that `--layers` matches and
+/// `skip` keeps; none is an error.
+fn measured_layers(
     a: &MeasureArgs,
-    model: &'m Model,
-    extra: &[(regex::Regex, Spec)],
+    model: &Model,
     skip: &dyn Fn(&str) -> bool,
-) -> anyhow::Result<Measured<'m>> {
-    let cands = candidates(&a.candidates)?;
+) -> anyhow::Result<Vec<usize>> {
     let filter = super::layer_filter(a.layers.as_deref())?;
     let layers: Vec<usize> = default_layers(model)
         .into_iter()
@@ -177,12 +190,27 @@ fn measure<'m>(
                 ""
             },
             if filter.is_some() {
-                format!("; {}", example_names(model, &default_layers(model)))
+                format!(
+                    "; {}",
+                    example_names(model, &default_layers(model), a.layers.as_deref())
+                )
             } else {
                 String::new()
             }
         );
     }
+    Ok(layers)
+}
+
+/// Open the model, choose the layers, measure (through the cache), with a progress bar on stderr.
+fn measure<'m>(
+    a: &MeasureArgs,
+    model: &'m Model,
+    extra: &[(regex::Regex, Spec)],
+    skip: &dyn Fn(&str) -> bool,
+) -> anyhow::Result<Measured<'m>> {
+    let cands = candidates(&a.candidates)?;
+    let layers = measured_layers(a, model, skip)?;
     let eval = if a.no_end_to_end {
         if a.data.is_some() {
             anyhow::bail!("--data is for the end-to-end measure, which --no-end-to-end turns off");
@@ -542,6 +570,39 @@ pub fn run_search(a: SearchArgs) -> anyhow::Result<()> {
             kept.join(", ")
         );
     }
+    let unwrap = |re: &regex::Regex| {
+        re.as_str()
+            .trim_start_matches("^(?:")
+            .trim_end_matches(")$")
+            .to_string()
+    };
+    // patterns that match nothing are refused before anything is measured
+    let names = measured_layers(&a.m, &model, &skip_embeddings)?;
+    let matches = |re: &regex::Regex| names.iter().any(|&i| re.is_match(&model.tensors[i].name));
+    for (re, _) in &pins {
+        if !matches(re) {
+            anyhow::bail!(
+                "--pin '{}' matches no searched layer; {}",
+                unwrap(re),
+                example_names(&model, &names, Some(&unwrap(re)))
+            );
+        }
+    }
+    for re in &excludes {
+        if !matches(re) {
+            anyhow::bail!(
+                "--exclude '{}' matches no searched layer; {}",
+                unwrap(re),
+                example_names(&model, &names, Some(&unwrap(re)))
+            );
+        }
+    }
+    let chosen_measure = a
+        .measure
+        .as_deref()
+        .map(Measure::parse)
+        .transpose()
+        .map_err(anyhow::Error::msg)?;
     let mut m = measure(&a.m, &model, &pins, &skip_embeddings)?;
     if target == Runtime::LlamaCpp {
         let types = m.sens.size_for_llama_cpp();
@@ -585,39 +646,7 @@ pub fn run_search(a: SearchArgs) -> anyhow::Result<()> {
             c.pinned.insert(r, cell);
         }
     }
-    let unwrap = |re: &regex::Regex| {
-        re.as_str()
-            .trim_start_matches("^(?:")
-            .trim_end_matches(")$")
-            .to_string()
-    };
-    let names: Vec<usize> = s
-        .layers
-        .iter()
-        .filter_map(|l| m.model.find(&l.name))
-        .collect();
-    for (re, _) in &pins {
-        if !s.layers.iter().any(|l| re.is_match(&l.name)) {
-            anyhow::bail!(
-                "--pin '{}' matches no searched layer; {}",
-                unwrap(re),
-                example_names(m.model, &names)
-            );
-        }
-    }
-    for re in &excludes {
-        if !s.layers.iter().any(|l| re.is_match(&l.name)) {
-            anyhow::bail!(
-                "--exclude '{}' matches no searched layer; {}",
-                unwrap(re),
-                example_names(m.model, &names)
-            );
-        }
-    }
-    let measure = match &a.measure {
-        Some(t) => Measure::parse(t).map_err(anyhow::Error::msg)?,
-        None => s.best_measure(),
-    };
+    let measure = chosen_measure.unwrap_or_else(|| s.best_measure());
     let mixed = Mixed::new(s, measure, &c)?;
     let budget = match (a.budget_bits, a.budget_bytes) {
         (Some(b), _) => Budget::BitsPerWeight(b),

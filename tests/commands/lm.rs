@@ -240,3 +240,42 @@ fn a_pack_that_names_no_weight_of_the_model_is_refused() {
         "{err}"
     );
 }
+
+#[test]
+fn search_patterns_that_match_nothing_are_refused_before_measuring() {
+    // a refused pattern leaves no cache behind: nothing was measured to save
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cells.json");
+    let d = lm("smollm_tied");
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "search",
+            d.to_str().unwrap(),
+            "--candidates",
+            "int8,int4",
+            "--budget-bits",
+            "6",
+            "--cache",
+            cache.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        quantscope(&args)
+    };
+    let (ok, _, err) = run(&["--exclude", "embed_tokens"]);
+    assert!(!ok);
+    assert!(
+        err.contains("--exclude 'embed_tokens' matches no searched layer")
+            && err.contains("try '.*embed_tokens.*'"),
+        "{err}"
+    );
+    let (ok, _, err) = run(&["--pin", "lm_head\\.weight=int8"]);
+    assert!(!ok);
+    assert!(
+        err.contains("LM head is its tied embedding 'model.embed_tokens.weight'"),
+        "{err}"
+    );
+    assert!(!cache.exists(), "measured before refusing");
+    let (ok, _, err) = run(&["--exclude", ".*embed_tokens.*"]);
+    assert!(ok, "{err}");
+    assert!(cache.exists());
+}
