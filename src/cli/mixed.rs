@@ -12,13 +12,13 @@ use quantscope::plan::runtime::{candidates_for, dominant_dtype, is_embedding, Ru
 use quantscope::plan::score::{judge, planned_weights};
 use quantscope::plan::search::Solution;
 use quantscope::plan::sensitivity::{
-    compute, db, default_layers, Cache, EndToEnd, EvalSet, Measure, Request, Sensitivity,
+    compute, compute_saved, db, default_layers, Cache, EndToEnd, EvalSet, Measure, Request,
+    Sensitivity,
 };
 use quantscope::plan::Plan;
 use quantscope::quant::Spec;
 use serde_json::{json, Value};
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
 
 /// What both commands need to measure sensitivity.
 #[derive(clap::Args, Debug)]
@@ -229,6 +229,10 @@ fn measure<'m>(
     }
     // a transformer: calibration windows of text, its activations and the float pass kept per block
     let tied_head = tied_embedding(model).map(|i| model.tensors[i].name.clone());
+    // a cache file of another model is refused before the calibration pass
+    if let Some(p) = &a.cache {
+        Cache::read_matching(p, model, None)?;
+    }
     let (lm, lm_acts) = if eval.is_none() {
         let text = a.text.as_deref().map(read_text).transpose()?;
         with_progress("calibration pass", |p| {
@@ -246,14 +250,6 @@ fn measure<'m>(
         (None, None)
     };
     let lm_acts = lm_acts.filter(|_| a.pack.is_none());
-    let fresh = match &lm {
-        Some(l) => Cache::for_source(model, l.source.clone(), Some(l.baseline)),
-        None => Cache::for_run(model, eval.as_ref()),
-    };
-    let cache = match &a.cache {
-        Some(p) => Cache::load_or(p, fresh),
-        None => fresh,
-    };
     let acts = match &a.pack {
         Some(p) => {
             let cal = quantscope::activations::pack::read(p)?;
@@ -271,27 +267,11 @@ fn measure<'m>(
         lm: lm.as_ref(),
         activations: acts.as_ref(),
     };
-    // with --cache, finished rows are saved as they come (at most every 30 s), so a run that is
-    // stopped resumes where it was
-    let mut saving = a.cache.as_ref().map(|p| (p, cache.clone(), Instant::now()));
-    let sens = with_progress("sensitivity", |p| {
-        compute(model, &req, &cache, p, &mut |r, row| {
-            if let Some((path, c, last)) = saving.as_mut() {
-                c.absorb_row(&model.tensors[layers[r]].name, row);
-                if last.elapsed() >= Duration::from_secs(30) && c.save(path).is_ok() {
-                    *last = Instant::now();
-                }
-            }
-        })
-    });
-    if let Some((path, mut c, _)) = saving {
-        // what was measured is kept even when the run failed or was cancelled
-        if let Ok(s) = &sens {
-            c.absorb(s);
-        }
-        c.save(path)?;
-    }
-    let sens = sens?;
+    let cache = req.fresh_cache(model);
+    let sens = with_progress("sensitivity", |p| match &a.cache {
+        Some(file) => compute_saved(model, &req, &cache, file, p, &mut |_, _| {}),
+        None => compute(model, &req, &cache, p, &mut |_, _| {}),
+    })?;
     drop(req);
     Ok(Measured {
         model,

@@ -14,7 +14,7 @@ use crate::plan::runtime::Runtime;
 use crate::plan::score::{judge, Judged};
 use crate::plan::search::Solution;
 use crate::plan::sensitivity::{
-    compute, default_layers, Cache, Cell, EvalSet, Measure, Request, Sensitivity,
+    compute, compute_saved, default_layers, Cache, Cell, EvalSet, Measure, Request, Sensitivity,
 };
 use crate::plan::{parse_candidates, short_spec, Plan};
 use egui::{Color32, RichText, Ui};
@@ -186,6 +186,10 @@ impl MixedView {
                     };
                     // a transformer: calibration windows of the bundled text, its activations (output
                     // SQNR, importance matrix) and the float pass kept per block (end to end)
+                    // a measurements file of another model is refused before the calibration pass
+                    if let Some(f) = &file {
+                        Cache::read_matching(f, &model, None).map_err(|e| e.to_string())?;
+                    }
                     let (lm, lm_acts) =
                         crate::plan::lm::prepare(&model, None, 128, 4, e2e, &w.progress)?;
                     // models that run: their own calibration activations give the output-space measure
@@ -202,33 +206,14 @@ impl MixedView {
                         lm: lm.as_ref(),
                         activations: acts.as_ref(),
                     };
-                    let mut cache = cache;
-                    if let Some(p) = &file {
-                        let read = Cache::read_matching(p, &model, &req.data_source());
-                        if let Some(c) = read.map_err(|e| e.to_string())? {
-                            if cache.model == c.model && cache.data == c.data {
-                                cache.cells.extend(c.cells);
-                            } else {
-                                cache = c;
-                            }
-                        }
-                    }
-                    let s = compute(&model, &req, &cache, &w.progress, &mut |r, cells| {
+                    let mut row = |r: usize, cells: &[Cell]| {
                         w.send(Msg::Row(r, cells.to_vec()));
-                    })
-                    .map_err(|e| e.to_string())?;
-                    if let Some(p) = &file {
-                        let mut c = Cache::for_source(
-                            &model,
-                            s.data.clone().unwrap_or_default(),
-                            s.baseline,
-                        );
-                        if cache.model == c.model && cache.data == c.data {
-                            c.cells = cache.cells;
-                        }
-                        c.absorb(&s);
-                        c.save(p).map_err(|e| e.to_string())?;
-                    }
+                    };
+                    let s = match &file {
+                        Some(f) => compute_saved(&model, &req, &cache, f, &w.progress, &mut row),
+                        None => compute(&model, &req, &cache, &w.progress, &mut row),
+                    };
+                    let s = s.map_err(|e| e.to_string())?;
                     Ok(s)
                 };
                 w.send(Msg::Done(run()));

@@ -23,6 +23,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 /// What "the error of a layer" means for the search.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -551,31 +552,13 @@ impl Cache {
         }
     }
 
-    /// Read a cache file; one for another model or other data (or a missing file) gives `fresh`.
-    pub fn load_or(path: &Path, fresh: Cache) -> Cache {
-        std::fs::read_to_string(path)
-            .ok()
-            .and_then(|t| serde_json::from_str::<Cache>(&t).ok())
-            .filter(|c| c.model == fresh.model && c.data == fresh.data)
-            .unwrap_or(fresh)
-    }
-
-    /// Read a cache file; one for another model or other data (or a missing file) gives an empty cache.
-    pub fn load_or_new(path: &Path, model: &Model, eval: Option<&EvalSet>) -> Cache {
-        let fresh = Cache::for_run(model, eval);
-        std::fs::read_to_string(path)
-            .ok()
-            .and_then(|t| serde_json::from_str::<Cache>(&t).ok())
-            .filter(|c| c.model == fresh.model && c.data == fresh.data)
-            .unwrap_or(fresh)
-    }
-
-    /// A cache file for `model` measured on `data`: `None` when the file does not exist yet; an error
-    /// when it is not a cache, or holds another model's or other data's cells (saving would lose them).
+    /// A cache file for `model` measured on `data` (any data when `None`, to refuse another model's
+    /// file before the data is known): `None` when the file does not exist yet; an error when it is
+    /// not a cache, or holds another model's or other data's cells (saving would lose them).
     pub fn read_matching(
         path: &Path,
         model: &Model,
-        data: &str,
+        data: Option<&str>,
     ) -> Result<Option<Cache>, PlanError> {
         let err = |why: String| PlanError::File {
             path: path.display().to_string(),
@@ -591,7 +574,7 @@ impl Cache {
         if c.model != model.header_fingerprint() {
             return Err(err("measured on another model; choose another file".into()));
         }
-        if c.data != data {
+        if let Some(data) = data.filter(|d| *d != c.data) {
             return Err(err(format!(
                 "measured on other data ({}) than this run ({}); choose another file",
                 if c.data.is_empty() { "none" } else { &c.data },
@@ -652,6 +635,55 @@ impl Request<'_> {
             .or(self.lm.map(|l| l.source.clone()))
             .unwrap_or_default()
     }
+
+    /// An empty cache for this request's model and data.
+    pub fn fresh_cache(&self, model: &Model) -> Cache {
+        let baseline = self
+            .lm
+            .map(|l| l.baseline)
+            .or(self.eval.map(|e| e.baseline));
+        Cache::for_source(model, self.data_source(), baseline)
+    }
+}
+
+/// How often [`compute_saved`] writes the rows finished so far.
+const SAVE_EVERY: Duration = Duration::from_secs(30);
+
+/// [`compute`] through a cache file (the CLI's `--cache`, the window's measurements file): the file's
+/// cells join `cache`'s (when it is for this model and data), finished rows are saved as they come
+/// (at most every [`SAVE_EVERY`]), and all that was measured is saved at the end even when the run
+/// fails or is cancelled, so a stopped run resumes. A file of another model or other data is refused.
+pub fn compute_saved(
+    model: &Model,
+    req: &Request,
+    cache: &Cache,
+    file: &Path,
+    progress: &Progress,
+    on_row: &mut dyn FnMut(usize, &[Cell]),
+) -> Result<Sensitivity, PlanError> {
+    let mut base = req.fresh_cache(model);
+    if cache.model == base.model && cache.data == base.data {
+        base.cells = cache.cells.clone();
+        base.baseline = base.baseline.or(cache.baseline);
+    }
+    if let Some(f) = Cache::read_matching(file, model, Some(&base.data))? {
+        base.baseline = base.baseline.or(f.baseline);
+        base.cells.extend(f.cells);
+    }
+    let mut saved = base.clone();
+    let mut last = Instant::now();
+    let s = compute(model, req, &base, progress, &mut |r, row| {
+        saved.absorb_row(&model.tensors[req.layers[r]].name, row);
+        if last.elapsed() >= SAVE_EVERY && saved.save(file).is_ok() {
+            last = Instant::now();
+        }
+        on_row(r, row);
+    });
+    if let Ok(s) = &s {
+        saved.absorb(s);
+    }
+    saved.save(file)?;
+    s
 }
 
 /// Layers with at least this many weights measure their candidates one at a time.

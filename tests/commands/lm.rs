@@ -279,3 +279,36 @@ fn search_patterns_that_match_nothing_are_refused_before_measuring() {
     assert!(ok, "{err}");
     assert!(cache.exists());
 }
+
+#[test]
+fn a_cache_file_of_another_model_is_refused_and_kept() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cells.json");
+    let run = |model: &str, cands: &str| {
+        let d = lm(model);
+        quantscope(&[
+            "sensitivity",
+            d.to_str().unwrap(),
+            "--candidates",
+            cands,
+            "--cache",
+            cache.to_str().unwrap(),
+        ])
+    };
+    let (ok, _, err) = run("smollm_tied", "int8");
+    assert!(ok, "{err}");
+    let before = std::fs::read(&cache).unwrap();
+    let (ok, _, err) = run("llama", "int8");
+    assert!(!ok);
+    assert!(err.contains("measured on another model"), "{err}");
+    assert_eq!(
+        std::fs::read(&cache).unwrap(),
+        before,
+        "the file was changed"
+    );
+    // the same model adds its new cells to the file and reuses the old ones
+    let (ok, _, err) = run("smollm_tied", "int8,int4");
+    assert!(ok, "{err}");
+    let after = std::fs::read_to_string(&cache).unwrap();
+    assert!(after.len() > before.len() && after.contains("int4"));
+}
