@@ -298,14 +298,19 @@ fn measurements_are_saved_to_a_file_reused_and_a_foreign_file_is_refused() {
         });
         h.run();
     };
-    let mut h = open(Source::Path(llama.clone()), (1400.0, 1000.0));
-    h.get_by_role_and_label(Role::Button, "Mixed precision")
-        .click();
-    h.run();
-    h.state_mut().mixed.candidates_text = "int8,int4".into();
-    h.state_mut().mixed.end_to_end = false;
-    h.state_mut().mixed.measurements_path = file.display().to_string();
-    h.run();
+    // the Mixed view on `source` with two candidates, weight measures only, and the measurements file
+    let mixed_on = |source: Source| {
+        let mut h = open(source, (1400.0, 1000.0));
+        h.get_by_role_and_label(Role::Button, "Mixed precision")
+            .click();
+        h.run();
+        h.state_mut().mixed.candidates_text = "int8,int4".into();
+        h.state_mut().mixed.end_to_end = false;
+        h.state_mut().mixed.measurements_path = file.display().to_string();
+        h.run();
+        h
+    };
+    let mut h = mixed_on(Source::Path(llama.clone()));
     compute(&mut h);
     assert_eq!(h.state().mixed.error, None);
     h.get_by_label_contains("measurements saved to");
@@ -322,27 +327,14 @@ fn measurements_are_saved_to_a_file_reused_and_a_foreign_file_is_refused() {
     let key = format!("{}\t{}", sens.layers[0].name, first.spec);
     poisoned.cells.get_mut(&key).unwrap().weight_mse = 12345.0;
     poisoned.save(&file).unwrap();
-    let mut h = open(Source::Path(llama), (1400.0, 1000.0));
-    h.get_by_role_and_label(Role::Button, "Mixed precision")
-        .click();
-    h.run();
-    h.state_mut().mixed.candidates_text = "int8,int4".into();
-    h.state_mut().mixed.end_to_end = false;
-    h.state_mut().mixed.measurements_path = file.display().to_string();
-    h.run();
+    let mut h = mixed_on(Source::Path(llama));
     compute(&mut h);
     let again = h.state().mixed.sens.clone().unwrap();
     assert_eq!(again.cells[0][0].weight_mse, 12345.0);
 
     // another model's file is refused, and left as it was
     let before = std::fs::read_to_string(&file).unwrap();
-    let mut h = open(Source::Sample, (1400.0, 1000.0));
-    h.get_by_role_and_label(Role::Button, "Mixed precision")
-        .click();
-    h.run();
-    h.state_mut().mixed.candidates_text = "int8,int4".into();
-    h.state_mut().mixed.measurements_path = file.display().to_string();
-    h.run();
+    let mut h = mixed_on(Source::Sample);
     compute(&mut h);
     let err = h.state().mixed.error.clone().unwrap_or_default();
     assert!(err.contains("another model"), "{err}");
