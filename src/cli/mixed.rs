@@ -140,6 +140,7 @@ fn example_names(model: &Model, layers: &[usize], pattern: Option<&str>) -> Stri
         .map(|&i| model.tensors[i].name.as_str())
         .collect();
     let loose = pattern.map(|p| format!(".*{p}.*"));
+    let tied = tied_embedding(model);
     let hint = match (&loose, pattern) {
         (Some(l), _)
             if regex::Regex::new(&format!("^(?:{l})$"))
@@ -147,9 +148,9 @@ fn example_names(model: &Model, layers: &[usize], pattern: Option<&str>) -> Stri
         {
             format!("try '{l}'")
         }
-        (_, Some(p)) if p.contains("lm_head") && tied_embedding(model).is_some() => format!(
+        (_, Some(p)) if p.contains("lm_head") && tied.is_some() => format!(
             "this model's LM head is its tied embedding '{}'",
-            tied_embedding(model).map_or("", |i| model.tensors[i].name.as_str())
+            tied.map_or("", |i| model.tensors[i].name.as_str())
         ),
         _ => format!(
             "try '.*{}.*'",

@@ -81,6 +81,8 @@ pub struct MixedView {
     /// A sensitivity cache file (as the CLI's `--cache`): its cells are reused and the run's are saved
     /// to it. Empty for none.
     pub measurements_path: String,
+    /// The file the running sensitivity job saves to (the path as it was when the job started).
+    saving_to: Option<std::path::PathBuf>,
     /// The embedding tensor's name when it is also the LM head (tied), as the rows label it.
     tied_head: Option<String>,
     job: Option<Job<Msg>>,
@@ -123,6 +125,7 @@ impl Default for MixedView {
             judge_job: None,
             cache: Cache::default(),
             measurements_path: String::new(),
+            saving_to: None,
             tied_head: None,
             job: None,
             apply_job: None,
@@ -174,6 +177,7 @@ impl MixedView {
         let file = Some(self.measurements_path.trim())
             .filter(|p| !p.is_empty())
             .map(std::path::PathBuf::from);
+        self.saving_to = file.clone();
         let ctx = ctx.clone();
         let wake: Arc<dyn Fn() + Send + Sync> = Arc::new(move || ctx.request_repaint());
         self.job = Some(Job::spawn(wake, move |w: &Worker<Msg>| {
@@ -209,12 +213,11 @@ impl MixedView {
                     let mut row = |r: usize, cells: &[Cell]| {
                         w.send(Msg::Row(r, cells.to_vec()));
                     };
-                    let s = match &file {
+                    match &file {
                         Some(f) => compute_saved(&model, &req, &cache, f, &w.progress, &mut row),
                         None => compute(&model, &req, &cache, &w.progress, &mut row),
-                    };
-                    let s = s.map_err(|e| e.to_string())?;
-                    Ok(s)
+                    }
+                    .map_err(|e| e.to_string())
                 };
                 w.send(Msg::Done(run()));
             })
@@ -287,11 +290,8 @@ impl MixedView {
                         self.measure = s.best_measure();
                         self.sens = Some(Arc::new(s));
                         self.built = None;
-                        if !self.measurements_path.trim().is_empty() {
-                            self.message = Some(format!(
-                                "measurements saved to {}",
-                                self.measurements_path.trim()
-                            ));
+                        if let Some(f) = &self.saving_to {
+                            self.message = Some(format!("measurements saved to {}", f.display()));
                         }
                     }
                     Err(e) => self.error = Some(e),

@@ -534,14 +534,6 @@ fn key(tensor: &str, spec: &str) -> String {
 }
 
 impl Cache {
-    pub fn for_run(model: &Model, eval: Option<&EvalSet>) -> Cache {
-        Cache::for_source(
-            model,
-            eval.map(|e| e.source.clone()).unwrap_or_default(),
-            eval.map(|e| e.baseline),
-        )
-    }
-
     /// A cache for end-to-end cells measured on `data` ("" for none).
     pub fn for_source(model: &Model, data: String, baseline: Option<Baseline>) -> Cache {
         Cache {
@@ -943,7 +935,7 @@ mod tests {
         let s = compute(
             &m,
             &req,
-            &Cache::for_run(&m, Some(&ev)),
+            &req.fresh_cache(&m),
             &Progress::default(),
             &mut |_, _| rows += 1,
         )
@@ -971,7 +963,7 @@ mod tests {
         assert!(s.available().contains(&Measure::WeightSqnr));
         assert!(!s.available().contains(&Measure::OutputSqnr));
         // a second run takes every cell from the cache: poison one cached value and see it come back
-        let mut cache = Cache::for_run(&m, Some(&ev));
+        let mut cache = req.fresh_cache(&m);
         cache.absorb(&s);
         let k = key("fc1.weight", &cands[0].to_string());
         cache.cells.get_mut(&k).unwrap().weight_mse = 12345.0;

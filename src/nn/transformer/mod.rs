@@ -597,6 +597,7 @@ impl Weights for ModelWeights<'_> {
         Ok(x)
     }
 }
+
 /// The embedding tensor (index into `Model::tensors`) of a transformer whose LM head is tied to it:
 /// one tensor in both roles, so a spec for it is a spec for both.
 pub fn tied_embedding(model: &Model) -> Option<usize> {
