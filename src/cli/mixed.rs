@@ -643,17 +643,17 @@ pub fn run_search(a: SearchArgs) -> anyhow::Result<()> {
         );
     };
     let greedy = mixed.greedy(budget);
-    let lower = mixed.dp.lower_bound(bits);
+    let lower = mixed.lower_bound(budget);
     let choices = mixed.explain(s, &sol);
     let (mut plan, summary) = mixed.plan(s, &sol, budget);
     plan.target = target;
-    let front = mixed.dp.front();
-    // how far greedy lands from the optimum along the whole curve
+    let front = mixed.front();
+    // how far greedy lands from the best plan along the whole curve
     let gaps: Vec<(f64, f64, Option<f64>)> = front
         .iter()
-        .map(|p| {
-            let g = quantscope::plan::search::greedy(&mixed.problem, p.bits).map(|g| g.cost);
-            (mixed.bits_per_weight(p), p.cost, g)
+        .map(|&(b, c)| {
+            let g = mixed.greedy_path.cost_at(b);
+            (b as f64 / mixed.numel.max(1) as f64, c, g)
         })
         .collect();
     let worse: Vec<f64> = gaps
@@ -784,7 +784,7 @@ pub fn run_search(a: SearchArgs) -> anyhow::Result<()> {
             "measure": measure.name(),
             "budget": {"bits": bits, "bits_per_weight": bits as f64 / mixed.numel as f64, "searched_weights": mixed.numel,
                        "feasible_bits_per_weight": [lo, hi]},
-            "solver": {"unit_bits": mixed.dp.unit, "exact": mixed.dp.exact, "lower_bound": lower.map(json_num)},
+            "solver": {"unit_bits": mixed.dp.as_ref().map(|d| d.unit), "exact": mixed.exact(), "lower_bound": lower.map(json_num)},
             "plan": sol_json(&sol),
             "greedy": greedy.as_ref().map(sol_json),
             "greedy_gap": greedy.as_ref().map(|g| if sol.cost > 0.0 { json_num(g.cost / sol.cost - 1.0) } else { json!(0.0) }),
@@ -829,26 +829,31 @@ pub fn run_search(a: SearchArgs) -> anyhow::Result<()> {
         "\nsearched: {:.3} bits per weight, total cost {:.6}{}",
         mixed.bits_per_weight(&sol),
         sol.cost,
-        if mixed.dp.exact {
-            format!(
-                " (optimal: sizes in units of {} bits, no rounding)",
-                mixed.dp.unit
-            )
-        } else {
-            match lower {
-                Some(lb) if lb >= sol.cost * (1.0 - 1e-12) => format!(
-                    " (the DP rounds sizes up to units of {} bits; the better of its plan and greedy's, \
-                     improved layer by layer; the rounded-down relaxation gives the same cost: optimal)",
-                    mixed.dp.unit
-                ),
-                Some(lb) => format!(
-                    " (the DP rounds sizes up to units of {} bits; the better of its plan and greedy's, \
-                     improved layer by layer; proven: no plan within the budget is below {lb:.6}, \
-                     {:.2} % under this one)",
-                    mixed.dp.unit,
-                    100.0 * (1.0 - lb / sol.cost.max(f64::MIN_POSITIVE))
-                ),
-                None => String::new(),
+        match (&mixed.dp, lower) {
+            (Some(d), _) if d.exact =>
+                format!(" (optimal: sizes in units of {} bits, no rounding)", d.unit),
+            (dp, lower) => {
+                let how = match dp {
+                    Some(d) => format!(
+                        "the DP rounds sizes up to units of {} bits; the better of its plan and greedy's, \
+                         improved layer by layer",
+                        d.unit
+                    ),
+                    None => format!(
+                        "{} layers are too many for the DP's table; greedy's plan, improved layer by layer",
+                        mixed.problem.items.len()
+                    ),
+                };
+                match lower {
+                    Some(lb) if lb >= sol.cost * (1.0 - 1e-12) => {
+                        format!(" ({how}; the lower bound gives the same cost: optimal)")
+                    }
+                    Some(lb) => format!(
+                        " ({how}; proven: no plan within the budget is below {lb:.6}, {:.4} % under this one)",
+                        100.0 * (1.0 - lb / sol.cost.max(f64::MIN_POSITIVE))
+                    ),
+                    None => format!(" ({how})"),
+                }
             }
         }
     );
@@ -868,15 +873,26 @@ pub fn run_search(a: SearchArgs) -> anyhow::Result<()> {
         ),
         None => println!("greedy:     found no plan within the budget"),
     }
+    let best = if mixed.exact() {
+        "optimum"
+    } else {
+        "best plan found"
+    };
     println!(
-        "trade-off curve: {} Pareto points; greedy misses the optimum at {n_worse} of them (worst {:+.2} %)",
+        "trade-off curve: {} Pareto points; greedy misses the {best} at {n_worse} of them (worst {:+.2} %)",
         front.len(),
         100.0 * max_gap
     );
     if a.front {
         println!(
             "{:>10} {:>14} {:>14}",
-            "bits/w", "optimal cost", "greedy cost"
+            "bits/w",
+            if mixed.exact() {
+                "optimal cost"
+            } else {
+                "best cost"
+            },
+            "greedy cost"
         );
         for (b, d, g) in &gaps {
             println!(

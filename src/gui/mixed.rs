@@ -373,11 +373,11 @@ impl MixedView {
             let sens = self.effective.clone().expect("just set");
             match Mixed::new(&sens, self.measure, &self.constraints()) {
                 Ok(m) => {
-                    self.front =
-                        m.dp.front()
-                            .iter()
-                            .map(|s| (m.bits_per_weight(s), s.cost))
-                            .collect();
+                    self.front = m
+                        .front()
+                        .iter()
+                        .map(|&(b, c)| (b as f64 / m.numel.max(1) as f64, c))
+                        .collect();
                     let (lo, hi) = m.bpw_range();
                     if !(lo..=hi).contains(&self.budget) {
                         // the slider steps by 0.01: stay on a step that fits

@@ -2,7 +2,9 @@
 //! stay out of its hands), the budget, the solvers of [`super::search`], and a reason for every choice.
 
 use super::runtime::{fused_groups, is_embedding, vllm_scheme, vllm_tieable, Runtime};
-use super::search::{greedy, improve, Dp, Item, Opt, Problem, Solution};
+use super::search::{
+    improve, lagrange_bound, pareto, Dp, GreedyPath, Item, Opt, Problem, Solution,
+};
 use super::sensitivity::{Measure, Sensitivity};
 use super::{Choice, Plan, PlanError, SummaryFile};
 use crate::quant::Spec;
@@ -105,7 +107,10 @@ pub struct Mixed {
     pub rows: Vec<Vec<usize>>,
     /// Item → option → the cell of each of its rows.
     pub cells: Vec<Vec<Vec<usize>>>,
-    pub dp: Dp,
+    /// None on models of too many layers for the table (see [`Dp::new`]).
+    pub dp: Option<Dp>,
+    /// Greedy's descent, which answers every budget.
+    pub greedy_path: GreedyPath,
     /// Weights in the searched layers.
     pub numel: u64,
     /// Rows kept as they are: excluded ones and the rest of their groups.
@@ -289,12 +294,14 @@ impl Mixed {
             ));
         }
         let dp = Dp::new(&problem);
+        let greedy_path = GreedyPath::new(&problem).expect("every option's cost is finite");
         Ok(Mixed {
             measure,
             problem,
             rows,
             cells,
             dp,
+            greedy_path,
             numel,
             excluded,
             constraints: constraints.clone(),
@@ -329,11 +336,11 @@ impl Mixed {
     /// each improved by single-layer changes within the true budget, so it is never worse than greedy.
     pub fn solve(&self, b: Budget) -> Option<Solution> {
         let bits = self.budget_bits(b);
-        let dp = self.dp.solve(bits);
-        if self.dp.exact {
+        let dp = self.dp.as_ref().and_then(|d| d.solve(bits));
+        if self.exact() {
             return dp;
         }
-        [dp, greedy(&self.problem, bits)]
+        [dp, self.greedy_path.solution(&self.problem, bits)]
             .into_iter()
             .flatten()
             .map(|s| improve(&self.problem, &s, bits))
@@ -341,7 +348,40 @@ impl Mixed {
     }
 
     pub fn greedy(&self, b: Budget) -> Option<Solution> {
-        greedy(&self.problem, self.budget_bits(b))
+        self.greedy_path
+            .solution(&self.problem, self.budget_bits(b))
+    }
+
+    /// A cost no plan within the budget can beat: the better of the DP's rounded-down relaxation and
+    /// the Lagrangian bound (None: nothing fits). The optimum itself when the DP is exact.
+    pub fn lower_bound(&self, b: Budget) -> Option<f64> {
+        let bits = self.budget_bits(b);
+        let dp = self.dp.as_ref().and_then(|d| d.lower_bound(bits));
+        if self.exact() {
+            return dp;
+        }
+        [dp, lagrange_bound(&self.problem, bits)]
+            .into_iter()
+            .flatten()
+            .reduce(f64::max)
+    }
+
+    /// The trade-off curve of size against summed cost as (bits, cost), smallest first: the DP's
+    /// optima when its table is exact, otherwise the best of its plans and greedy's at each size.
+    pub fn front(&self) -> Vec<(u64, f64)> {
+        match &self.dp {
+            Some(d) if d.exact => d.front(),
+            dp => pareto(
+                dp.iter()
+                    .flat_map(|d| d.front())
+                    .chain(self.greedy_path.points().iter().copied()),
+            ),
+        }
+    }
+
+    /// True when the plans are proven optima (the DP's table needs no rounding).
+    pub fn exact(&self) -> bool {
+        self.dp.as_ref().is_some_and(|d| d.exact)
     }
 
     /// The cell chosen for every row of the table (None: excluded).
