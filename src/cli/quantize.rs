@@ -2,12 +2,11 @@
 //! fake-quantized model through the same writer pieces as `plan apply`.
 
 use super::{json_num, print_json, progress_bar};
-use anyhow::Context;
 use quantscope::formats::fmt_short;
-use quantscope::kernels::buffers::give_f32;
 use quantscope::model::{write_safetensors, Model};
-use quantscope::plan::apply::{stored_bytes, tensor_entries};
-use quantscope::quant::{quantize, Quantized, Spec};
+use quantscope::plan::apply::{quantize_tensor, tensor_entries, Store};
+use quantscope::quant::rows::Keep;
+use quantscope::quant::{Quantized, Spec};
 use serde_json::json;
 use std::path::PathBuf;
 
@@ -101,21 +100,20 @@ pub fn run(a: QuantizeArgs) -> anyhow::Result<()> {
         "quantizing",
     );
     let mut rows: Vec<Row> = Vec::new();
-    let one = |i: usize| -> anyhow::Result<(Quantized, Vec<f32>)> {
+    // a tensor at a time, a block of its rows at a time: memory follows a block, not the model
+    let one = |i: usize, store: bool| -> anyhow::Result<(Quantized, f64, Option<Vec<u8>>)> {
         let t = &model.tensors[i];
         bar.set_message(t.name.clone());
-        let x = model.read_f32(t)?;
-        model.release(t);
-        let q = quantize(&x, &t.shape, &spec).with_context(|| format!("tensor '{}'", t.name))?;
+        let store = if store { Store::Bytes } else { Store::Nothing };
+        let r = quantize_tensor(&model, t, &spec, Keep::Nothing, store)?;
         bar.inc(t.nbytes() as u64);
-        Ok((q, x))
+        Ok(r)
     };
     match &a.out {
         None => {
             for &i in &chosen {
-                let (q, x) = one(i)?;
+                let (q, _, _) = one(i, false)?;
                 rows.push(Row::new(i, &q, None));
-                give_f32(x);
             }
         }
         Some(out) => {
@@ -131,18 +129,17 @@ pub fn run(a: QuantizeArgs) -> anyhow::Result<()> {
                 if chosen.binary_search(&i).is_err() {
                     return Ok(model.bytes(t).to_vec());
                 }
-                let (q, x) = match one(i) {
-                    Ok(r) => r,
+                match one(i, true) {
+                    Ok((q, max_err, bytes)) => {
+                        rows.push(Row::new(i, &q, Some(max_err)));
+                        Ok(bytes.expect("stored"))
+                    }
                     Err(e) => {
                         let msg = format!("{e:#}");
                         failure = Some(e);
-                        return Err(quantscope::model::ModelError::Other(msg));
+                        Err(quantscope::model::ModelError::Other(msg))
                     }
-                };
-                let (bytes, max_err) = stored_bytes(t, &q.dequant, &x);
-                rows.push(Row::new(i, &q, Some(max_err)));
-                give_f32(x);
-                Ok(bytes)
+                }
             })
             .map_err(|e| failure.take().unwrap_or_else(|| e.into()))?;
         }

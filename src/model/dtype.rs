@@ -65,9 +65,69 @@ impl ElementCodec {
         match self.dtype {
             Dtype::F32 => out.copy_from_slice(&(v as f32).to_le_bytes()),
             Dtype::F64 => out.copy_from_slice(&v.to_le_bytes()),
-            Dtype::F16 => out.copy_from_slice(&half::f16::from_f64(v).to_bits().to_le_bytes()),
-            Dtype::BF16 => out.copy_from_slice(&half::bf16::from_f64(v).to_bits().to_le_bytes()),
+            Dtype::F16 => out.copy_from_slice(
+                &half::f16::from_f32(f32_round_to_odd(v))
+                    .to_bits()
+                    .to_le_bytes(),
+            ),
+            Dtype::BF16 => out.copy_from_slice(
+                &half::bf16::from_f32(f32_round_to_odd(v))
+                    .to_bits()
+                    .to_le_bytes(),
+            ),
             _ => out[0] = self.format.encode(v, Overflow::NoSaturate).code as u8,
+        }
+    }
+}
+
+/// `v` as an f32 rounded to odd: exact when `v` is an f32, otherwise the f32 toward zero with its last
+/// bit set, so that rounding it once more to a 16-bit float gives the correctly rounded result. (half's
+/// `from_f64` drops the low 32 bits of the f64 before rounding, and misrounds values just above a tie.)
+pub fn f32_round_to_odd(v: f64) -> f32 {
+    let f = v as f32;
+    if !f.is_finite() || f as f64 == v {
+        return f;
+    }
+    let toward_zero = if (f as f64).abs() > v.abs() {
+        f32::from_bits(f.to_bits() - 1)
+    } else {
+        f
+    };
+    f32::from_bits(toward_zero.to_bits() | 1)
+}
+
+#[cfg(test)]
+mod codec_tests {
+    use super::*;
+
+    #[test]
+    fn sixteen_bit_writes_round_like_the_exact_encoder() {
+        // f32 values just above and below ties, f64 values between f32s, subnormals, overflow
+        let mut vals: Vec<f64> = Vec::new();
+        for k in 0..4000u32 {
+            let tie = f32::from_bits(0x3f80_8000 + (k << 13)) as f64;
+            vals.extend([
+                tie,
+                f32::from_bits(0x2fee_8003 + k) as f64,
+                tie * (1.0 + 1e-12),
+                tie * (1.0 - 1e-12),
+            ]);
+            vals.push(f64::from_bits(
+                0x3e20_0000_0000_0001 + (k as u64) * 0x0000_1000_0000_0003,
+            ));
+        }
+        vals.extend([
+            0.0, -0.0, 1e-40, 1e-45, 6e-8, 3.0e38, 3.5e38, -7e4, 65504.0, 65519.99, 65520.0,
+        ]);
+        for dtype in [Dtype::BF16, Dtype::F16] {
+            let codec = ElementCodec::new(dtype).unwrap();
+            let exact = float_dtype_format(dtype).unwrap();
+            for &v in &vals {
+                let mut b = [0u8; 2];
+                codec.write(v, &mut b);
+                let want = exact.encode(v, Overflow::NoSaturate).code as u16;
+                assert_eq!(u16::from_le_bytes(b), want, "{dtype:?} {v:e}");
+            }
         }
     }
 }

@@ -360,11 +360,16 @@ impl Model {
     /// model does not keep every mapped page resident: memory stays near one tensor, not the model.
     /// The pages stay in the page cache and are read again if the tensor is used again.
     pub fn release(&self, t: &TensorInfo) {
+        self.release_span(t.shard, t.start, t.end);
+    }
+
+    /// [`Model::release`] for the bytes `start..end` of a shard (whole pages inside them).
+    fn release_span(&self, shard: usize, start: usize, end: usize) {
         #[cfg(unix)]
-        if let Backing::Map(map) = &self.shards[t.shard].bytes {
+        if let Backing::Map(map) = &self.shards[shard].bytes {
             const PAGE: usize = 4096;
-            let start = t.start.div_ceil(PAGE) * PAGE;
-            let end = t.end / PAGE * PAGE;
+            let start = start.div_ceil(PAGE) * PAGE;
+            let end = end / PAGE * PAGE;
             if end > start {
                 // SAFETY: the map is a read-only, private file mapping that nothing writes to; after
                 // DONTNEED a later read refills the pages from the file, so every view stays valid.
@@ -377,6 +382,37 @@ impl Model {
                 };
             }
         }
+        #[cfg(not(unix))]
+        let _ = (shard, start, end);
+    }
+
+    /// Rows `rows` of a tensor's dimension 0 as f32 (a tensor of fewer than two dimensions is one row),
+    /// then their pages released: the reader of [`crate::quant::rows::quantize_by_rows`].
+    pub fn take_rows_f32(
+        &self,
+        t: &TensorInfo,
+        rows: std::ops::Range<usize>,
+    ) -> Result<Vec<f32>, ModelError> {
+        let n = t.numel();
+        let per_row = match t.shape.as_slice() {
+            [r, _, ..] if *r > 0 => n / r,
+            _ => n,
+        };
+        let width = t.dtype.bitsize() / 8;
+        let (start, end) = (
+            t.start + rows.start * per_row * width,
+            t.start + rows.end * per_row * width,
+        );
+        if end > t.end || rows.start > rows.end {
+            return Err(ModelError::Other(format!(
+                "tensor '{}': rows {rows:?} are outside its shape {:?}",
+                t.name, t.shape
+            )));
+        }
+        let x = decode_f32(t.dtype, &self.shards[t.shard].bytes[start..end])
+            .map_err(|why| ModelError::Other(format!("tensor '{}': {why}", t.name)))?;
+        self.release_span(t.shard, start, end);
+        Ok(x)
     }
 
     /// A fingerprint of the model's structure: SHA-256 of every tensor's name, dtype and shape, sorted by

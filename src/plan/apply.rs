@@ -26,8 +26,9 @@ use crate::formats::lookup;
 use crate::jobs::Progress;
 use crate::model::{write_safetensors, ElementCodec, Model, SourceKind, TensorEntry, TensorInfo};
 use crate::quant::adaround::adaround_or_quantize;
+use crate::quant::rows::{quantize_by_rows, rows_and_cols, Keep};
 use crate::quant::spec::MxElem;
-use crate::quant::{quantize, Family, Layout, QuantError, Quantized, Spec};
+use crate::quant::{Family, Layout, QuantError, Quantized, Spec};
 use safetensors::Dtype;
 use serde::Serialize;
 use std::collections::HashMap;
@@ -163,29 +164,100 @@ pub fn tensor_entries(model: &Model, order: &[usize]) -> Vec<TensorEntry> {
         .collect()
 }
 
-/// The fake-quantized `values` of float tensor `t` stored in its own dtype (what a written model
-/// holds), and the largest |stored − original| over its elements.
-pub fn stored_bytes(t: &TensorInfo, values: &[f32], original: &[f32]) -> (Vec<u8>, f64) {
+/// `values` written in `dtype` (little-endian) into `out`; the largest |stored − original|.
+fn store_into(dtype: Dtype, values: &[f32], original: &[f32], out: &mut [u8]) -> f64 {
     use rayon::prelude::*;
     const CHUNK: usize = 1 << 16;
-    let codec = ElementCodec::new(t.dtype).expect("float tensors have a codec");
+    let codec = ElementCodec::new(dtype).expect("float tensors have a codec");
     let w = codec.width();
-    let mut bytes = vec![0u8; t.nbytes()];
+    // 16-bit floats from f32 directly (the codec's f64 path rounds the same: an f32 is exact in f64)
+    let half_bits = |v: f32| -> (u16, f64) {
+        if dtype == Dtype::BF16 {
+            let h = half::bf16::from_f32(v);
+            (h.to_bits(), h.to_f64())
+        } else {
+            let h = half::f16::from_f32(v);
+            (h.to_bits(), h.to_f64())
+        }
+    };
     // chunks in parallel; the largest error is the same in any order
-    let max_err = bytes
-        .par_chunks_mut(CHUNK * w)
+    out.par_chunks_mut(CHUNK * w)
         .zip(values.par_chunks(CHUNK))
         .zip(original.par_chunks(CHUNK))
         .map(|((out, vs), os)| {
             let mut m = 0f64;
-            for ((chunk, &v), &orig) in out.chunks_exact_mut(w).zip(vs).zip(os) {
-                codec.write(v as f64, chunk);
-                m = m.max((codec.read(chunk) - orig as f64).abs());
+            match dtype {
+                Dtype::BF16 | Dtype::F16 => {
+                    for ((chunk, &v), &orig) in out.chunks_exact_mut(2).zip(vs).zip(os) {
+                        let (bits, stored) = half_bits(v);
+                        chunk.copy_from_slice(&bits.to_le_bytes());
+                        m = m.max((stored - orig as f64).abs());
+                    }
+                }
+                _ => {
+                    for ((chunk, &v), &orig) in out.chunks_exact_mut(w).zip(vs).zip(os) {
+                        codec.write(v as f64, chunk);
+                        m = m.max((codec.read(chunk) - orig as f64).abs());
+                    }
+                }
             }
             m
         })
-        .reduce(|| 0.0, f64::max);
-    (bytes, max_err)
+        .reduce(|| 0.0, f64::max)
+}
+
+/// How much of the stored form [`quantize_tensor`] makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Store {
+    Nothing,
+    /// The largest error of the fake-quantized values once stored in the tensor's dtype.
+    Error,
+    /// That error and the stored bytes.
+    Bytes,
+}
+
+/// One tensor of `model` quantized with `spec` a block of rows at a time, so memory follows a block,
+/// not the tensor ([`quantize_by_rows`]): the result (codes and values as `keep` says) and what
+/// `store` asks of the fake-quantized values in the tensor's own dtype: the largest error (0 when
+/// not asked) and the bytes.
+pub fn quantize_tensor(
+    model: &Model,
+    t: &TensorInfo,
+    spec: &Spec,
+    keep: Keep,
+    store: Store,
+) -> Result<(Quantized, f64, Option<Vec<u8>>), PlanError> {
+    let width = t.dtype.bitsize() / 8;
+    let (_, cols) = rows_and_cols(&t.shape);
+    let mut bytes = match store {
+        Store::Bytes => vec![0u8; t.nbytes()],
+        _ => Vec::new(),
+    };
+    let mut scratch = Vec::new();
+    let mut max_err = 0f64;
+    let q = quantize_by_rows::<PlanError>(
+        &t.shape,
+        spec,
+        keep,
+        |r| Ok(model.take_rows_f32(t, r)?),
+        |r, x, dq| {
+            let out = match store {
+                Store::Nothing => return Ok(()),
+                Store::Bytes => &mut bytes[r.start * cols * width..r.end * cols * width],
+                Store::Error => {
+                    scratch.resize(x.len() * width, 0);
+                    &mut scratch[..]
+                }
+            };
+            max_err = max_err.max(store_into(t.dtype, dq, x, out));
+            Ok(())
+        },
+    )
+    .map_err(|e| match e {
+        PlanError::Invalid(why) => PlanError::Invalid(format!("tensor '{}': {why}", t.name)),
+        e => e,
+    })?;
+    Ok((q, max_err, (store == Store::Bytes).then_some(bytes)))
 }
 
 pub(super) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), PlanError> {
@@ -356,18 +428,20 @@ pub fn apply(
                 return Ok(model.bytes(t).to_vec());
             };
             on_tensor(&t.name);
-            let x = model.read_f32(t)?;
-            model.release(t);
-            let q = match quantize(&x, &t.shape, &spec) {
-                Ok(q) => q,
+            let keep = match (&packed, spec.family) {
+                (None, _) => Keep::Nothing,
+                // the packed form of a cast is its values
+                (Some(_), Family::Bf16 | Family::Fp16) => Keep::Everything,
+                (Some(_), _) => Keep::Codes,
+            };
+            let (q, stored, bytes) = match quantize_tensor(model, t, &spec, keep, Store::Bytes) {
+                Ok((q, e, b)) => (q, e, b.expect("stored")),
                 Err(e) => {
-                    let msg = format!("tensor '{}': {e}", t.name);
-                    failure = Some(PlanError::Invalid(msg.clone()));
+                    let msg = e.to_string();
+                    failure = Some(e);
                     return Err(crate::model::ModelError::Other(msg));
                 }
             };
-            let (bytes, stored) = stored_bytes(t, &q.dequant, &x);
-            crate::kernels::buffers::give_f32(x);
             layers.push(TensorReport::new(t, &spec, &q, stored));
             if let Some(p) = packed.as_mut() {
                 if let Err(e) = p.add(&t.name, &q, &t.shape, t.dtype) {
@@ -806,6 +880,49 @@ pub fn read_packed(path: &Path) -> Result<Vec<(String, Vec<f32>)>, PlanError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::quant::quantize;
+
+    #[test]
+    fn sixteen_bit_stores_agree_with_the_element_codec() {
+        let mut vals: Vec<f32> = (0..20_000)
+            .map(|i| (crate::quant::uniform(9, i) - 0.5) * 10f32.powi((i % 30) as i32 - 15))
+            .collect();
+        vals.extend([
+            0.0,
+            -0.0,
+            1e-40,
+            3.0e38,
+            -7e4,
+            65504.0,
+            65520.0,
+            f32::MIN_POSITIVE,
+        ]);
+        // values halfway between 16-bit neighbours: ties go to even
+        vals.extend((0..64).map(|k| f32::from_bits(0x3f80_8000 + (k << 16))));
+        let orig: Vec<f32> = vals.iter().map(|v| v * 1.001).collect();
+        for dtype in [Dtype::BF16, Dtype::F16] {
+            let codec = ElementCodec::new(dtype).unwrap();
+            let mut want = vec![0u8; vals.len() * 2];
+            let mut want_err = 0f64;
+            for ((c, &v), &o) in want.chunks_exact_mut(2).zip(&vals).zip(&orig) {
+                codec.write(v as f64, c);
+                want_err = want_err.max((codec.read(c) - o as f64).abs());
+            }
+            let mut got = vec![0u8; vals.len() * 2];
+            let got_err = store_into(dtype, &vals, &orig, &mut got);
+            if let Some(k) =
+                (0..vals.len()).find(|&k| got[2 * k..2 * k + 2] != want[2 * k..2 * k + 2])
+            {
+                panic!(
+                    "{dtype:?}: {} stored as {:?}, the codec writes {:?}",
+                    vals[k],
+                    &got[2 * k..2 * k + 2],
+                    &want[2 * k..2 * k + 2]
+                );
+            }
+            assert_eq!(got_err.to_bits(), want_err.to_bits(), "{dtype:?}");
+        }
+    }
 
     fn weights(rows: usize, cols: usize) -> Vec<f32> {
         // a reproducible mix of scales and signs, some exact zeros

@@ -19,16 +19,17 @@
 //! 16-bit scale multiply exactly in f32, so both round the same product once).
 
 use super::apply::{
-    check_out, copy_side_files, finish, io, shard_layout, side_folder, write_atomic, ApplyReport,
-    TensorReport,
+    check_out, copy_side_files, finish, io, quantize_tensor, shard_layout, side_folder,
+    write_atomic, ApplyReport, Store, TensorReport,
 };
 use super::export::{export_plan, Target};
 use super::{Choice, Plan, PlanError};
 use crate::formats::{lookup, Overflow};
 use crate::jobs::Progress;
 use crate::model::{write_safetensors, ElementCodec, Model, SourceKind, TensorEntry};
+use crate::quant::rows::Keep;
 use crate::quant::spec::{ElemFloat, MxElem, ScaleType};
-use crate::quant::{quantize, Family, Granularity, Spec};
+use crate::quant::{Family, Granularity, Spec};
 use safetensors::Dtype;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -360,19 +361,18 @@ pub fn write_compressed(
                 return Err(crate::model::ModelError::Other("cancelled".into()));
             }
             on_tensor(&t.name);
-            let x = model.read_f32(t)?;
-            model.release(t);
-            let q = quantize(&x, &t.shape, &spec).map_err(|e| {
-                let msg = format!("tensor '{}': {e}", t.name);
-                failure = Some(PlanError::Invalid(msg.clone()));
-                crate::model::ModelError::Other(msg)
-            })?;
+            let (q, stored_err, _) = quantize_tensor(model, t, &spec, Keep::Codes, Store::Error)
+                .map_err(|e| {
+                    let msg = e.to_string();
+                    failure = Some(e);
+                    crate::model::ModelError::Other(msg)
+                })?;
             let (rows, cols) = (t.shape[0], t.shape[1]);
             pending = match kd {
                 Kind::Packed { bits, symmetric } => {
                     let off = 1i32 << (bits - 1);
-                    let codes: Vec<i16> = if symmetric {
-                        q.codes.clone()
+                    let codes: std::borrow::Cow<[i16]> = if symmetric {
+                        std::borrow::Cow::Borrowed(&q.codes)
                     } else {
                         q.codes.iter().map(|&c| (c as i32 - off) as i16).collect()
                     };
@@ -435,8 +435,7 @@ pub fn write_compressed(
                         .collect(),
                 ],
             };
-            // the fake-quantized values as the model's dtype holds them: what decompression gives back
-            let (_, stored_err) = super::apply::stored_bytes(t, &q.dequant, &x);
+            // stored_err: the fake-quantized values as the model's dtype holds them (what decompression gives back)
             layers.push(TensorReport::new(t, &spec, &q, stored_err));
             progress.add(t.nbytes() as u64);
             Ok(std::mem::take(&mut pending[0]))

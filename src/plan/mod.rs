@@ -41,6 +41,12 @@ pub enum PlanError {
     Cancelled,
 }
 
+impl From<crate::quant::QuantError> for PlanError {
+    fn from(e: crate::quant::QuantError) -> PlanError {
+        PlanError::Invalid(e.to_string())
+    }
+}
+
 /// [`Spec::short`] of a spec's text; text that is not a spec (`none`) is returned as it is.
 pub fn short_spec(spec: &str) -> String {
     Spec::parse(spec).map_or_else(|_| spec.to_string(), |s| s.short())

@@ -266,12 +266,14 @@ multiversion! {
 /// NVFP4: `s_tensor = amax/(448·6)` in FP32; per block of 16, `s_blk = (amax_blk/6)/s_tensor` cast to
 /// E4M3 (≤ 448, nearest even); elements `round_E2M1(clamp(x/(s_tensor·ŝ_blk), ±6))`; a block whose scale
 /// rounds to 0 is all zeros (quantization.md §2.4, after torchao's `nvfp4_quantize`).
-pub fn nvfp4(x: &[f32], layout: Layout, spec: &Spec) -> (Quantized, Acc) {
+/// `tensor_amax`: the whole tensor's largest magnitude when `x` is only some of its rows (None: `x`'s).
+pub fn nvfp4(x: &[f32], layout: Layout, spec: &Spec, tensor_amax: Option<f32>) -> (Quantized, Acc) {
     let e4m3 = Rounder::new(&lookup("fp8_e4m3").expect("catalog").format);
     let e2m1 = *Rounder::new(&lookup("fp4_e2m1").expect("catalog").format)
         .binary()
         .expect("E2M1 is a binary float");
-    let amax = x.par_chunks(1 << 16).map(abs_max).reduce(|| 0f32, f32::max);
+    let amax =
+        tensor_amax.unwrap_or_else(|| x.par_chunks(1 << 16).map(abs_max).reduce(|| 0f32, f32::max));
     let s_tensor = if amax > 0.0 {
         amax / (448.0 * 6.0)
     } else {

@@ -18,6 +18,7 @@ mod linear;
 pub mod metrics;
 pub mod report;
 pub mod rounder;
+pub mod rows;
 pub mod spec;
 
 pub use kmeans::kmeans_1d;
@@ -138,11 +139,22 @@ impl Drop for Quantized {
 
 /// Quantize `x` (row-major, `shape`) with `spec`.
 pub fn quantize(x: &[f32], shape: &[usize], spec: &Spec) -> Result<Quantized, QuantError> {
+    check(x.len(), shape, spec)?;
+    let (mut q, acc) = parts(x, shape, spec, None)?;
+    let bits = bits_of(&q, x.len());
+    q.metrics = match acc {
+        Some(a) => a.finish(x.len(), bits),
+        None => Metrics::compute(x, &q.dequant, bits),
+    };
+    Ok(q)
+}
+
+/// The checks every quantization starts with: `len` elements for `shape`, not empty, no AdaRound.
+fn check(len: usize, shape: &[usize], spec: &Spec) -> Result<(), QuantError> {
     let n: usize = shape.iter().product();
-    if n != x.len() {
+    if n != len {
         return Err(QuantError::Shape(format!(
-            "shape {shape:?} has {n} elements but the data has {}",
-            x.len()
+            "shape {shape:?} has {n} elements but the data has {len}"
         )));
     }
     if n == 0 {
@@ -155,6 +167,17 @@ pub fn quantize(x: &[f32], shape: &[usize], spec: &Spec) -> Result<Quantized, Qu
                 .into(),
         ));
     }
+    Ok(())
+}
+
+/// The quantizer's result without its metrics, and the metrics' running sums where the quantizer adds
+/// them up as it goes. `nvfp4_amax`: see [`blocks::nvfp4`].
+fn parts(
+    x: &[f32],
+    shape: &[usize],
+    spec: &Spec,
+    nvfp4_amax: Option<f32>,
+) -> Result<(Quantized, Option<metrics::Acc>), QuantError> {
     let layout = Layout::new(shape, spec.granularity);
     // the scaled quantizers check for NaN/Inf on their way through the tensor; the others first
     if !matches!(
@@ -163,27 +186,20 @@ pub fn quantize(x: &[f32], shape: &[usize], spec: &Spec) -> Result<Quantized, Qu
     ) {
         all_finite(x)?;
     }
-    // most quantizers add up the metrics while each row is in cache; the others get a separate pass
-    let (mut q, acc) = match spec.family {
+    Ok(match spec.family {
         Family::Int(_) | Family::Uint(_) | Family::Float(_) => {
             let (q, a) = linear::quantize(x, layout, spec).map_err(QuantError::NotFinite)?;
             (q, Some(a))
         }
         Family::Nf4 => some(blocks::nf4(x, layout, spec)),
         Family::Mx(e) => some(blocks::mx(x, layout, spec, e)),
-        Family::Nvfp4 => some(blocks::nvfp4(x, layout, spec)),
+        Family::Nvfp4 => some(blocks::nvfp4(x, layout, spec, nvfp4_amax)),
         Family::MicroExp(m) => some(blocks::micro_exponent(x, layout, spec, m)),
         Family::Kmeans(bits) => (kmeans::quantize(x, layout, spec, bits), None),
         Family::Binary => some(binary::binary(x, layout, spec)),
         Family::Ternary => some(binary::ternary(x, layout, spec)),
         Family::Bf16 | Family::Fp16 | Family::None => (cast(x, layout, spec), None),
-    };
-    let bits = bits_of(&q, n);
-    q.metrics = match acc {
-        Some(a) => a.finish(n, bits),
-        None => Metrics::compute(x, &q.dequant, bits),
-    };
-    Ok(q)
+    })
 }
 
 fn some((q, a): (Quantized, metrics::Acc)) -> (Quantized, Option<metrics::Acc>) {
