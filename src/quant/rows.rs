@@ -163,7 +163,7 @@ mod tests {
                     .wrapping_add(1442695040888963407);
                 let u = (s >> 40) as f32 / (1u64 << 24) as f32 - 0.5;
                 // a heavy tail now and then, and rows of different scales
-                u * (1.0 + (i % 7) as f32) * if s % 97 == 0 { 20.0 } else { 1.0 }
+                u * (1.0 + (i % 7) as f32) * if s.is_multiple_of(97) { 20.0 } else { 1.0 }
             })
             .collect()
     }
