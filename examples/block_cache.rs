@@ -22,8 +22,9 @@ fn main() -> anyhow::Result<()> {
     let model = Model::open(std::path::Path::new(dir))?;
     let progress = quantscope::jobs::Progress::default();
     let t0 = Instant::now();
-    let (lm, _) = quantscope::plan::lm::prepare(&model, None, ctx, windows, true, &progress)
-        .map_err(anyhow::Error::msg)?;
+    let (lm, _) =
+        quantscope::plan::lm::prepare(&model, None, ctx, windows, true, &|_| false, &progress)
+            .map_err(anyhow::Error::msg)?;
     let lm = lm.ok_or_else(|| anyhow::anyhow!("{dir} is not a transformer decoder"))?;
     let blocks = lm.net.blocks.len();
     println!(

@@ -5,6 +5,7 @@
 use super::LayerActivations;
 use crate::kernels::gemm::xwt;
 use crate::quant::fixed::FixedQuant;
+use crate::quant::metrics::Acc;
 use crate::quant::Metrics;
 
 /// Metrics of the layer's output (mse, sqnr_db, cosine, max_abs_err; bits and bytes are 0).
@@ -15,6 +16,18 @@ pub fn output_metrics(
     w_hat: &[f32],
     act: Option<&FixedQuant>,
 ) -> Result<Metrics, String> {
+    let acc = output_acc(layer, w, w_hat, act)?;
+    Ok(acc.finish(layer.row_count() * (w.len() / layer.k), 0))
+}
+
+/// The running sums of the output error over the output features that `w` and `w_hat` hold: any run of
+/// whole rows (`[n, k]` row-major) of the weight, so a large weight can be measured a block at a time.
+pub fn output_acc(
+    layer: &LayerActivations,
+    w: &[f32],
+    w_hat: &[f32],
+    act: Option<&FixedQuant>,
+) -> Result<Acc, String> {
     let k = layer.k;
     if k == 0 || !w.len().is_multiple_of(k) || w.len() != w_hat.len() {
         return Err(format!(
@@ -37,7 +50,7 @@ pub fn output_metrics(
             xwt(&x, rows, k, w_hat, out, None)
         }
     };
-    Ok(Metrics::compute(&y, &y_hat, 0))
+    Ok(Acc::of(&y, &y_hat))
 }
 
 #[cfg(test)]

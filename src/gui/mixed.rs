@@ -194,8 +194,15 @@ impl MixedView {
                     if let Some(f) = &file {
                         Cache::read_matching(f, &model, None).map_err(|e| e.to_string())?;
                     }
-                    let (lm, lm_acts) =
-                        crate::plan::lm::prepare(&model, None, 128, 4, e2e, &w.progress)?;
+                    let (lm, lm_acts) = crate::plan::lm::prepare(
+                        &model,
+                        None,
+                        128,
+                        4,
+                        e2e,
+                        &|_| false,
+                        &w.progress,
+                    )?;
                     // models that run: their own calibration activations give the output-space measure
                     let acts = if e2e && eval.is_some() {
                         crate::activations::capture(&model, 512, 32).ok()

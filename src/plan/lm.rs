@@ -233,7 +233,8 @@ impl<'a> LmEvalSet<'a> {
 
 /// What a transformer's sensitivity needs: its activations on calibration windows of `text` (the bundled
 /// text when `None`; `windows` of `ctx` tokens) and, with `end_to_end`, the float pass kept per block.
-/// `(None, None)` for a model that is not a transformer decoder (an unsupported one: a note on stderr).
+/// No activations when `covered(data)` says every cell the run needs is already measured on `data`
+/// (the data description a sensitivity cache is keyed by). `(None, None)` for a model that is not a transformer decoder (an unsupported one: a note on stderr).
 #[allow(clippy::type_complexity)]
 pub fn prepare<'a>(
     model: &'a Model,
@@ -241,6 +242,7 @@ pub fn prepare<'a>(
     ctx: usize,
     windows_n: usize,
     end_to_end: bool,
+    covered: &dyn Fn(&str) -> bool,
     progress: &crate::jobs::Progress,
 ) -> Result<
     (
@@ -266,30 +268,32 @@ pub fn prepare<'a>(
     let e = |e: NnError| e.to_string();
     let split = windows(model, &net, text, ctx, windows_n, 0).map_err(e)?;
     let hooks = ProgressHooks(progress);
-    let acts = crate::activations::lm::capture(
-        model,
-        &net,
-        &split.calibration,
-        &split.describe,
-        crate::activations::lm::Keep::within_budget(model),
-        &hooks,
-    )
-    .map_err(e)?;
-    let lm = if end_to_end {
+    let source = format!("calibration windows of {}", split.describe);
+    // the activations serve only cells not measured yet
+    let acts = if covered(if end_to_end { &source } else { "" }) {
+        None
+    } else {
         Some(
-            LmEvalSet::new(
+            crate::activations::lm::capture(
                 model,
-                net,
-                split.calibration,
-                format!("calibration windows of {}", split.describe),
+                &net,
+                &split.calibration,
+                &split.describe,
+                crate::activations::lm::Keep::within_budget(model),
                 &hooks,
             )
-            .map_err(|e| e.to_string())?,
+            .map_err(e)?,
+        )
+    };
+    let lm = if end_to_end {
+        Some(
+            LmEvalSet::new(model, net, split.calibration, source, &hooks)
+                .map_err(|e| e.to_string())?,
         )
     } else {
         None
     };
-    Ok((lm, Some(acts)))
+    Ok((lm, acts))
 }
 
 /// The logits of all rows, made a few windows at a time, as one `[rows, vocab]` buffer.
@@ -329,7 +333,7 @@ mod tests {
                 .join(name);
             let model = Model::open(&dir).unwrap();
             let progress = crate::jobs::Progress::default();
-            let (lm, _) = prepare(&model, None, 24, 2, true, &progress).unwrap();
+            let (lm, _) = prepare(&model, None, 24, 2, true, &|_| false, &progress).unwrap();
             let lm = lm.unwrap();
             let tensors = lm.tensors();
             assert!(tensors.len() > 3, "{name}: {tensors:?}");

@@ -18,6 +18,8 @@ use super::{Choice, Plan, PlanError};
 use crate::jobs::Progress;
 use crate::model::Model;
 use crate::nn::{rows_from_csv, spread, Dataset, Network};
+use crate::quant::metrics::Acc;
+use crate::quant::rows::{in_blocks, rows_and_cols, Keep, BLOCK_ELEMS};
 use crate::quant::{quantize, Spec};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -730,7 +732,9 @@ pub fn compute(
                     })
             })
             .collect();
-        let x = if cached.iter().any(Option::is_none) {
+        // without an end-to-end run, every measure adds up over the weight's rows: read it a block at a time
+        let by_rows = !e2e;
+        let x = if !by_rows && cached.iter().any(Option::is_none) {
             let x = model.read_f32(t)?;
             model.release(t);
             Some(x)
@@ -741,6 +745,13 @@ pub fn compute(
             let cell = match hit {
                 Some(c) => c,
                 None if progress.is_cancelled() => Cell::unmeasured(spec, Some("cancelled".into())),
+                None if by_rows => measure_by_rows(
+                    model,
+                    t,
+                    spec,
+                    req.activations.and_then(|a| a.layer(&t.name)),
+                    BLOCK_ELEMS,
+                ),
                 None => measure(
                     model,
                     &t.name,
@@ -850,9 +861,84 @@ fn measure(
     cell
 }
 
-/// Σ_j imp_j Σ_i (w_ij − ŵ_ij)² / Σ_j imp_j Σ_i w_ij² for a row-major weight whose rows have
-/// `imp.len()` columns.
-pub fn importance_nsr(w: &[f32], q: &[f32], imp: &[f32]) -> f64 {
+/// The weight-side measures of [`measure`] (weight, importance-weighted and output error) with the
+/// weight read and quantized a block of rows at a time ([`in_blocks`]), so memory follows a
+/// block, not the layer: each measure is a sum over the weight's rows (the output error's over the
+/// output features those rows give).
+fn measure_by_rows(
+    model: &Model,
+    t: &crate::model::TensorInfo,
+    spec: &Spec,
+    acts: Option<&crate::activations::LayerActivations>,
+    block_elems: usize,
+) -> Cell {
+    let mut cell = Cell::unmeasured(spec, None);
+    let (_, cols) = rows_and_cols(&t.shape);
+    let imp = acts.filter(|l| !l.importance.is_empty() && cols.is_multiple_of(l.importance.len()));
+    let (mut imp_noise, mut imp_signal, mut signal) = (0f64, 0f64, 0f64);
+    let mut output = Some(Acc::default());
+    let q = in_blocks::<PlanError>(
+        &t.shape,
+        spec,
+        Keep::Nothing,
+        block_elems,
+        |r| Ok(model.take_rows_f32(t, r)?),
+        |_, x, dq| {
+            signal += x.iter().map(|&v| v as f64 * v as f64).sum::<f64>();
+            if let Some(l) = imp {
+                let (n, s) = importance_sums(x, dq, &l.importance);
+                imp_noise += n;
+                imp_signal += s;
+            }
+            if let (Some(l), Some(acc)) = (acts, output.as_mut()) {
+                match crate::activations::output::output_acc(l, x, dq, None) {
+                    Ok(a) => *acc = acc.merge(a),
+                    Err(_) => output = None,
+                }
+            }
+            Ok(())
+        },
+    );
+    let q = match q {
+        Ok(q) => q,
+        Err(e) => {
+            cell.error = Some(match e {
+                PlanError::Invalid(why) => why,
+                e => e.to_string(),
+            });
+            return cell;
+        }
+    };
+    let n = t.numel();
+    if imp.is_some() {
+        cell.importance_nsr = Some(noise_to_signal(imp_noise, imp_signal));
+    }
+    if let (Some(l), Some(acc)) = (acts, output) {
+        // noise-to-signal of the layer's output on calibration inputs (10^(−SQNR/10)), as `measure`
+        let sqnr_db = acc.finish(l.row_count() * (n / l.k.max(1)), 0).sqnr_db;
+        cell.output_nsr = Some(if sqnr_db.is_finite() {
+            10f64.powf(-sqnr_db / 10.0)
+        } else {
+            0.0
+        });
+    }
+    let m = q.metrics;
+    cell.bits = (m.bits_per_weight * n as f64).round() as u64;
+    cell.bits_per_weight = m.bits_per_weight;
+    cell.weight_mse = m.mse;
+    cell.weight_nsr = if signal > 0.0 {
+        m.mse * n as f64 / signal
+    } else if m.mse > 0.0 {
+        f64::INFINITY
+    } else {
+        0.0
+    };
+    cell
+}
+
+/// (Σ_j imp_j Σ_i (w_ij − ŵ_ij)², Σ_j imp_j Σ_i w_ij²) over the rows of a row-major weight whose rows
+/// have `imp.len()` columns.
+fn importance_sums(w: &[f32], q: &[f32], imp: &[f32]) -> (f64, f64) {
     let k = imp.len();
     let (mut noise, mut signal) = (0f64, 0f64);
     for (rw, rq) in w.chunks_exact(k).zip(q.chunks_exact(k)) {
@@ -862,6 +948,17 @@ pub fn importance_nsr(w: &[f32], q: &[f32], imp: &[f32]) -> f64 {
             signal += s * (a as f64).powi(2);
         }
     }
+    (noise, signal)
+}
+
+/// Σ_j imp_j Σ_i (w_ij − ŵ_ij)² / Σ_j imp_j Σ_i w_ij² for a row-major weight whose rows have
+/// `imp.len()` columns.
+pub fn importance_nsr(w: &[f32], q: &[f32], imp: &[f32]) -> f64 {
+    let (noise, signal) = importance_sums(w, q, imp);
+    noise_to_signal(noise, signal)
+}
+
+fn noise_to_signal(noise: f64, signal: f64) -> f64 {
     if signal > 0.0 {
         noise / signal
     } else if noise > 0.0 {
@@ -912,6 +1009,50 @@ mod tests {
         assert_eq!(
             format!("{:.4}", ev.baseline.accuracy),
             m.metadata().unwrap()["train_accuracy"]
+        );
+    }
+
+    #[test]
+    fn measuring_a_block_of_rows_at_a_time_gives_the_cells_of_the_whole_weight() {
+        let m = sample();
+        let cal = crate::activations::capture(&m, 64, 32).unwrap();
+        let req = Request {
+            layers: default_layers(&m),
+            candidates: Vec::new(),
+            extra: Vec::new(),
+            eval: None,
+            lm: None,
+            activations: Some(&cal),
+        };
+        let mut compared = 0;
+        for &ti in &req.layers {
+            let t = &m.tensors[ti];
+            let acts = cal.layer(&t.name);
+            for text in ["int4:g16", "int3:channel", "nvfp4", "int8:tensor"] {
+                let spec = Spec::parse(text).unwrap();
+                let x = m.read_f32(t).unwrap();
+                let want = measure(&m, &t.name, &t.shape, &x, &spec, &req, acts);
+                // blocks of 3 rows
+                let (_, cols) = rows_and_cols(&t.shape);
+                let got = measure_by_rows(&m, t, &spec, acts, 3 * cols);
+                let close = |a: Option<f64>, b: Option<f64>| match (a, b) {
+                    (Some(a), Some(b)) => (a - b).abs() <= 1e-9 * b.abs().max(1e-30),
+                    (a, b) => a == b,
+                };
+                assert_eq!((got.bits, &got.error), (want.bits, &want.error), "{text}");
+                assert!(close(Some(got.weight_nsr), Some(want.weight_nsr)), "{text}");
+                assert!(close(Some(got.weight_mse), Some(want.weight_mse)), "{text}");
+                assert!(close(got.importance_nsr, want.importance_nsr), "{text}");
+                assert!(
+                    close(got.output_nsr, want.output_nsr),
+                    "{text}: {got:?} {want:?}"
+                );
+                compared += want.output_nsr.is_some() as usize;
+            }
+        }
+        assert!(
+            compared >= 4,
+            "the output error was compared on real activations"
         );
     }
 

@@ -190,18 +190,22 @@ fn acc_of(a: &[f32], b: &[f32]) -> Acc {
     acc
 }
 
-impl Metrics {
-    pub fn compute(x: &[f32], xq: &[f32], total_bits: u64) -> Metrics {
-        // pieces in a fixed order, so the result does not depend on how the threads split the work
+impl Acc {
+    /// The sums of all pairs, on all cores; pieces are merged in a fixed order, so the result does not
+    /// depend on how the threads split the work.
+    pub fn of(x: &[f32], xq: &[f32]) -> Acc {
         let parts: Vec<Acc> = x
             .par_chunks(1 << 16)
             .zip(xq.par_chunks(1 << 16))
             .map(|(a, b)| acc_of(a, b))
             .collect();
-        parts
-            .into_iter()
-            .fold(Acc::default(), Acc::merge)
-            .finish(x.len(), total_bits)
+        parts.into_iter().fold(Acc::default(), Acc::merge)
+    }
+}
+
+impl Metrics {
+    pub fn compute(x: &[f32], xq: &[f32], total_bits: u64) -> Metrics {
+        Acc::of(x, xq).finish(x.len(), total_bits)
     }
 }
 

@@ -63,7 +63,8 @@ pub fn quantize_by_rows<E: From<QuantError>>(
     in_blocks(shape, spec, keep, BLOCK_ELEMS, read, each)
 }
 
-fn in_blocks<E: From<QuantError>>(
+/// [`quantize_by_rows`] with blocks of about `block_elems` elements (whole rows; tests pick small ones).
+pub fn in_blocks<E: From<QuantError>>(
     shape: &[usize],
     spec: &Spec,
     keep: Keep,
