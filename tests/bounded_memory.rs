@@ -119,3 +119,50 @@ fn whole_model_commands_stay_under_a_limit_far_below_the_model() {
         );
     }
 }
+
+/// One tensor whose f32 copy (128 MiB) is larger than the limit (96 MiB): quantize and sensitivity read,
+/// quantize and measure it a block of rows at a time.
+#[test]
+fn a_tensor_larger_than_the_limit_is_quantized_a_block_of_rows_at_a_time() {
+    use std::io::Write;
+    const R: usize = 4096;
+    const C: usize = 8192;
+    const LIMIT: usize = 96;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("big.safetensors");
+    let header = serde_json::json!({"embed_tokens.weight": {"dtype": "BF16", "shape": [R, C],
+                                    "data_offsets": [0, R * C * 2]}});
+    let mut h = header.to_string().into_bytes();
+    h.resize(h.len().div_ceil(8) * 8, b' ');
+    let mut f = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
+    f.write_all(&(h.len() as u64).to_le_bytes()).unwrap();
+    f.write_all(&h).unwrap();
+    let mut state = 11u64;
+    // a row at a time, so this process's own peak stays small
+    for _ in 0..R {
+        let row: Vec<u8> = (0..C)
+            .flat_map(|_| {
+                state = state
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                half::bf16::from_f32(((state >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.1)
+                    .to_le_bytes()
+            })
+            .collect();
+        f.write_all(&row).unwrap();
+    }
+    drop(f);
+    let model = path.to_str().unwrap();
+    for args in [
+        vec!["quantize", model, "--spec", "int4:g128"],
+        vec!["quantize", model, "--spec", "nvfp4"],
+        vec!["sensitivity", model, "--candidates", "int8,mxfp4"],
+    ] {
+        let peak = peak_mib(&args);
+        assert!(
+            peak < LIMIT,
+            "{args:?}: peak {peak} MiB for a tensor of {} MiB as f32",
+            (R * C * 4) >> 20
+        );
+    }
+}

@@ -2,10 +2,13 @@
 """Whole-model commands on a large checkpoint: wall time, peak memory, and the ratio to a read+convert
 floor measured on the same files.
 
-    python3 tools/bench_whole_model.py MODEL_DIR [--quantscope BIN] [--floor BIN] [--make 7b] [--skip-numpy]
+    python3 tools/bench_whole_model.py MODEL_DIR [--quantscope BIN] [--floor BIN] [--make 7b --tokenizer DIR]
+        [--skip-numpy]
 
 `--make 7b` first writes a 7B-shaped sharded bf16 Llama (Llama-2-7B's shapes with a 49,152-word
-vocabulary: 6.9 B parameters, 13.8 GB) into MODEL_DIR with tools/make_synthetic_llama.py. Each command
+vocabulary: 6.9 B parameters, 13.8 GB) into MODEL_DIR with tools/make_synthetic_llama.py; sensitivity
+runs the model on text, so give it a tokenizer of that vocabulary (`--tokenizer` SmolLM2's folder, from
+tools/get_models.sh). Each command
 runs under /usr/bin/time -v (peak resident memory) after the model's files are read once into the page
 cache, so every figure is from memory, not disk. The floor is `examples/read_floor.rs` (mmap, bf16 →
 f32 on all cores, nothing else); numpy's single-threaded read + widen + sum is printed beside it, and
@@ -79,13 +82,15 @@ def main():
     ap.add_argument("--floor", default=os.path.join(ROOT, "target/release/examples/read_floor"))
     ap.add_argument("--make", choices=["7b", "many"], help="write the synthetic model first (many: 8,192 "
                     "tensors of 128 × 128, for per-tensor overhead)")
+    ap.add_argument("--tokenizer", help="with --make 7b: a folder whose tokenizer.json has 49,152 words")
     ap.add_argument("--skip-numpy", action="store_true")
     ap.add_argument("--candidates", default="int8:scale=bf16,int4:g128:scale=bf16,nvfp4,mxfp4")
     a = ap.parse_args()
     if a.make == "7b":
         subprocess.run([sys.executable, os.path.join(ROOT, "tools/make_synthetic_llama.py"), a.model,
                         "--hidden", "4096", "--layers", "32", "--heads", "32", "--kv-heads", "32",
-                        "--intermediate", "11008", "--vocab", "49152"], check=True)
+                        "--intermediate", "11008", "--vocab", "49152"]
+                       + (["--tokenizer", a.tokenizer] if a.tokenizer else []), check=True)
     if a.make == "many":
         make_many(a.model)
     files = sorted(glob.glob(os.path.join(a.model, "*.safetensors")))
