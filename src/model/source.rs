@@ -44,6 +44,16 @@ impl Shard {
     }
 }
 
+/// A tensor as a matrix: rows along dimension 0 and the rest flattened into each row (a tensor of fewer
+/// than two dimensions is one row). Weights are laid out this way: output channels are the rows.
+pub fn rows_and_cols(shape: &[usize]) -> (usize, usize) {
+    let n: usize = shape.iter().product();
+    match shape {
+        [r, _, ..] if *r > 0 => (*r, n / r),
+        _ => (1, n),
+    }
+}
+
 /// One tensor of the model.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TensorInfo {
@@ -393,11 +403,7 @@ impl Model {
         t: &TensorInfo,
         rows: std::ops::Range<usize>,
     ) -> Result<Vec<f32>, ModelError> {
-        let n = t.numel();
-        let per_row = match t.shape.as_slice() {
-            [r, _, ..] if *r > 0 => n / r,
-            _ => n,
-        };
+        let (_, per_row) = rows_and_cols(&t.shape);
         let width = t.dtype.bitsize() / 8;
         let (start, end) = (
             t.start + rows.start * per_row * width,

@@ -20,7 +20,7 @@ use crate::model::Model;
 use crate::nn::{rows_from_csv, spread, Dataset, Network};
 use crate::quant::metrics::Acc;
 use crate::quant::rows::{in_blocks, rows_and_cols, Keep, BLOCK_ELEMS};
-use crate::quant::{quantize, Spec};
+use crate::quant::Spec;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashSet};
@@ -732,35 +732,14 @@ pub fn compute(
                     })
             })
             .collect();
-        // without an end-to-end run, every measure adds up over the weight's rows: read it a block at a time
-        let by_rows = !e2e;
-        let x = if !by_rows && cached.iter().any(Option::is_none) {
-            let x = model.read_f32(t)?;
-            model.release(t);
-            Some(x)
-        } else {
-            None
-        };
         let one = |(spec, hit): (&Spec, Option<Cell>)| {
             let cell = match hit {
                 Some(c) => c,
                 None if progress.is_cancelled() => Cell::unmeasured(spec, Some("cancelled".into())),
-                None if by_rows => measure_by_rows(
-                    model,
-                    t,
-                    spec,
-                    req.activations.and_then(|a| a.layer(&t.name)),
-                    BLOCK_ELEMS,
-                ),
-                None => measure(
-                    model,
-                    &t.name,
-                    &t.shape,
-                    x.as_deref().expect("read"),
-                    spec,
-                    req,
-                    req.activations.and_then(|a| a.layer(&t.name)),
-                ),
+                None => {
+                    let acts = req.activations.and_then(|a| a.layer(&t.name));
+                    measure(model, t, spec, req, acts, BLOCK_ELEMS)
+                }
             };
             progress.add(1);
             cell
@@ -772,9 +751,6 @@ pub fn compute(
         } else {
             specs.par_iter().zip(cached).map(one).collect()
         };
-        if let Some(x) = x {
-            crate::kernels::buffers::give_f32(x);
-        }
         if progress.is_cancelled() {
             return Err(PlanError::Cancelled);
         }
@@ -797,78 +773,15 @@ pub fn compute(
     })
 }
 
+/// One cell: the weight, importance-weighted and output errors, each a sum over the weight's rows (the
+/// output error's over the output features those rows give), so the weight is read and quantized a
+/// block of rows at a time ([`in_blocks`]) and memory follows a block, not the layer; then the end-to-end
+/// effect, which needs the whole fake-quantized weight.
 fn measure(
-    model: &Model,
-    name: &str,
-    shape: &[usize],
-    x: &[f32],
-    spec: &Spec,
-    req: &Request,
-    acts: Option<&crate::activations::LayerActivations>,
-) -> Cell {
-    let mut cell = Cell::unmeasured(spec, None);
-    let q = match quantize(x, shape, spec) {
-        Ok(q) => q,
-        Err(e) => {
-            cell.error = Some(e.to_string());
-            return cell;
-        }
-    };
-    let m = q.metrics;
-    if let Some(l) =
-        acts.filter(|l| !l.importance.is_empty() && x.len().is_multiple_of(l.importance.len()))
-    {
-        cell.importance_nsr = Some(importance_nsr(x, &q.dequant, &l.importance));
-    }
-    if let Some(l) = acts {
-        // noise-to-signal of the layer's output on calibration inputs (10^(−SQNR/10))
-        if let Ok(o) = crate::activations::output::output_metrics(l, x, &q.dequant, None) {
-            cell.output_nsr = Some(if o.sqnr_db.is_finite() {
-                10f64.powf(-o.sqnr_db / 10.0)
-            } else {
-                0.0
-            });
-        }
-    }
-    cell.bits = (m.bits_per_weight * x.len() as f64).round() as u64;
-    cell.bits_per_weight = m.bits_per_weight;
-    cell.weight_mse = m.mse;
-    let signal: f64 = x.iter().map(|&v| v as f64 * v as f64).sum();
-    cell.weight_nsr = if signal > 0.0 {
-        m.mse * x.len() as f64 / signal
-    } else if m.mse > 0.0 {
-        f64::INFINITY
-    } else {
-        0.0
-    };
-    if let Some(lm) = req.lm {
-        match lm.run(name, q.into_dequant()) {
-            Ok(e) => cell.end_to_end = Some(e),
-            Err(e) => cell.error = Some(e.to_string()),
-        }
-    } else if let Some(ev) = req.eval {
-        let mut plan = Plan {
-            default: Choice::Keep,
-            ..Default::default()
-        };
-        plan.overrides
-            .insert(name.to_string(), (Choice::Quantize(*spec), String::new()));
-        match ev.run(model, &plan) {
-            Ok(e) => cell.end_to_end = Some(e),
-            Err(e) => cell.error = Some(e.to_string()),
-        }
-    }
-    cell
-}
-
-/// The weight-side measures of [`measure`] (weight, importance-weighted and output error) with the
-/// weight read and quantized a block of rows at a time ([`in_blocks`]), so memory follows a
-/// block, not the layer: each measure is a sum over the weight's rows (the output error's over the
-/// output features those rows give).
-fn measure_by_rows(
     model: &Model,
     t: &crate::model::TensorInfo,
     spec: &Spec,
+    req: &Request,
     acts: Option<&crate::activations::LayerActivations>,
     block_elems: usize,
 ) -> Cell {
@@ -877,10 +790,15 @@ fn measure_by_rows(
     let imp = acts.filter(|l| !l.importance.is_empty() && cols.is_multiple_of(l.importance.len()));
     let (mut imp_noise, mut imp_signal, mut signal) = (0f64, 0f64, 0f64);
     let mut output = Some(Acc::default());
+    let keep = if req.lm.is_some() {
+        Keep::Everything
+    } else {
+        Keep::Nothing
+    };
     let q = in_blocks::<PlanError>(
         &t.shape,
         spec,
-        Keep::Nothing,
+        keep,
         block_elems,
         |r| Ok(model.take_rows_f32(t, r)?),
         |_, x, dq| {
@@ -914,7 +832,7 @@ fn measure_by_rows(
         cell.importance_nsr = Some(noise_to_signal(imp_noise, imp_signal));
     }
     if let (Some(l), Some(acc)) = (acts, output) {
-        // noise-to-signal of the layer's output on calibration inputs (10^(−SQNR/10)), as `measure`
+        // noise-to-signal of the layer's output on calibration inputs (10^(−SQNR/10))
         let sqnr_db = acc.finish(l.row_count() * (n / l.k.max(1)), 0).sqnr_db;
         cell.output_nsr = Some(if sqnr_db.is_finite() {
             10f64.powf(-sqnr_db / 10.0)
@@ -933,6 +851,23 @@ fn measure_by_rows(
     } else {
         0.0
     };
+    if let Some(lm) = req.lm {
+        match lm.run(&t.name, q.into_dequant()) {
+            Ok(e) => cell.end_to_end = Some(e),
+            Err(e) => cell.error = Some(e.to_string()),
+        }
+    } else if let Some(ev) = req.eval {
+        let mut plan = Plan {
+            default: Choice::Keep,
+            ..Default::default()
+        };
+        plan.overrides
+            .insert(t.name.clone(), (Choice::Quantize(*spec), String::new()));
+        match ev.run(model, &plan) {
+            Ok(e) => cell.end_to_end = Some(e),
+            Err(e) => cell.error = Some(e.to_string()),
+        }
+    }
     cell
 }
 
@@ -951,13 +886,7 @@ fn importance_sums(w: &[f32], q: &[f32], imp: &[f32]) -> (f64, f64) {
     (noise, signal)
 }
 
-/// Σ_j imp_j Σ_i (w_ij − ŵ_ij)² / Σ_j imp_j Σ_i w_ij² for a row-major weight whose rows have
-/// `imp.len()` columns.
-pub fn importance_nsr(w: &[f32], q: &[f32], imp: &[f32]) -> f64 {
-    let (noise, signal) = importance_sums(w, q, imp);
-    noise_to_signal(noise, signal)
-}
-
+/// noise / signal; 0 when both are 0, +inf when only the signal is.
 fn noise_to_signal(noise: f64, signal: f64) -> f64 {
     if signal > 0.0 {
         noise / signal
@@ -978,6 +907,7 @@ pub fn default_layers(model: &Model) -> Vec<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::quant::quantize;
 
     fn sample() -> Model {
         crate::nn::sample_mlp()
@@ -1030,11 +960,36 @@ mod tests {
             let acts = cal.layer(&t.name);
             for text in ["int4:g16", "int3:channel", "nvfp4", "int8:tensor"] {
                 let spec = Spec::parse(text).unwrap();
-                let x = m.read_f32(t).unwrap();
-                let want = measure(&m, &t.name, &t.shape, &x, &spec, &req, acts);
-                // blocks of 3 rows
+                // the whole weight at once, and blocks of 3 rows
+                let want = measure(&m, t, &spec, &req, acts, usize::MAX);
                 let (_, cols) = rows_and_cols(&t.shape);
-                let got = measure_by_rows(&m, t, &spec, acts, 3 * cols);
+                let got = measure(&m, t, &spec, &req, acts, 3 * cols);
+                if let Some(l) = acts {
+                    // the whole-weight measures are the definitions
+                    let x = m.read_f32(t).unwrap();
+                    let dq = quantize(&x, &t.shape, &spec).unwrap().into_dequant();
+                    let o = crate::activations::output::output_metrics(l, &x, &dq, None).unwrap();
+                    let nsr = 10f64.powf(-o.sqnr_db / 10.0);
+                    assert!(
+                        (want.output_nsr.unwrap() - nsr).abs() <= 1e-12 * nsr,
+                        "{text}"
+                    );
+                    if !l.importance.is_empty() {
+                        // Σ_j imp_j Σ_i (w_ij − ŵ_ij)² / Σ_j imp_j Σ_i w_ij²
+                        let k = l.importance.len();
+                        let (mut num, mut den) = (0f64, 0f64);
+                        for (i, (&a, &b)) in x.iter().zip(&dq).enumerate() {
+                            let s = l.importance[i % k] as f64;
+                            num += s * (a as f64 - b as f64).powi(2);
+                            den += s * (a as f64).powi(2);
+                        }
+                        let i = num / den;
+                        assert!(
+                            (want.importance_nsr.unwrap() - i).abs() <= 1e-9 * i,
+                            "{text}"
+                        );
+                    }
+                }
                 let close = |a: Option<f64>, b: Option<f64>| match (a, b) {
                     (Some(a), Some(b)) => (a - b).abs() <= 1e-9 * b.abs().max(1e-30),
                     (a, b) => a == b,

@@ -65,10 +65,7 @@ pub struct Layout {
 impl Layout {
     pub fn new(shape: &[usize], granularity: Granularity) -> Layout {
         let n: usize = shape.iter().product();
-        let (rows, cols) = match shape.split_first() {
-            Some((&r, rest)) if !rest.is_empty() && r > 0 => (r, n / r),
-            _ => (1, n),
-        };
+        let (rows, cols) = crate::model::rows_and_cols(shape);
         match granularity {
             Granularity::Tensor => Layout {
                 rows: 1,

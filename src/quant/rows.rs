@@ -12,6 +12,7 @@ use super::{
     bits_of, buffers, check, parts, quantize, Family, Granularity, Layout, QuantError, Quantized,
     RoundMode, Spec,
 };
+pub use crate::model::rows_and_cols;
 
 /// Elements per block: 16 MB of f32.
 pub const BLOCK_ELEMS: usize = 1 << 22;
@@ -27,15 +28,6 @@ pub fn row_local(spec: &Spec, shape: &[usize]) -> bool {
         Family::Kmeans(_) => false,
         Family::Bf16 | Family::Fp16 | Family::None => true,
         _ => spec.granularity != Granularity::Tensor,
-    }
-}
-
-/// Rows of dimension 0 (one for a tensor of fewer than two dimensions) and elements per row.
-pub fn rows_and_cols(shape: &[usize]) -> (usize, usize) {
-    let n: usize = shape.iter().product();
-    match shape {
-        [r, _, ..] if *r > 0 => (*r, n / r),
-        _ => (1, n),
     }
 }
 
@@ -98,18 +90,26 @@ pub fn in_blocks<E: From<QuantError>>(
             .step_by(step)
             .map(move |r| r..(r + step).min(rows))
     };
+    let non_finite = |x: &[f32]| -> usize {
+        x.par_chunks(1 << 16)
+            .map(crate::stats::count_non_finite)
+            .sum()
+    };
     let nvfp4_amax = match spec.family {
         Family::Nvfp4 => {
-            let mut amax = 0f32;
+            let (mut amax, mut bad) = (0f32, 0);
             for b in blocks() {
                 let x = read(b)?;
-                super::all_finite(&x)?;
+                bad += non_finite(&x);
                 amax = amax.max(
                     x.par_chunks(1 << 16)
                         .map(crate::stats::abs_max)
                         .reduce(|| 0f32, f32::max),
                 );
                 buffers::give_f32(x);
+            }
+            if bad > 0 {
+                return Err(QuantError::NotFinite(bad).into());
             }
             Some(amax)
         }
@@ -121,7 +121,20 @@ pub fn in_blocks<E: From<QuantError>>(
         let x = read(b.clone())?;
         let mut block_shape = shape.to_vec();
         block_shape[0] = b.len();
-        let (q, a) = parts(&x, &block_shape, spec, nvfp4_amax)?;
+        let (q, a) = match parts(&x, &block_shape, spec, nvfp4_amax) {
+            Ok(r) => r,
+            // the error counts the whole tensor's NaN/Inf, as quantizing it whole does
+            Err(QuantError::NotFinite(k)) => {
+                let mut bad = k;
+                for rest in blocks().filter(|r| r.start > b.start) {
+                    let x = read(rest)?;
+                    bad += non_finite(&x);
+                    buffers::give_f32(x);
+                }
+                return Err(QuantError::NotFinite(bad).into());
+            }
+            Err(e) => return Err(e.into()),
+        };
         acc = acc.merge(a.unwrap_or_else(|| {
             let mut a = Acc::default();
             a.add(&x, &q.dequant);
@@ -265,16 +278,23 @@ mod tests {
         .unwrap();
         assert!(q.codes.is_empty() && q.dequant.is_empty());
         assert_eq!(q.scales.len(), 32);
+        // NaN/Inf in two blocks: the error counts them all, like quantizing the tensor whole
         let mut bad = x.clone();
-        bad[900] = f32::NAN;
-        let e = in_blocks::<QuantError>(
-            &shape,
-            &Spec::parse("nvfp4").unwrap(),
-            Keep::Nothing,
-            128,
-            |r| Ok(bad[r.start * 64..r.end * 64].to_vec()),
-            |_, _, _| Ok(()),
-        );
-        assert_eq!(e.unwrap_err(), QuantError::NotFinite(1));
+        bad[100] = f32::NAN;
+        bad[900] = f32::INFINITY;
+        for text in ["nvfp4", "int4:g32", "mxfp4"] {
+            let spec = Spec::parse(text).unwrap();
+            let e = in_blocks::<QuantError>(
+                &shape,
+                &spec,
+                Keep::Nothing,
+                128,
+                |r| Ok(bad[r.start * 64..r.end * 64].to_vec()),
+                |_, _, _| Ok(()),
+            );
+            let whole = quantize(&bad, &shape, &spec).unwrap_err();
+            assert_eq!(whole, QuantError::NotFinite(2), "{text}");
+            assert_eq!(e.unwrap_err(), whole, "{text}");
+        }
     }
 }
