@@ -16,18 +16,6 @@ pub fn output_metrics(
     w_hat: &[f32],
     act: Option<&FixedQuant>,
 ) -> Result<Metrics, String> {
-    let acc = output_acc(layer, w, w_hat, act)?;
-    Ok(acc.finish(layer.row_count() * (w.len() / layer.k), 0))
-}
-
-/// The running sums of the output error over the output features that `w` and `w_hat` hold: any run of
-/// whole rows (`[n, k]` row-major) of the weight, so a large weight can be measured a block at a time.
-pub fn output_acc(
-    layer: &LayerActivations,
-    w: &[f32],
-    w_hat: &[f32],
-    act: Option<&FixedQuant>,
-) -> Result<Acc, String> {
     let k = layer.k;
     if k == 0 || !w.len().is_multiple_of(k) || w.len() != w_hat.len() {
         return Err(format!(
@@ -50,7 +38,27 @@ pub fn output_acc(
             xwt(&x, rows, k, w_hat, out, None)
         }
     };
-    Ok(Acc::of(&y, &y_hat))
+    Ok(Acc::of(&y, &y_hat).finish(rows * out, 0))
+}
+
+/// ‖X·Eᵀ‖² over the calibration rows X, for `e` any run of whole rows (`[n, k]` row-major) of a weight
+/// or of its error W − Ŵ: the output's energy, or the output error's (X·(W − Ŵ)ᵀ = Y − Ŷ, without
+/// the cancellation of subtracting two products), so a weight's output SQNR adds up a block at a time.
+pub fn output_energy(layer: &LayerActivations, e: &[f32]) -> Result<f64, String> {
+    let k = layer.k;
+    if k == 0 || !e.len().is_multiple_of(k) {
+        return Err(format!(
+            "{}: the weight has {} values, which is not a multiple of the {k} input columns",
+            layer.name,
+            e.len()
+        ));
+    }
+    let rows = layer.row_count();
+    if rows == 0 {
+        return Err(format!("{}: no calibration rows", layer.name));
+    }
+    let y = xwt(&layer.rows, rows, k, e, e.len() / k, None);
+    Ok(crate::stats::sum_squares(&y, None))
 }
 
 #[cfg(test)]
@@ -97,6 +105,20 @@ mod tests {
             }
         }
         let want = 10.0 * (sy / se).log10();
+        // the energies of the output and of its error, a block of 3 output rows at a time
+        let e: Vec<f32> = w.iter().zip(&wq).map(|(a, b)| a - b).collect();
+        let by_blocks = |v: &[f32]| -> f64 {
+            v.chunks(3 * k)
+                .map(|b| output_energy(&layer, b).unwrap())
+                .sum()
+        };
+        assert!((by_blocks(&w) - sy).abs() <= 1e-6 * sy);
+        assert!(
+            (by_blocks(&e) - se).abs() <= 1e-5 * se,
+            "{} vs {se}",
+            by_blocks(&e)
+        );
+        assert!(output_energy(&layer, &w[..k - 1]).is_err());
         assert!((m.sqnr_db - want).abs() < 1e-3, "{} vs {want}", m.sqnr_db);
         // quantizing the inputs too can only add error here
         let a = FixedQuant::new(&Spec::parse("uint4").unwrap(), 0.0, 1.0).unwrap();

@@ -27,6 +27,23 @@ impl Weights for Swap<'_> {
             self.base.get(name)
         }
     }
+
+    fn parts(&self, name: &str) -> Option<(usize, usize)> {
+        (name != self.name).then(|| self.base.parts(name)).flatten()
+    }
+
+    fn rows(
+        &self,
+        name: &str,
+        rows: std::ops::Range<usize>,
+        cols: usize,
+    ) -> Result<Vec<f32>, NnError> {
+        if name == self.name {
+            crate::nn::transformer::rows_of(&self.value, name, rows, cols)
+        } else {
+            self.base.rows(name, rows, cols)
+        }
+    }
 }
 
 /// Calibration windows and the float model's state on them.

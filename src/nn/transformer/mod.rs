@@ -12,18 +12,50 @@ pub mod score;
 
 pub use config::{Config, Family};
 
+use crate::kernels::gemm::xwt;
 use crate::model::Model;
 use crate::nn::NnError;
 use ndarray::Array2;
 use ops::AttnShape;
 use std::collections::HashMap;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 /// Where a model's weights come from, as f32 in the layout stored (`[out, in]` for a linear layer).
 pub trait Weights: Sync {
     fn get(&self, name: &str) -> Result<Arc<Vec<f32>>, NnError>;
+
+    /// `(values, part)` when `name` is better read `part` values at a time through [`Weights::rows`]
+    /// than whole: a stored tensor larger than a part. `None` when the whole is in memory anyway.
+    fn parts(&self, _name: &str) -> Option<(usize, usize)> {
+        None
+    }
+
+    /// Rows `rows` of `name` seen as row-major with `cols` columns.
+    fn rows(&self, name: &str, rows: Range<usize>, cols: usize) -> Result<Vec<f32>, NnError> {
+        rows_of(&self.get(name)?, name, rows, cols)
+    }
 }
+
+/// Rows `rows` of `all`, a row-major weight with `cols` columns.
+pub(crate) fn rows_of(
+    all: &[f32],
+    name: &str,
+    rows: Range<usize>,
+    cols: usize,
+) -> Result<Vec<f32>, NnError> {
+    all.get(rows.start * cols..rows.end * cols)
+        .map(<[f32]>::to_vec)
+        .ok_or_else(|| {
+            NnError::NotRunnable(format!("'{name}' has no rows {rows:?} of {cols} values"))
+        })
+}
+
+/// The values of a part of a weight that [`ModelWeights`] reads in parts ([`Weights::parts`]): a linear
+/// layer multiplies a part's output rows at a time, so a forward pass holds a part's f32, not the
+/// weight's (a 7B's LM head is 800 MB as f32).
+pub const PART: usize = 1 << 23;
 
 /// A linear layer's input and output on one sequence during a forward pass.
 pub struct LinearIo<'a> {
@@ -298,17 +330,37 @@ impl Transformer {
         obs: &mut dyn Observer,
     ) -> Result<Vec<f32>, NnError> {
         let rows: usize = lens.iter().sum();
-        let weight = w.get(name)?;
         let k = x.len() / rows.max(1);
-        let out = weight.len() / k.max(1);
-        if out * k != weight.len() {
-            return Err(NnError::NotRunnable(format!(
-                "'{name}' has {} values, not a multiple of its {k} inputs",
-                weight.len()
-            )));
-        }
         let b = self.bias(w, name)?;
-        let y = crate::kernels::gemm::xwt(x, rows, k, &weight, out, b.as_deref().map(|b| &b[..]));
+        let b = b.as_deref().map(|b| &b[..]);
+        let y = match w.parts(name) {
+            Some((n, part)) if k > 0 && n.is_multiple_of(k) => {
+                let out = n / k;
+                let block = (part / k).max(1);
+                let mut y = vec![0f32; rows * out];
+                for o0 in (0..out).step_by(block) {
+                    let o1 = (o0 + block).min(out);
+                    let part = w.rows(name, o0..o1, k)?;
+                    let yb = xwt(x, rows, k, &part, o1 - o0, b.map(|b| &b[o0..o1]));
+                    for (dst, src) in y.chunks_exact_mut(out).zip(yb.chunks_exact(o1 - o0)) {
+                        dst[o0..o1].copy_from_slice(src);
+                    }
+                }
+                y
+            }
+            _ => {
+                let weight = w.get(name)?;
+                let out = weight.len() / k.max(1);
+                if out * k != weight.len() {
+                    return Err(NnError::NotRunnable(format!(
+                        "'{name}' has {} values, not a multiple of its {k} inputs",
+                        weight.len()
+                    )));
+                }
+                xwt(x, rows, k, &weight, out, b)
+            }
+        };
+        let out = y.len() / rows.max(1);
         let mut start = 0;
         for (seq, &n) in lens.iter().enumerate() {
             obs.linear(&LinearIo {
@@ -353,11 +405,19 @@ impl Transformer {
         self.check(seqs)?;
         let d = self.config.hidden;
         let rows: usize = seqs.iter().map(Vec::len).sum();
-        let table = w.get(&self.embed)?;
         let mut h = Array2::<f32>::zeros((rows, d));
         let flat = h.as_slice_mut().expect("standard layout");
-        for (row, &t) in flat.chunks_mut(d).zip(seqs.iter().flatten()) {
-            row.copy_from_slice(&table[t as usize * d..(t as usize + 1) * d]);
+        // a large table read in parts gives only the tokens' rows
+        if w.parts(&self.embed).is_some() {
+            for (row, &t) in flat.chunks_mut(d).zip(seqs.iter().flatten()) {
+                let t = t as usize;
+                row.copy_from_slice(&w.rows(&self.embed, t..t + 1, d)?);
+            }
+        } else {
+            let table = w.get(&self.embed)?;
+            for (row, &t) in flat.chunks_mut(d).zip(seqs.iter().flatten()) {
+                row.copy_from_slice(&table[t as usize * d..(t as usize + 1) * d]);
+            }
         }
         match self.config.family {
             Family::Gemma3 => {
@@ -550,6 +610,8 @@ pub struct ModelWeights<'a> {
     transform: Option<Box<Transform<'a>>>,
     keep: bool,
     kept: Mutex<HashMap<String, Arc<Vec<f32>>>>,
+    /// Tensors larger than this many values are read in parts of it.
+    part: usize,
 }
 
 /// Turns a stored tensor's values into the ones the network uses: `(name, shape, values)`.
@@ -563,7 +625,14 @@ impl<'a> ModelWeights<'a> {
             transform: None,
             keep,
             kept: Mutex::new(HashMap::new()),
+            part: PART,
         }
+    }
+
+    /// Read tensors larger than `values` in parts of that many ([`PART`] by default).
+    pub fn in_parts(mut self, values: usize) -> Self {
+        self.part = values.max(1);
+        self
     }
 
     pub fn with_transform(mut self, t: Box<Transform<'a>>) -> Self {
@@ -595,6 +664,28 @@ impl Weights for ModelWeights<'_> {
                 .insert(name.to_string(), x.clone());
         }
         Ok(x)
+    }
+
+    fn parts(&self, name: &str) -> Option<(usize, usize)> {
+        if self.keep || self.transform.is_some() {
+            return None;
+        }
+        let n = self.model.tensors[self.model.find(name)?].numel();
+        (n > self.part).then_some((n, self.part))
+    }
+
+    fn rows(&self, name: &str, rows: Range<usize>, cols: usize) -> Result<Vec<f32>, NnError> {
+        let t = match self.model.find(name) {
+            Some(i) if self.parts(name).is_some() => &self.model.tensors[i],
+            _ => return rows_of(&self.get(name)?, name, rows, cols),
+        };
+        if crate::model::rows_and_cols(&t.shape).1 != cols {
+            return Err(NnError::NotRunnable(format!(
+                "'{name}' of shape {:?} does not have rows of {cols} values",
+                t.shape
+            )));
+        }
+        Ok(self.model.take_rows_f32(t, rows)?)
     }
 }
 
