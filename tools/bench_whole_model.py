@@ -12,7 +12,8 @@ tools/get_models.sh). Each command
 runs under /usr/bin/time -v (peak resident memory) after the model's files are read once into the page
 cache, so every figure is from memory, not disk. The floor is `examples/read_floor.rs` (mmap, bf16 →
 f32 on all cores, nothing else); numpy's single-threaded read + widen + sum is printed beside it, and
-for the commands that write a model, the time to write (and sync) as many bytes.
+for the commands that write a model, the time to write (and sync) as many bytes. Sensitivity is
+divided by its kernels timed alone (`examples/sensitivity_kernels.rs`).
 Prints a Markdown table."""
 import argparse, glob, json, os, re, shutil, subprocess, sys, tempfile, time
 
@@ -80,6 +81,8 @@ def main():
     ap.add_argument("model")
     ap.add_argument("--quantscope", default=os.path.join(ROOT, "target/release/quantscope"))
     ap.add_argument("--floor", default=os.path.join(ROOT, "target/release/examples/read_floor"))
+    ap.add_argument("--sensitivity-kernels",
+                    default=os.path.join(ROOT, "target/release/examples/sensitivity_kernels"))
     ap.add_argument("--make", choices=["7b", "many"], help="write the synthetic model first (many: 8,192 "
                     "tensors of 128 × 128, for per-tensor overhead)")
     ap.add_argument("--tokenizer", help="with --make 7b: a folder whose tokenizer.json has 49,152 words")
@@ -102,6 +105,11 @@ def main():
     warm(files)
     kernels = json.loads(timed([a.floor, a.model, "int4:g128"])[2])["quantize_seconds"]
     print(f"the int4:g128 quantizer alone, summed over the tensors: {kernels:.2f} s")
+    warm(files)
+    sk = json.loads(timed([a.sensitivity_kernels, a.model, a.candidates])[2])
+    print(f"sensitivity's kernels alone, summed over the layers: {sk['seconds']:.2f} s (calibration products "
+          f"{sk['calibration_products']:.2f}, signals {sk['signals']:.2f}, quantizers {sk['quantizers']:.2f}, "
+          f"errors {sk['errors']:.2f}; {sk['rows']} rows, {sk['tokens']} tokens)")
     if not a.skip_numpy:
         warm(files)
         print(f"numpy, one thread, read + widen + sum: {numpy_floor(files):.2f} s")
@@ -143,13 +151,15 @@ def main():
         for f in glob.glob(os.path.join(work, "q.safetensors")) + glob.glob(os.path.join(work, "applied")):
             shutil.rmtree(f) if os.path.isdir(f) else os.remove(f)
     print()
-    print("| command | wall s | × read floor | × read floor + kernels | × read + write floor | peak RSS MB |")
-    print("|---|---|---|---|---|---|")
+    print("| command | wall s | × read floor | × read floor + kernels | × kernels | × read + write floor "
+          "| peak RSS MB |")
+    print("|---|---|---|---|---|---|---|")
     for name, secs, rss in rows:
         writes = "--out" in name or name.startswith("apply")
         both = f"{secs / (floor + write_floor):.2f}" if writes else ""
         kern = f"{secs / (floor + kernels):.2f}" if name == "quantize int4:g128" else ""
-        print(f"| {name} | {secs:.2f} | {secs / floor:.2f} | {kern} | {both} | {rss:.0f} |")
+        alone = f"{secs / sk['seconds']:.2f}" if name.startswith("sensitivity") else ""
+        print(f"| {name} | {secs:.2f} | {secs / floor:.2f} | {kern} | {alone} | {both} | {rss:.0f} |")
     shutil.rmtree(work, ignore_errors=True)
 
 

@@ -29,6 +29,7 @@ use crate::quant::adaround::adaround_or_quantize;
 use crate::quant::rows::{quantize_by_rows, rows_and_cols, Keep};
 use crate::quant::spec::MxElem;
 use crate::quant::{Family, Layout, QuantError, Quantized, Spec};
+use rayon::prelude::*;
 use safetensors::Dtype;
 use serde::Serialize;
 use std::collections::HashMap;
@@ -540,8 +541,15 @@ pub(super) fn finish(
 
 fn code_dtype(codes: &[i16]) -> Dtype {
     let (lo, hi) = codes
-        .iter()
-        .fold((i16::MAX, i16::MIN), |(a, b), &c| (a.min(c), b.max(c)));
+        .par_chunks(1 << 16)
+        .map(|c| {
+            c.iter()
+                .fold((i16::MAX, i16::MIN), |(a, b), &c| (a.min(c), b.max(c)))
+        })
+        .reduce(
+            || (i16::MAX, i16::MIN),
+            |(a, b), (c, d)| (a.min(c), b.max(d)),
+        );
     if lo >= 0 && hi <= 255 {
         Dtype::U8
     } else if lo >= -128 && hi <= 127 {
@@ -614,31 +622,39 @@ impl PackedWriter {
             name.to_string(),
             serde_json::json!({"spec": q.spec.to_string(), "shape": shape, "dtype": format!("{dtype:?}")}).to_string(),
         );
-        let f32s = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+        let f32s = |v: &[f32]| {
+            v.par_iter()
+                .flat_map_iter(|x| x.to_le_bytes())
+                .collect::<Vec<u8>>()
+        };
         let part = |suffix: &str| format!("{name}.{suffix}");
         match q.spec.family {
             Family::Bf16 => {
                 let b: Vec<u8> = q
                     .dequant
-                    .iter()
-                    .flat_map(|&v| half::bf16::from_f32(v).to_le_bytes())
+                    .par_iter()
+                    .flat_map_iter(|&v| half::bf16::from_f32(v).to_le_bytes())
                     .collect();
                 self.push(part("values"), Dtype::BF16, shape.to_vec(), &b)
             }
             Family::Fp16 => {
                 let b: Vec<u8> = q
                     .dequant
-                    .iter()
-                    .flat_map(|&v| half::f16::from_f32(v).to_le_bytes())
+                    .par_iter()
+                    .flat_map_iter(|&v| half::f16::from_f32(v).to_le_bytes())
                     .collect();
                 self.push(part("values"), Dtype::F16, shape.to_vec(), &b)
             }
             _ => {
                 let cd = code_dtype(&q.codes);
                 let bytes: Vec<u8> = match cd {
-                    Dtype::U8 => q.codes.iter().map(|&c| c as u8).collect(),
-                    Dtype::I8 => q.codes.iter().map(|&c| c as i8 as u8).collect(),
-                    _ => q.codes.iter().flat_map(|c| c.to_le_bytes()).collect(),
+                    Dtype::U8 => q.codes.par_iter().map(|&c| c as u8).collect(),
+                    Dtype::I8 => q.codes.par_iter().map(|&c| c as i8 as u8).collect(),
+                    _ => q
+                        .codes
+                        .par_iter()
+                        .flat_map_iter(|c| c.to_le_bytes())
+                        .collect(),
                 };
                 self.push(part("codes"), cd, shape.to_vec(), &bytes)?;
                 self.push(

@@ -30,6 +30,7 @@ use crate::model::{write_safetensors, ElementCodec, Model, SourceKind, TensorEnt
 use crate::quant::rows::Keep;
 use crate::quant::spec::{ElemFloat, MxElem, ScaleType};
 use crate::quant::{Family, Granularity, Spec};
+use rayon::prelude::*;
 use safetensors::Dtype;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -115,20 +116,25 @@ fn kind(spec: &Spec, dtype: Dtype, shape: &[usize]) -> Result<Kind, String> {
 pub fn pack_int32(codes: &[i16], rows: usize, cols: usize, bits: u32) -> Vec<i32> {
     let words = (cols * bits as usize).div_ceil(32);
     let offset = 1i32 << (bits - 1);
-    let mut out = vec![0u32; rows * words];
-    for r in 0..rows {
-        let row = &mut out[r * words..(r + 1) * words];
-        for c in 0..cols {
-            let v = ((codes[r * cols + c] as i32 + offset) as u32) & ((1u32 << bits) - 1);
-            let bit = c * bits as usize;
-            let (w, o) = (bit / 32, bit % 32);
-            row[w] |= v << o;
-            if o + bits as usize > 32 {
-                row[w + 1] |= v >> (32 - o);
-            }
-        }
+    let mut out = vec![0i32; rows * words];
+    if out.is_empty() {
+        return out;
     }
-    out.into_iter().map(|w| w as i32).collect()
+    // rows on all cores
+    out.par_chunks_mut(words)
+        .zip(codes.par_chunks(cols))
+        .for_each(|(row, codes)| {
+            for (c, &code) in codes.iter().enumerate() {
+                let v = ((code as i32 + offset) as u32) & ((1u32 << bits) - 1);
+                let bit = c * bits as usize;
+                let (w, o) = (bit / 32, bit % 32);
+                row[w] = (row[w] as u32 | v << o) as i32;
+                if o + bits as usize > 32 {
+                    row[w + 1] = (row[w + 1] as u32 | v >> (32 - o)) as i32;
+                }
+            }
+        });
+    out
 }
 
 /// The inverse of [`pack_int32`] (for checks).
@@ -149,6 +155,14 @@ pub fn unpack_int32(words: &[i32], rows: usize, cols: usize, bits: u32) -> Vec<i
         }
     }
     out
+}
+
+/// Little-endian bytes of 32-bit words, on all cores.
+fn le_bytes(words: &[i32]) -> Vec<u8> {
+    words
+        .par_iter()
+        .flat_map_iter(|w| w.to_le_bytes())
+        .collect()
 }
 
 /// The stored tensors of one quantized module, in file order: (suffix, dtype, shape).
@@ -203,17 +217,22 @@ fn layout(k: Kind, spec: &Spec, shape: &[usize]) -> Vec<(&'static str, Dtype, Ve
 /// E2M1 codes two to a byte, the even element in the low nibble (`pack_fp4_to_uint8`).
 fn pack_fp4(codes: &[i16]) -> Vec<u8> {
     codes
-        .chunks_exact(2)
+        .par_chunks_exact(2)
         .map(|p| (p[0] as u8 & 0x0f) | ((p[1] as u8 & 0x0f) << 4))
         .collect()
 }
 
 fn encode(values: &[f32], dtype: Dtype) -> Vec<u8> {
     let codec = ElementCodec::new(dtype).expect("float dtype");
-    let mut out = vec![0u8; values.len() * codec.width()];
-    for (chunk, &v) in out.chunks_exact_mut(codec.width()).zip(values) {
-        codec.write(v as f64, chunk);
-    }
+    let w = codec.width();
+    let mut out = vec![0u8; values.len() * w];
+    out.par_chunks_mut(w << 12)
+        .zip(values.par_chunks(1 << 12))
+        .for_each(|(o, v)| {
+            for (chunk, &v) in o.chunks_exact_mut(w).zip(v) {
+                codec.write(v as f64, chunk);
+            }
+        });
     out
 }
 
@@ -374,13 +393,13 @@ pub fn write_compressed(
                     let codes: std::borrow::Cow<[i16]> = if symmetric {
                         std::borrow::Cow::Borrowed(&q.codes)
                     } else {
-                        q.codes.iter().map(|&c| (c as i32 - off) as i16).collect()
+                        q.codes
+                            .par_iter()
+                            .map(|&c| (c as i32 - off) as i16)
+                            .collect()
                     };
                     let mut parts = vec![
-                        pack_int32(&codes, rows, cols, bits)
-                            .iter()
-                            .flat_map(|w| w.to_le_bytes())
-                            .collect(),
+                        le_bytes(&pack_int32(&codes, rows, cols, bits)),
                         encode(&q.scales, t.dtype),
                         [rows as i64, cols as i64]
                             .iter()
@@ -409,7 +428,7 @@ pub fn write_compressed(
                     parts
                 }
                 Kind::Fp8 => vec![
-                    q.codes.iter().map(|&c| c as u8).collect(),
+                    q.codes.par_iter().map(|&c| c as u8).collect(),
                     encode(&q.scales, t.dtype),
                 ],
                 Kind::Nvfp4 => {

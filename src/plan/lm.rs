@@ -46,6 +46,11 @@ impl Weights for Swap<'_> {
     }
 }
 
+/// The per-layer passes keep a model's f32 weights in memory when they take at most this many bytes;
+/// a larger model's are read anew for each pass, so memory stays bounded (and each pass reads them).
+/// 1.25 GiB keeps Gemma 3 270M (1.07 GB as f32).
+const KEEP_BYTES: u64 = 5 << 28;
+
 /// Calibration windows and the float model's state on them.
 pub struct LmEvalSet<'a> {
     pub net: Transformer,
@@ -76,7 +81,8 @@ impl<'a> LmEvalSet<'a> {
                 net.config.model_type
             )));
         }
-        let weights = ModelWeights::new(model, true);
+        let keep = model.parameters().saturating_mul(4) <= KEEP_BYTES;
+        let weights = ModelWeights::new(model, keep);
         let mut h = net.embed(&weights, &seqs).map_err(nn)?;
         let mut inputs = Vec::with_capacity(net.blocks.len() + 1);
         for i in 0..net.blocks.len() {
