@@ -8,6 +8,21 @@ use crate::quant::fixed::FixedQuant;
 use crate::quant::metrics::Acc;
 use crate::quant::Metrics;
 
+/// (calibration rows, input columns, output features) of a weight of `values` values on `layer`.
+fn shape(layer: &LayerActivations, values: usize) -> Result<(usize, usize, usize), String> {
+    let k = layer.k;
+    if k == 0 || !values.is_multiple_of(k) {
+        return Err(format!(
+            "{}: the weight has {values} values, which is not a multiple of the {k} input columns",
+            layer.name
+        ));
+    }
+    match layer.row_count() {
+        0 => Err(format!("{}: no calibration rows", layer.name)),
+        rows => Ok((rows, k, values / k)),
+    }
+}
+
 /// Metrics of the layer's output (mse, sqnr_db, cosine, max_abs_err; bits and bytes are 0).
 /// `w` and `w_hat` are `[out, k]` row-major.
 pub fn output_metrics(
@@ -16,19 +31,13 @@ pub fn output_metrics(
     w_hat: &[f32],
     act: Option<&FixedQuant>,
 ) -> Result<Metrics, String> {
-    let k = layer.k;
-    if k == 0 || !w.len().is_multiple_of(k) || w.len() != w_hat.len() {
+    if w.len() != w_hat.len() {
         return Err(format!(
-            "{}: the weight has {} values, which is not a multiple of the {k} input columns",
-            layer.name,
-            w.len()
+            "{}: the weight and its quantized form differ in size",
+            layer.name
         ));
     }
-    let rows = layer.row_count();
-    if rows == 0 {
-        return Err(format!("{}: no calibration rows", layer.name));
-    }
-    let out = w.len() / k;
+    let (rows, k, out) = shape(layer, w.len())?;
     let y = xwt(&layer.rows, rows, k, w, out, None);
     let y_hat = match act {
         None => xwt(&layer.rows, rows, k, w_hat, out, None),
@@ -45,19 +54,8 @@ pub fn output_metrics(
 /// or of its error W − Ŵ: the output's energy, or the output error's (X·(W − Ŵ)ᵀ = Y − Ŷ, without
 /// the cancellation of subtracting two products), so a weight's output SQNR adds up a block at a time.
 pub fn output_energy(layer: &LayerActivations, e: &[f32]) -> Result<f64, String> {
-    let k = layer.k;
-    if k == 0 || !e.len().is_multiple_of(k) {
-        return Err(format!(
-            "{}: the weight has {} values, which is not a multiple of the {k} input columns",
-            layer.name,
-            e.len()
-        ));
-    }
-    let rows = layer.row_count();
-    if rows == 0 {
-        return Err(format!("{}: no calibration rows", layer.name));
-    }
-    let y = xwt(&layer.rows, rows, k, e, e.len() / k, None);
+    let (rows, k, out) = shape(layer, e.len())?;
+    let y = xwt(&layer.rows, rows, k, e, out, None);
     Ok(crate::stats::sum_squares(&y, None))
 }
 
