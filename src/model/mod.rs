@@ -12,7 +12,7 @@ pub use cast::{cast_file, CastReport};
 pub use dtype::{float_dtype_format, is_float_dtype, ElementCodec};
 pub use layers::{group_layers, layer_patterns, natural_cmp, Layer, LayerPattern, Role};
 pub use source::{decode_f32, rows_and_cols, Model, ModelConfig, SourceKind, TensorInfo};
-pub use writer::{tmp_beside, write_atomic, write_safetensors, TensorEntry};
+pub use writer::{le_bytes, tmp_beside, write_atomic, write_safetensors, TensorEntry};
 
 use std::path::{Path, PathBuf};
 

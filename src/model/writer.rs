@@ -93,6 +93,28 @@ pub fn write_safetensors(
 }
 
 /// A temporary name beside `path` (same folder, so the final rename is atomic).
+/// A number as a safetensors entry stores it: little-endian bytes.
+pub trait LeBytes: Copy + Send + Sync {
+    fn le(self) -> impl IntoIterator<Item = u8>;
+}
+
+macro_rules! le_bytes_of {
+    ($($t:ty),*) => {$(
+        impl LeBytes for $t {
+            fn le(self) -> impl IntoIterator<Item = u8> {
+                self.to_le_bytes()
+            }
+        }
+    )*};
+}
+le_bytes_of!(i16, i32, i64, f32);
+
+/// The little-endian bytes of `v`, converted on all cores (packed codes run to gigabytes).
+pub fn le_bytes<T: LeBytes>(v: &[T]) -> Vec<u8> {
+    use rayon::prelude::*;
+    v.par_iter().flat_map_iter(|&x| x.le()).collect()
+}
+
 pub fn tmp_beside(path: &Path) -> std::path::PathBuf {
     let dir = path
         .parent()

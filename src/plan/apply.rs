@@ -24,7 +24,9 @@ use super::{Choice, Plan, PlanError, SummaryFile};
 use crate::activations::Calibration;
 use crate::formats::lookup;
 use crate::jobs::Progress;
-use crate::model::{write_safetensors, ElementCodec, Model, SourceKind, TensorEntry, TensorInfo};
+use crate::model::{
+    le_bytes, write_safetensors, ElementCodec, Model, SourceKind, TensorEntry, TensorInfo,
+};
 use crate::quant::adaround::adaround_or_quantize;
 use crate::quant::rows::{quantize_by_rows, rows_and_cols, Keep};
 use crate::quant::spec::MxElem;
@@ -205,6 +207,14 @@ fn store_into(dtype: Dtype, values: &[f32], original: &[f32], out: &mut [u8]) ->
             m
         })
         .reduce(|| 0.0, f64::max)
+}
+
+/// `values` as little-endian elements of the float `dtype`.
+pub(super) fn encode(values: &[f32], dtype: Dtype) -> Vec<u8> {
+    let codec = ElementCodec::new(dtype).expect("a float dtype");
+    let mut out = vec![0u8; values.len() * codec.width()];
+    store_into(dtype, values, values, &mut out);
+    out
 }
 
 /// How much of the stored form [`quantize_tensor`] makes.
@@ -622,49 +632,33 @@ impl PackedWriter {
             name.to_string(),
             serde_json::json!({"spec": q.spec.to_string(), "shape": shape, "dtype": format!("{dtype:?}")}).to_string(),
         );
-        let f32s = |v: &[f32]| {
-            v.par_iter()
-                .flat_map_iter(|x| x.to_le_bytes())
-                .collect::<Vec<u8>>()
-        };
         let part = |suffix: &str| format!("{name}.{suffix}");
         match q.spec.family {
-            Family::Bf16 => {
-                let b: Vec<u8> = q
-                    .dequant
-                    .par_iter()
-                    .flat_map_iter(|&v| half::bf16::from_f32(v).to_le_bytes())
-                    .collect();
-                self.push(part("values"), Dtype::BF16, shape.to_vec(), &b)
-            }
-            Family::Fp16 => {
-                let b: Vec<u8> = q
-                    .dequant
-                    .par_iter()
-                    .flat_map_iter(|&v| half::f16::from_f32(v).to_le_bytes())
-                    .collect();
-                self.push(part("values"), Dtype::F16, shape.to_vec(), &b)
+            // the packed form of a cast is its values
+            Family::Bf16 | Family::Fp16 => {
+                let d = if q.spec.family == Family::Bf16 {
+                    Dtype::BF16
+                } else {
+                    Dtype::F16
+                };
+                self.push(part("values"), d, shape.to_vec(), &encode(&q.dequant, d))
             }
             _ => {
                 let cd = code_dtype(&q.codes);
                 let bytes: Vec<u8> = match cd {
                     Dtype::U8 => q.codes.par_iter().map(|&c| c as u8).collect(),
                     Dtype::I8 => q.codes.par_iter().map(|&c| c as i8 as u8).collect(),
-                    _ => q
-                        .codes
-                        .par_iter()
-                        .flat_map_iter(|c| c.to_le_bytes())
-                        .collect(),
+                    _ => le_bytes(&q.codes),
                 };
                 self.push(part("codes"), cd, shape.to_vec(), &bytes)?;
                 self.push(
                     part("scales"),
                     Dtype::F32,
                     vec![q.scales.len()],
-                    &f32s(&q.scales),
+                    &le_bytes(&q.scales),
                 )?;
                 if !q.zero_points.is_empty() {
-                    let z: Vec<u8> = q.zero_points.iter().flat_map(|z| z.to_le_bytes()).collect();
+                    let z = le_bytes(&q.zero_points);
                     self.push(
                         part("zero_points"),
                         Dtype::I32,
@@ -673,7 +667,7 @@ impl PackedWriter {
                     )?;
                 }
                 if !q.outer_scales.is_empty() {
-                    let o = f32s(&q.outer_scales);
+                    let o = le_bytes(&q.outer_scales);
                     self.push(
                         part("outer_scales"),
                         Dtype::F32,
@@ -682,7 +676,7 @@ impl PackedWriter {
                     )?;
                 }
                 if !q.codebook.is_empty() {
-                    let c = f32s(&q.codebook);
+                    let c = le_bytes(&q.codebook);
                     self.push(part("codebook"), Dtype::F32, vec![q.codebook.len()], &c)?;
                 }
                 Ok(())

@@ -19,14 +19,14 @@
 //! 16-bit scale multiply exactly in f32, so both round the same product once).
 
 use super::apply::{
-    check_out, copy_side_files, finish, io, quantize_tensor, shard_layout, side_folder,
+    check_out, copy_side_files, encode, finish, io, quantize_tensor, shard_layout, side_folder,
     write_atomic, ApplyReport, Store, TensorReport,
 };
 use super::export::{export_plan, Target};
 use super::{Choice, Plan, PlanError};
 use crate::formats::{lookup, Overflow};
 use crate::jobs::Progress;
-use crate::model::{write_safetensors, ElementCodec, Model, SourceKind, TensorEntry};
+use crate::model::{le_bytes, write_safetensors, Model, SourceKind, TensorEntry};
 use crate::quant::rows::Keep;
 use crate::quant::spec::{ElemFloat, MxElem, ScaleType};
 use crate::quant::{Family, Granularity, Spec};
@@ -157,14 +157,6 @@ pub fn unpack_int32(words: &[i32], rows: usize, cols: usize, bits: u32) -> Vec<i
     out
 }
 
-/// Little-endian bytes of 32-bit words, on all cores.
-fn le_bytes(words: &[i32]) -> Vec<u8> {
-    words
-        .par_iter()
-        .flat_map_iter(|w| w.to_le_bytes())
-        .collect()
-}
-
 /// The stored tensors of one quantized module, in file order: (suffix, dtype, shape).
 fn layout(k: Kind, spec: &Spec, shape: &[usize]) -> Vec<(&'static str, Dtype, Vec<usize>)> {
     let (rows, cols) = (shape[0], shape[1]);
@@ -220,20 +212,6 @@ fn pack_fp4(codes: &[i16]) -> Vec<u8> {
         .par_chunks_exact(2)
         .map(|p| (p[0] as u8 & 0x0f) | ((p[1] as u8 & 0x0f) << 4))
         .collect()
-}
-
-fn encode(values: &[f32], dtype: Dtype) -> Vec<u8> {
-    let codec = ElementCodec::new(dtype).expect("float dtype");
-    let w = codec.width();
-    let mut out = vec![0u8; values.len() * w];
-    out.par_chunks_mut(w << 12)
-        .zip(values.par_chunks(1 << 12))
-        .for_each(|(o, v)| {
-            for (chunk, &v) in o.chunks_exact_mut(w).zip(v) {
-                codec.write(v as f64, chunk);
-            }
-        });
-    out
 }
 
 /// Write `model` with `plan` applied as a compressed-tensors checkpoint in the folder `out`. Every
@@ -401,10 +379,7 @@ pub fn write_compressed(
                     let mut parts = vec![
                         le_bytes(&pack_int32(&codes, rows, cols, bits)),
                         encode(&q.scales, t.dtype),
-                        [rows as i64, cols as i64]
-                            .iter()
-                            .flat_map(|v| v.to_le_bytes())
-                            .collect(),
+                        le_bytes(&[rows as i64, cols as i64]),
                     ];
                     if !symmetric {
                         // zero points [rows, groups] in the codes' signed domain, packed along rows
@@ -423,7 +398,7 @@ pub fn write_compressed(
                                 t_packed[w * groups + g] = packed[g * words + w];
                             }
                         }
-                        parts.push(t_packed.iter().flat_map(|w| w.to_le_bytes()).collect());
+                        parts.push(le_bytes(&t_packed));
                     }
                     parts
                 }

@@ -257,7 +257,8 @@ impl<'a> LmEvalSet<'a> {
 /// What a transformer's sensitivity needs: its activations on calibration windows of `text` (the bundled
 /// text when `None`; `windows` of `ctx` tokens) and, with `end_to_end`, the float pass kept per block.
 /// No activations when `covered(data)` says every cell the run needs is already measured on `data`
-/// (the data description a sensitivity cache is keyed by). `(None, None)` for a model that is not a transformer decoder (an unsupported one: a note on stderr).
+/// (the data description a sensitivity cache is keyed by). `(None, None)` for a model that is not a
+/// transformer decoder (an unsupported one: a note on stderr).
 #[allow(clippy::type_complexity)]
 pub fn prepare<'a>(
     model: &'a Model,

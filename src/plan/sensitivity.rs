@@ -848,6 +848,8 @@ fn measure(
     } else {
         Keep::Nothing
     };
+    // the error W − Ŵ is formed a quarter of a block at a time (memory stays near x and Ŵ)
+    let part = (block_elems / 4 / cols.max(1)).max(1) * cols.max(1);
     let mut e = Vec::new();
     let q = in_blocks::<PlanError>(
         &t.shape,
@@ -856,8 +858,6 @@ fn measure(
         block_elems,
         |r| Ok(model.take_rows_f32(t, r)?),
         |_, x, dq| {
-            // the error W − Ŵ of these rows, a quarter of a block at a time (memory stays near x and dq)
-            let part = (block_elems / 4 / cols.max(1)).max(1) * cols.max(1);
             for (x, dq) in x.chunks(part).zip(dq.chunks(part)) {
                 e.clear();
                 e.par_extend(x.par_iter().zip(dq).map(|(&a, &b)| a - b));

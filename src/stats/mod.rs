@@ -520,24 +520,28 @@ pub fn abs_max(x: &[f32]) -> f32 {
 /// Σ x²), on all cores. Eight independent lanes per sum so it vectorises; the order of the additions
 /// differs from a plain loop only in the last bits.
 pub fn sum_squares(x: &[f32], col: Option<&[f32]>) -> f64 {
+    /// One row (or any run, unweighted): eight lanes, then the tail.
     fn lanes(x: &[f32], c: Option<&[f32]>) -> f64 {
         let mut l = [0f64; 8];
-        let (xs, mut cs) = (x.chunks_exact(8), c.map(|c| c.chunks_exact(8)));
+        let xs = x.chunks_exact(8);
         let tail = xs.remainder();
-        for a in xs {
-            match cs.as_mut().and_then(Iterator::next) {
-                Some(w) => (0..8).for_each(|j| l[j] += w[j] as f64 * (a[j] as f64 * a[j] as f64)),
-                None => (0..8).for_each(|j| l[j] += a[j] as f64 * a[j] as f64),
+        let t: f64 = match c {
+            Some(c) => {
+                for (a, w) in xs.zip(c.chunks_exact(8)) {
+                    (0..8).for_each(|j| l[j] += w[j] as f64 * (a[j] as f64 * a[j] as f64));
+                }
+                let ct = &c[c.len() - tail.len()..];
+                tail.iter()
+                    .zip(ct)
+                    .map(|(&a, &w)| w as f64 * (a as f64 * a as f64))
+                    .sum()
             }
-        }
-        let ct = c.map(|c| &c[c.len() - tail.len()..]);
-        let t: f64 = match ct {
-            Some(w) => tail
-                .iter()
-                .zip(w)
-                .map(|(&a, &w)| w as f64 * (a as f64 * a as f64))
-                .sum(),
-            None => tail.iter().map(|&a| a as f64 * a as f64).sum(),
+            None => {
+                for a in xs {
+                    (0..8).for_each(|j| l[j] += a[j] as f64 * a[j] as f64);
+                }
+                tail.iter().map(|&a| a as f64 * a as f64).sum()
+            }
         };
         l.iter().sum::<f64>() + t
     }
