@@ -47,6 +47,15 @@ impl Keep {
             values: (Self::BUDGET / 4 / (8 * layers.max(1))).clamp(4096, d.values),
         }
     }
+
+    /// [`Keep::within_budget`]'s rows, and no input or output values: what the output-space error
+    /// and the importance matrix need, without the values only histograms and ranges use.
+    pub fn rows_within_budget(model: &Model) -> Keep {
+        Keep {
+            values: 0,
+            ..Keep::within_budget(model)
+        }
+    }
 }
 
 struct Recorder<'a> {
@@ -174,6 +183,10 @@ pub fn capture(
         examples: seqs.len(),
         batches: seqs.len(),
         layers,
+        lookups: vec![super::Lookup::of(
+            &net.embed,
+            seqs.iter().flatten().map(|&t| t as usize),
+        )],
     })
 }
 

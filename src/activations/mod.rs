@@ -75,6 +75,32 @@ pub struct Calibration {
     pub examples: usize,
     pub batches: usize,
     pub layers: Vec<LayerActivations>,
+    /// Embedding tables the model looked rows up in (not kept in packs).
+    pub lookups: Vec<Lookup>,
+}
+
+/// How often the calibration data looked up each row of an embedding table: the table's inputs,
+/// one-hot rows, so its output error is the looked-up rows' error weighted by these counts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Lookup {
+    /// The table's weight, e.g. `model.embed_tokens.weight`.
+    pub weight: String,
+    /// (row, times looked up), by row.
+    pub counts: Vec<(usize, u64)>,
+}
+
+impl Lookup {
+    /// The lookups of `ids` in the table `weight`.
+    pub fn of(weight: &str, ids: impl IntoIterator<Item = usize>) -> Lookup {
+        let mut counts = std::collections::BTreeMap::new();
+        for id in ids {
+            *counts.entry(id).or_insert(0u64) += 1;
+        }
+        Lookup {
+            weight: weight.to_string(),
+            counts: counts.into_iter().collect(),
+        }
+    }
 }
 
 impl Calibration {
@@ -82,6 +108,17 @@ impl Calibration {
         self.layers
             .iter()
             .find(|l| l.name == name || l.weight == name)
+    }
+
+    /// What the output error of the weight `name` is measured on: the inputs of the linear layer that
+    /// multiplies it (a tied embedding's are the LM head's), or else the rows looked up in it.
+    pub fn outputs(&self, name: &str) -> Option<output::Outputs<'_>> {
+        self.layer(name).map(output::Outputs::Linear).or_else(|| {
+            self.lookups
+                .iter()
+                .find(|l| l.weight == name)
+                .map(output::Outputs::Lookup)
+        })
     }
 }
 
@@ -211,6 +248,7 @@ pub fn capture(model: &Model, examples: usize, batch: usize) -> Result<Calibrati
         examples: data.len(),
         batches,
         layers,
+        lookups: Vec::new(),
     })
 }
 

@@ -2,7 +2,7 @@
 //! `Ŷ = X̂·Ŵᵀ`, where Ŵ is the quantized weight and X̂ the inputs as an activation quantizer leaves them
 //! (or X itself for weight-only quantization, e.g. W4A16). Bias is left out: it is the same on both sides.
 
-use super::LayerActivations;
+use super::{LayerActivations, Lookup};
 use crate::kernels::gemm::xwt;
 use crate::quant::fixed::FixedQuant;
 use crate::quant::metrics::Acc;
@@ -57,6 +57,54 @@ pub fn output_energy(layer: &LayerActivations, e: &[f32]) -> Result<f64, String>
     let (rows, k, out) = shape(layer, e.len())?;
     let y = xwt(&layer.rows, rows, k, e, out, None);
     Ok(crate::stats::sum_squares(&y, None))
+}
+
+/// What a weight's output error is measured on.
+#[derive(Debug, Clone, Copy)]
+pub enum Outputs<'a> {
+    /// A linear layer's calibration rows X: the output is X·Wᵀ.
+    Linear(&'a LayerActivations),
+    /// An embedding's lookups: the output is the looked-up rows of W.
+    Lookup(&'a Lookup),
+}
+
+impl<'a> Outputs<'a> {
+    /// The output energy that the rows `rows` of a weight (or of its error W − Ŵ), given as `e`,
+    /// contribute: ‖X·Eᵀ‖² for a linear layer ([`output_energy`]), Σ count·‖e_r‖² over the looked-up
+    /// rows of an embedding. Summed over any split of the rows it is the whole weight's.
+    pub fn energy(&self, rows: std::ops::Range<usize>, e: &[f32]) -> Result<f64, String> {
+        match self {
+            Outputs::Linear(l) => output_energy(l, e),
+            Outputs::Lookup(t) => {
+                if rows.is_empty() || !e.len().is_multiple_of(rows.len()) {
+                    return Err(format!(
+                        "{}: {} values are not {} whole rows",
+                        t.weight,
+                        e.len(),
+                        rows.len()
+                    ));
+                }
+                let cols = e.len() / rows.len();
+                let seen = &t.counts[t.counts.partition_point(|c| c.0 < rows.start)
+                    ..t.counts.partition_point(|c| c.0 < rows.end)];
+                Ok(seen
+                    .iter()
+                    .map(|&(r, n)| {
+                        let i = (r - rows.start) * cols;
+                        n as f64 * crate::stats::sum_squares(&e[i..i + cols], None)
+                    })
+                    .sum())
+            }
+        }
+    }
+
+    /// The linear layer's activations (an embedding has none).
+    pub fn linear(self) -> Option<&'a LayerActivations> {
+        match self {
+            Outputs::Linear(l) => Some(l),
+            Outputs::Lookup(_) => None,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -122,6 +122,7 @@ pub fn from_model(m: &Model) -> Result<Calibration, PackError> {
         examples: num("examples")?,
         batches: num("batches")?,
         layers: out,
+        lookups: Vec::new(),
     })
 }
 

@@ -5,7 +5,9 @@
 use super::sensitivity::{Baseline, EndToEnd};
 use super::PlanError;
 use crate::model::Model;
-use crate::nn::transformer::score::{argmax, chunk_windows, log_softmax, next_token_rows, Hooks};
+use crate::nn::transformer::score::{
+    argmax, chunk_windows, log_softmax, log_softmax_in_place, next_token_rows, Hooks,
+};
 use crate::nn::transformer::{ModelWeights, Quiet, Transformer, Weights};
 use crate::nn::NnError;
 use ndarray::{s, Array2};
@@ -51,13 +53,19 @@ impl Weights for Swap<'_> {
 /// 1.25 GiB keeps Gemma 3 270M (1.07 GB as f32).
 const KEEP_BYTES: u64 = 5 << 28;
 
+/// The float hidden states kept between blocks take at most this many bytes: a deep or wide model
+/// keeps every few blocks' (and the last), and a pass starts at the nearest kept state before its
+/// block, so memory does not grow with depth.
+const STATES_BYTES: usize = 128 << 20;
+
 /// Calibration windows and the float model's state on them.
 pub struct LmEvalSet<'a> {
     pub net: Transformer,
     pub seqs: Vec<Vec<u32>>,
     weights: ModelWeights<'a>,
-    /// The float hidden state entering each block, and after the last (`blocks + 1` entries).
-    inputs: Vec<Array2<f32>>,
+    /// The float hidden state entering block `i` (`blocks + 1` entries, the last the head's input),
+    /// kept every few blocks (within [`STATES_BYTES`]) and for the head.
+    states: Vec<Option<Array2<f32>>>,
     /// Float log-probabilities of every row, `[rows, vocab]`.
     log_probs: Vec<f32>,
     pub baseline: Baseline,
@@ -74,6 +82,18 @@ impl<'a> LmEvalSet<'a> {
         source: String,
         hooks: &dyn Hooks,
     ) -> Result<LmEvalSet<'a>, PlanError> {
+        Self::keeping(model, net, seqs, source, hooks, STATES_BYTES)
+    }
+
+    /// [`new`](Self::new), the kept states within `state_bytes`.
+    fn keeping(
+        model: &'a Model,
+        net: Transformer,
+        seqs: Vec<Vec<u32>>,
+        source: String,
+        hooks: &dyn Hooks,
+        state_bytes: usize,
+    ) -> Result<LmEvalSet<'a>, PlanError> {
         let nn = |e: NnError| PlanError::Invalid(e.to_string());
         if !net.config.is_decoder() {
             return Err(PlanError::Invalid(format!(
@@ -84,23 +104,29 @@ impl<'a> LmEvalSet<'a> {
         let keep = model.parameters().saturating_mul(4) <= KEEP_BYTES;
         let weights = ModelWeights::new(model, keep);
         let mut h = net.embed(&weights, &seqs).map_err(nn)?;
-        let mut inputs = Vec::with_capacity(net.blocks.len() + 1);
-        for i in 0..net.blocks.len() {
+        let blocks = net.blocks.len();
+        let kept = (state_bytes / (4 * h.len()).max(1)).max(1);
+        let every = blocks.div_ceil(kept).max(1);
+        let mut states = Vec::with_capacity(blocks + 1);
+        for i in 0..blocks {
             if hooks.cancelled() {
                 return Err(PlanError::Cancelled);
             }
-            inputs.push(h.clone());
+            states.push(i.is_multiple_of(every).then(|| h.clone()));
             net.block(i, &weights, &seqs, &mut h, &mut Quiet)
                 .map_err(nn)?;
-            hooks.progress(i + 1, net.blocks.len());
+            hooks.progress(i + 1, blocks);
         }
-        inputs.push(h);
-        let logits = head(&net, &weights, &seqs, &inputs[net.blocks.len()]).map_err(nn)?;
-        let vocab = logits.len() / inputs[0].nrows().max(1);
-        let log_probs: Vec<f32> = logits
-            .par_chunks(vocab)
-            .flat_map_iter(|r| log_softmax(r).into_iter().map(|v| v as f32))
-            .collect();
+        states.push(Some(h));
+        let head_input = states[blocks].as_ref().expect("the head's input is kept");
+        let mut log_probs = Vec::with_capacity(head_input.nrows() * net.config.vocab);
+        let mut vocab = 0;
+        head(&net, &weights, &seqs, head_input, |_, v, logits| {
+            logits.par_chunks_mut(v).for_each(log_softmax_in_place);
+            log_probs.extend_from_slice(logits);
+            vocab = v;
+        })
+        .map_err(nn)?;
         let rows = next_token_rows(&seqs);
         let (nll, correct) = rows.iter().fold((0f64, 0usize), |(l, c), &(r, next)| {
             let lp = &log_probs[r * vocab..(r + 1) * vocab];
@@ -116,7 +142,7 @@ impl<'a> LmEvalSet<'a> {
             net,
             seqs,
             weights,
-            inputs,
+            states,
             log_probs,
             source,
         })
@@ -156,12 +182,13 @@ impl<'a> LmEvalSet<'a> {
             name,
             value: Arc::new(value),
         };
-        let mut h = if name == self.net.embed {
-            self.net.embed(&w, &self.seqs).map_err(nn)?
-        } else {
-            self.inputs[first].clone()
+        // from the nearest kept float state at or before the first changed block
+        let start = (0..=first).rev().find(|&i| self.states[i].is_some());
+        let (mut h, start) = match start {
+            Some(i) if name != self.net.embed => (self.states[i].clone().expect("kept"), i),
+            _ => (self.net.embed(&w, &self.seqs).map_err(nn)?, 0),
         };
-        for i in first..self.net.blocks.len() {
+        for i in start..self.net.blocks.len() {
             self.net
                 .block(i, &w, &self.seqs, &mut h, &mut Quiet)
                 .map_err(nn)?;
@@ -210,13 +237,15 @@ impl<'a> LmEvalSet<'a> {
     /// The head on the last hidden state `h`, scored against the float log-probabilities.
     fn against_float(&self, w: &dyn Weights, h: &Array2<f32>) -> Result<EndToEnd, PlanError> {
         let nn = |e: NnError| PlanError::Invalid(e.to_string());
-        let logits = head(&self.net, w, &self.seqs, h).map_err(nn)?;
-        let vocab = logits.len() / h.nrows().max(1);
         let rows = next_token_rows(&self.seqs);
-        let (kl, nll, correct, agree) = rows
-            .par_iter()
-            .map(|&(r, next)| {
-                let lq = log_softmax(&logits[r * vocab..(r + 1) * vocab]);
+        let mut scored = Vec::with_capacity(rows.len());
+        head(&self.net, w, &self.seqs, h, |first, vocab, logits| {
+            // the scored rows among this part's (rows are in order)
+            let end = first + logits.len() / vocab;
+            let part =
+                &rows[rows.partition_point(|r| r.0 < first)..rows.partition_point(|r| r.0 < end)];
+            scored.par_extend(part.par_iter().map(|&(r, next)| {
+                let lq = log_softmax(&logits[(r - first) * vocab..(r - first + 1) * vocab]);
                 let lp = &self.log_probs[r * vocab..(r + 1) * vocab];
                 let kl: f64 = lp
                     .iter()
@@ -237,13 +266,13 @@ impl<'a> LmEvalSet<'a> {
                     (top == next) as usize,
                     (top == argmax(lp)) as usize,
                 )
-            })
-            // summed in row order: the same cell on every run
-            .collect::<Vec<_>>()
-            .into_iter()
-            .fold((0.0, 0.0, 0, 0), |a, b| {
-                (a.0 + b.0, a.1 + b.1, a.2 + b.2, a.3 + b.3)
-            });
+            }));
+        })
+        .map_err(nn)?;
+        // summed in row order: the same cell on every run
+        let (kl, nll, correct, agree) = scored.into_iter().fold((0.0, 0.0, 0, 0), |a, b| {
+            (a.0 + b.0, a.1 + b.1, a.2 + b.2, a.3 + b.3)
+        });
         let n = rows.len().max(1) as f64;
         Ok(EndToEnd {
             accuracy: correct as f64 / n,
@@ -303,7 +332,7 @@ pub fn prepare<'a>(
                 &net,
                 &split.calibration,
                 &split.describe,
-                crate::activations::lm::Keep::within_budget(model),
+                crate::activations::lm::Keep::rows_within_budget(model),
                 &hooks,
             )
             .map_err(e)?,
@@ -320,27 +349,29 @@ pub fn prepare<'a>(
     Ok((lm, acts))
 }
 
-/// The logits of all rows, made a few windows at a time, as one `[rows, vocab]` buffer.
+/// The head on the last hidden state `h`, a few windows at a time: `each(first row, vocab, logits)`
+/// sees each part's `[rows, vocab]` logits, so the logits of all rows never exist at once.
 fn head(
     net: &Transformer,
     w: &dyn Weights,
     seqs: &[Vec<u32>],
     h: &Array2<f32>,
-) -> Result<Vec<f32>, NnError> {
-    let mut out = Vec::new();
+    mut each: impl FnMut(usize, usize, &mut [f32]),
+) -> Result<(), NnError> {
     let mut row = 0;
     for part in seqs.chunks(chunk_windows(net, seqs)) {
         let n: usize = part.iter().map(Vec::len).sum();
-        let l = net.finish(
+        let mut l = net.finish(
             w,
             part,
             h.slice(s![row..row + n, ..]).to_owned(),
             &mut Quiet,
         )?;
-        out.extend_from_slice(l.as_slice().expect("standard layout"));
+        let vocab = l.ncols().max(1);
+        each(row, vocab, l.as_slice_mut().expect("standard layout"));
         row += n;
     }
-    Ok(out)
+    Ok(())
 }
 
 #[cfg(test)]
@@ -359,9 +390,23 @@ mod tests {
             let progress = crate::jobs::Progress::default();
             let (lm, _) = prepare(&model, None, 24, 2, true, &|_| false, &progress).unwrap();
             let lm = lm.unwrap();
+            // every block's state kept, and only every other block's (a state is 2 × 24 × d f32)
+            let state = 4 * 2 * 24 * lm.net.config.hidden;
+            let sparse = LmEvalSet::keeping(
+                &model,
+                lm.net.clone(),
+                lm.seqs.clone(),
+                lm.source.clone(),
+                &crate::nn::transformer::score::NoHooks,
+                state * lm.net.blocks.len().div_ceil(2),
+            )
+            .unwrap();
+            let kept = |l: &LmEvalSet| l.states.iter().filter(|s| s.is_some()).count();
+            assert_eq!(kept(&lm), lm.net.blocks.len() + 1, "{name}");
+            assert!(kept(&sparse) < kept(&lm), "{name}");
             let tensors = lm.tensors();
             assert!(tensors.len() > 3, "{name}: {tensors:?}");
-            for t in &tensors {
+            for (lm, t) in tensors.iter().flat_map(|t| [(&lm, t), (&sparse, t)]) {
                 let w = lm.weights().get(t).unwrap();
                 let changed: Vec<f32> = w.iter().map(|v| (v * 8.0).round() / 8.0).collect();
                 let cached = lm.run(t, changed.clone()).unwrap();

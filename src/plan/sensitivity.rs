@@ -15,8 +15,7 @@
 //! candidate computes only the new column.
 
 use super::{Choice, Plan, PlanError};
-use crate::activations::output::output_energy;
-use crate::activations::LayerActivations;
+use crate::activations::output::Outputs;
 use crate::jobs::Progress;
 use crate::model::Model;
 use crate::nn::{rows_from_csv, spread, Dataset, Network};
@@ -728,13 +727,13 @@ pub fn compute(
                     .flatten()
                     .filter(|c| !e2e || c.end_to_end.is_some() || c.error.is_some())
                     .filter(|c| {
-                        req.activations.and_then(|a| a.layer(&t.name)).is_none()
+                        req.activations.and_then(|a| a.outputs(&t.name)).is_none()
                             || c.output_nsr.is_some()
                             || c.error.is_some()
                     })
             })
             .collect();
-        let acts = req.activations.and_then(|a| a.layer(&t.name));
+        let acts = req.activations.and_then(|a| a.outputs(&t.name));
         let signal = if cached.iter().all(Option::is_some) {
             Ok(Signal::default())
         } else {
@@ -791,9 +790,10 @@ struct Signal {
     output: Option<f64>,
 }
 
-/// A layer's activations' importance when it fits the weight's rows.
-fn importance(acts: Option<&LayerActivations>, cols: usize) -> Option<&[f32]> {
-    acts.map(|l| &l.importance[..])
+/// A linear layer's activations' importance when it fits the weight's rows.
+fn importance<'a>(acts: Option<Outputs<'a>>, cols: usize) -> Option<&'a [f32]> {
+    acts.and_then(|a| a.linear())
+        .map(|l| &l.importance[..])
         .filter(|imp| !imp.is_empty() && cols.is_multiple_of(imp.len()))
 }
 
@@ -801,7 +801,7 @@ fn importance(acts: Option<&LayerActivations>, cols: usize) -> Option<&[f32]> {
 fn signal(
     model: &Model,
     t: &crate::model::TensorInfo,
-    acts: Option<&LayerActivations>,
+    acts: Option<Outputs<'_>>,
     block_elems: usize,
 ) -> Result<Signal, PlanError> {
     let (rows, cols) = rows_and_cols(&t.shape);
@@ -813,13 +813,14 @@ fn signal(
     };
     let step = (block_elems / cols.max(1)).max(1);
     for r in (0..rows).step_by(step) {
-        let x = model.take_rows_f32(t, r..(r + step).min(rows))?;
+        let block = r..(r + step).min(rows);
+        let x = model.take_rows_f32(t, block.clone())?;
         s.weight += sum_squares(&x, None);
         if let (Some(i), Some(imp)) = (s.importance.as_mut(), imp) {
             *i += sum_squares(&x, Some(imp));
         }
-        if let (Some(o), Some(l)) = (s.output, acts) {
-            s.output = output_energy(l, &x).ok().map(|e| o + e);
+        if let (Some(o), Some(a)) = (s.output, acts) {
+            s.output = a.energy(block, &x).ok().map(|e| o + e);
         }
         crate::kernels::buffers::give_f32(x);
     }
@@ -835,7 +836,7 @@ fn measure(
     t: &crate::model::TensorInfo,
     spec: &Spec,
     req: &Request,
-    acts: Option<&LayerActivations>,
+    acts: Option<Outputs<'_>>,
     signal: &Signal,
     block_elems: usize,
 ) -> Cell {
@@ -843,29 +844,35 @@ fn measure(
     let (_, cols) = rows_and_cols(&t.shape);
     let imp = importance(acts, cols);
     let (mut imp_noise, mut output) = (0f64, signal.output.map(|_| 0f64));
-    let keep = if req.lm.is_some() {
-        Keep::Everything
-    } else {
-        Keep::Nothing
-    };
     // the error W − Ŵ is formed a quarter of a block at a time (memory stays near x and Ŵ)
     let part = (block_elems / 4 / cols.max(1)).max(1) * cols.max(1);
     let mut e = Vec::new();
+    // the end-to-end pass needs the whole fake-quantized weight: gathered block by block, so the
+    // tensor's f32 copy and its codes never exist whole beside it
+    let mut changed = Vec::new();
+    if req.lm.is_some() {
+        changed.reserve_exact(t.numel());
+    }
     let q = in_blocks::<PlanError>(
         &t.shape,
         spec,
-        keep,
+        Keep::Nothing,
         block_elems,
         |r| Ok(model.take_rows_f32(t, r)?),
-        |_, x, dq| {
-            for (x, dq) in x.chunks(part).zip(dq.chunks(part)) {
+        |rows, x, dq| {
+            if req.lm.is_some() {
+                changed.extend_from_slice(dq);
+            }
+            let starts = (rows.start..).step_by(part / cols.max(1));
+            for ((x, dq), r) in x.chunks(part).zip(dq.chunks(part)).zip(starts) {
                 e.clear();
                 e.par_extend(x.par_iter().zip(dq).map(|(&a, &b)| a - b));
                 if let Some(imp) = imp {
                     imp_noise += sum_squares(&e, Some(imp));
                 }
-                if let (Some(o), Some(l)) = (output, acts) {
-                    output = output_energy(l, &e).ok().map(|n| o + n);
+                if let (Some(o), Some(a)) = (output, acts) {
+                    let rows = r..r + x.len() / cols.max(1);
+                    output = a.energy(rows, &e).ok().map(|n| o + n);
                 }
             }
             Ok(())
@@ -895,7 +902,9 @@ fn measure(
     cell.weight_mse = m.mse;
     cell.weight_nsr = noise_to_signal(m.mse * n as f64, signal.weight);
     if let Some(lm) = req.lm {
-        match lm.run(&t.name, q.into_dequant()) {
+        // the pass needs memory more than the next block's quantizer needs warm buffers
+        crate::kernels::buffers::release();
+        match lm.run(&t.name, changed) {
             Ok(e) => cell.end_to_end = Some(e),
             Err(e) => cell.error = Some(e.to_string()),
         }
@@ -985,7 +994,7 @@ mod tests {
         let mut compared = 0;
         for &ti in &req.layers {
             let t = &m.tensors[ti];
-            let acts = cal.layer(&t.name);
+            let acts = cal.outputs(&t.name);
             for text in ["int4:g16", "int3:channel", "nvfp4", "int8:tensor"] {
                 let spec = Spec::parse(text).unwrap();
                 // the whole weight at once, and blocks of 3 rows
@@ -994,7 +1003,7 @@ mod tests {
                 let want = measure(&m, t, &spec, &req, acts, &whole, usize::MAX);
                 let blocks = signal(&m, t, acts, 3 * cols).unwrap();
                 let got = measure(&m, t, &spec, &req, acts, &blocks, 3 * cols);
-                if let Some(l) = acts {
+                if let Some(l) = acts.and_then(|a| a.linear()) {
                     // the whole-weight measures are the definitions: ‖Y − Ŷ‖² / ‖Y‖², in f64
                     let x = m.read_f32(t).unwrap();
                     let dq = quantize(&x, &t.shape, &spec).unwrap().into_dequant();
@@ -1056,6 +1065,64 @@ mod tests {
             compared >= 4,
             "the output error was compared on real activations"
         );
+    }
+
+    /// An untied embedding's output error is its looked-up rows' error, each row counted as often as
+    /// the calibration text uses its token; so every layer of an untied model has an output SQNR.
+    #[test]
+    fn an_embedding_is_measured_on_the_rows_its_tokens_look_up() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/lm/llama");
+        let m = Model::open(&dir).unwrap();
+        let progress = Progress::default();
+        let (_, cal) =
+            super::super::lm::prepare(&m, None, 24, 3, false, &|_| false, &progress).unwrap();
+        let cal = cal.unwrap();
+        let lookup = &cal.lookups[0];
+        assert_eq!(lookup.weight, "model.embed_tokens.weight");
+        assert_eq!(lookup.counts.iter().map(|c| c.1).sum::<u64>(), 3 * 24);
+        let ti = m.find(&lookup.weight).unwrap();
+        let t = &m.tensors[ti];
+        let acts = cal.outputs(&t.name);
+        assert!(matches!(acts, Some(Outputs::Lookup(_))));
+        let req = Request {
+            layers: default_layers(&m),
+            candidates: ["int4:g16", "int2:channel"]
+                .map(|s| Spec::parse(s).unwrap())
+                .to_vec(),
+            extra: Vec::new(),
+            eval: None,
+            lm: None,
+            activations: Some(&cal),
+        };
+        let x = m.read_f32(t).unwrap();
+        let cols = t.shape[1];
+        for spec in &req.candidates {
+            // Σ_t ‖w_t − ŵ_t‖² / Σ_t ‖w_t‖² over the calibration tokens t, in f64
+            let dq = quantize(&x, &t.shape, spec).unwrap().into_dequant();
+            let (mut se, mut sy) = (0f64, 0f64);
+            for &(r, n) in &lookup.counts {
+                for j in r * cols..(r + 1) * cols {
+                    se += n as f64 * (x[j] as f64 - dq[j] as f64).powi(2);
+                    sy += n as f64 * (x[j] as f64).powi(2);
+                }
+            }
+            for block in [usize::MAX, 5 * cols] {
+                let s = signal(&m, t, acts, block).unwrap();
+                let got = measure(&m, t, spec, &req, acts, &s, block)
+                    .output_nsr
+                    .unwrap();
+                assert!(
+                    (got - se / sy).abs() <= 1e-9 * se / sy,
+                    "{spec}: {got} vs {}",
+                    se / sy
+                );
+            }
+        }
+        // every cell has an output SQNR, so the search can rank by it
+        let s = compute(&m, &req, &Cache::default(), &progress, &mut |_, _| {}).unwrap();
+        assert!(s.layers.iter().any(|l| l.name == lookup.weight));
+        assert!(s.available().contains(&Measure::OutputSqnr));
+        assert_eq!(s.best_measure(), Measure::OutputSqnr);
     }
 
     #[test]

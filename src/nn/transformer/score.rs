@@ -52,9 +52,20 @@ impl Comparison {
 
 /// `log softmax` of one row of logits, in f64.
 pub fn log_softmax(x: &[f32]) -> Vec<f64> {
-    let max = x.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) as f64;
-    let lse = x.iter().map(|&v| (v as f64 - max).exp()).sum::<f64>().ln() + max;
+    let lse = log_sum_exp(x);
     x.iter().map(|&v| v as f64 - lse).collect()
+}
+
+/// [`log_softmax`] rounded to f32, in place of the logits.
+pub fn log_softmax_in_place(x: &mut [f32]) {
+    let lse = log_sum_exp(x);
+    x.iter_mut().for_each(|v| *v = (*v as f64 - lse) as f32);
+}
+
+/// ln Σ eˣ in f64, shifted by the largest value.
+fn log_sum_exp(x: &[f32]) -> f64 {
+    let max = x.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) as f64;
+    x.iter().map(|&v| (v as f64 - max).exp()).sum::<f64>().ln() + max
 }
 
 /// The index of the first largest value.
