@@ -8,14 +8,14 @@ use quantscope::nn::transformer::score::Comparison;
 use quantscope::nn::transformer::{is_transformer, tied_embedding, TIED_LABEL};
 use quantscope::plan::choose::{Budget, Constraints, LayerChoice, Mixed};
 use quantscope::plan::lm::{prepare, LmEvalSet};
-use quantscope::plan::runtime::{candidates_for, dominant_dtype, is_embedding, Runtime};
+use quantscope::plan::runtime::{candidates_for, check, dominant_dtype, is_embedding, Runtime};
 use quantscope::plan::score::{judge, planned_weights};
 use quantscope::plan::search::Solution;
 use quantscope::plan::sensitivity::{
     compute, compute_saved, db, default_layers, Cache, EndToEnd, EvalSet, Measure, Request,
     Sensitivity,
 };
-use quantscope::plan::Plan;
+use quantscope::plan::{Choice, Plan};
 use quantscope::quant::Spec;
 use serde_json::{json, Value};
 use std::path::PathBuf;
@@ -300,6 +300,28 @@ fn measure<'m>(
         tied_head,
         lm,
     })
+}
+
+/// A transformer decoder's float pass on its calibration windows, without activations: what whole
+/// plans are compared on when the cells were measured without it. `None` for a model that is not one.
+fn calibration_pass<'m>(
+    a: &MeasureArgs,
+    model: &'m Model,
+) -> anyhow::Result<Option<LmEvalSet<'m>>> {
+    let text = a.text.as_deref().map(read_text).transpose()?;
+    let (lm, _) = with_progress("calibration pass", |p| {
+        prepare(
+            model,
+            text.as_ref(),
+            a.ctx,
+            a.calib_windows,
+            true,
+            &|_| true,
+            p,
+        )
+    })
+    .map_err(anyhow::Error::msg)?;
+    Ok(lm)
 }
 
 fn e2e_json(e: &EndToEnd) -> Value {
@@ -702,7 +724,13 @@ pub fn run_search(a: SearchArgs) -> anyhow::Result<()> {
     let mut whole: Vec<(String, f64, EndToEnd)> = Vec::new();
     let mut kept: (String, Plan, quantscope::plan::SummaryFile) =
         ("searched plan".into(), plan.clone(), summary.clone());
-    if let Some(lm) = &m.lm {
+    // without the end-to-end measure no cell ran the model, and per-layer errors do not add up to the
+    // model's (they ranked a 4.5-bit plan of SmolLM2 below uniform NVFP4): the whole plans still run
+    let unmeasured = match (&m.lm, a.m.no_end_to_end && is_transformer(m.model)) {
+        (None, true) => calibration_pass(&a.m, m.model)?,
+        _ => None,
+    };
+    if let Some(lm) = m.lm.as_ref().or(unmeasured.as_ref()) {
         let mut cands: Vec<(String, f64, Plan)> = vec![(
             "searched plan".into(),
             mixed.bits_per_weight(&sol),
@@ -714,7 +742,13 @@ pub fn run_search(a: SearchArgs) -> anyhow::Result<()> {
             }
         }
         for (spec, bpw, p) in &uniform_plans {
-            if *bpw <= budget_bpw + 1e-9 {
+            // a plan kept must load where it is meant to run
+            let choices: Vec<(String, Choice)> = p
+                .overrides
+                .iter()
+                .map(|(t, (c, _))| (t.clone(), c.clone()))
+                .collect();
+            if *bpw <= budget_bpw + 1e-9 && check(&choices, target).is_empty() {
                 cands.push((format!("uniform {}", short(spec)), *bpw, p.clone()));
             }
         }
@@ -753,7 +787,7 @@ pub fn run_search(a: SearchArgs) -> anyhow::Result<()> {
         kept.1.save(out, m.model, Some(kept.2.clone()))?;
     }
     // a transformer: the plans on evaluation windows of the text
-    let text_eval = if s.baseline.is_some() && is_transformer(m.model) {
+    let text_eval = if (s.baseline.is_some() || unmeasured.is_some()) && is_transformer(m.model) {
         Some(judge_on_text(
             &a,
             m.model,

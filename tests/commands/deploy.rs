@@ -38,6 +38,16 @@ fn a_search_for_vllm_ties_fused_layers_and_exports_what_it_loads() {
         "--json",
     ]);
     assert!(v["plan"]["bits_per_weight"].as_f64().unwrap() <= 6.0);
+    // no cell ran the model, but the whole plans do before one is kept: the lowest KL of them
+    let whole = v["whole_plans_on_calibration"].as_array().unwrap();
+    assert!(
+        whole.len() >= 2 && whole[0]["name"] == "searched plan",
+        "{whole:?}"
+    );
+    let kl = |w: &Value| w["result"]["kl"].as_f64().unwrap();
+    let best = whole.iter().min_by(|a, b| kl(a).total_cmp(&kl(b))).unwrap();
+    assert_eq!(v["kept"], best["name"]);
+    assert!(v["evaluation"].is_object(), "judged on held-out text too");
     let l = layers(&plan);
     for b in 0..2 {
         let p = |s: &str| format!("model.layers.{b}.{s}.weight");
