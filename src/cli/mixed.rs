@@ -46,6 +46,11 @@ pub struct MeasureArgs {
     /// Skip the end-to-end measure even when the model runs.
     #[arg(long)]
     pub no_end_to_end: bool,
+    /// Run the end-to-end measure for the first candidate of each layer only, and carry its KL to the
+    /// layer's other candidates in proportion to their output (or weight) error: the probed_kl measure,
+    /// for a pass per layer instead of one per cell.
+    #[arg(long, conflicts_with = "no_end_to_end")]
+    pub probe: bool,
     /// Keep measured cells in this file: a re-run with more candidates measures only the new ones.
     #[arg(long)]
     pub cache: Option<PathBuf>,
@@ -247,7 +252,10 @@ fn measure<'m>(
                         .map(|(_, s)| s);
                     cands.iter().chain(extra).all(|s| {
                         c.get(name, &s.to_string()).is_some_and(|cell| {
-                            a.no_end_to_end || cell.end_to_end.is_some() || cell.error.is_some()
+                            a.no_end_to_end
+                                || (a.probe && s != &cands[0])
+                                || cell.end_to_end.is_some()
+                                || cell.error.is_some()
                         })
                     })
                 })
@@ -287,6 +295,7 @@ fn measure<'m>(
         eval: eval.as_ref(),
         lm: lm.as_ref(),
         activations: acts.as_ref(),
+        probe: a.probe.then_some(0),
     };
     let cache = req.fresh_cache(model);
     let sens = with_progress("sensitivity", |p| match &a.cache {
@@ -342,6 +351,7 @@ fn sens_json(s: &Sensitivity) -> Value {
                     "output_sqnr_db": c.output_nsr.map(|v| json_num(db(v))),
                     "imatrix_sqnr_db": c.importance_nsr.map(|v| json_num(db(v))),
                     "end_to_end": c.end_to_end.as_ref().map(e2e_json),
+                    "probed_kl": c.probed_kl.map(json_num),
                     "error": c.error,
                 })).collect::<Vec<_>>(),
             })
@@ -358,12 +368,14 @@ fn sens_json(s: &Sensitivity) -> Value {
             "weight_sqnr_vs_end_to_end": s.agreement(Measure::WeightSqnr, Measure::EndToEnd),
             "imatrix_vs_end_to_end": s.agreement(Measure::Imatrix, Measure::EndToEnd),
             "output_sqnr_vs_end_to_end": s.agreement(Measure::OutputSqnr, Measure::EndToEnd),
+            "probed_kl_vs_end_to_end": s.agreement(Measure::ProbedKl, Measure::EndToEnd),
             "weight_sqnr_vs_output_sqnr": s.agreement(Measure::WeightSqnr, Measure::OutputSqnr),
             "within_candidate_vs_end_to_end": s.candidates.iter().enumerate().map(|(c, spec)| json!({
                 "spec": spec,
                 "weight_sqnr": s.agreement_within(Measure::WeightSqnr, Measure::EndToEnd, c),
                 "imatrix": s.agreement_within(Measure::Imatrix, Measure::EndToEnd, c),
                 "output_sqnr": s.agreement_within(Measure::OutputSqnr, Measure::EndToEnd, c),
+                "probed_kl": s.agreement_within(Measure::ProbedKl, Measure::EndToEnd, c),
             })).collect::<Vec<_>>(),
         },
     })
@@ -372,23 +384,28 @@ fn sens_json(s: &Sensitivity) -> Value {
 /// Each measure's rank agreement with the end-to-end KL: over all cells, and within each candidate
 /// (which layers hurt most under that spec).
 fn agreement_lines(s: &Sensitivity) -> Vec<String> {
-    [Measure::WeightSqnr, Measure::Imatrix, Measure::OutputSqnr]
-        .into_iter()
-        .filter_map(|m| {
-            let all = s.agreement(m, Measure::EndToEnd)?;
-            let within: Vec<String> = (0..s.candidates.len())
-                .filter_map(|c| {
-                    s.agreement_within(m, Measure::EndToEnd, c)
-                        .map(|r| format!("{} {r:.2}", short(&s.candidates[c])))
-                })
-                .collect();
-            Some(format!(
-                "  {:<45} {all:.3}   within a candidate: {}",
-                m.label(),
-                within.join(", ")
-            ))
-        })
-        .collect()
+    [
+        Measure::WeightSqnr,
+        Measure::Imatrix,
+        Measure::OutputSqnr,
+        Measure::ProbedKl,
+    ]
+    .into_iter()
+    .filter_map(|m| {
+        let all = s.agreement(m, Measure::EndToEnd)?;
+        let within: Vec<String> = (0..s.candidates.len())
+            .filter_map(|c| {
+                s.agreement_within(m, Measure::EndToEnd, c)
+                    .map(|r| format!("{} {r:.2}", short(&s.candidates[c])))
+            })
+            .collect();
+        Some(format!(
+            "  {:<45} {all:.3}   within a candidate: {}",
+            m.label(),
+            within.join(", ")
+        ))
+    })
+    .collect()
 }
 
 /// A layer's name as shown: a tied LM head says so.
@@ -505,6 +522,33 @@ pub fn run_sensitivity(a: SensitivityArgs) -> anyhow::Result<()> {
                 if a.0 != b.0 { " - the measures disagree" } else { "" }
             );
         }
+    } else if s.available().contains(&Measure::ProbedKl) {
+        println!();
+        print!("{:<w$}", "probed KL");
+        for c in &s.candidates {
+            print!(" {:>14}", short(c));
+        }
+        println!();
+        for (l, row) in s.layers.iter().zip(&s.cells) {
+            print!("{:<w$}", shown_name(&l.name, tied));
+            for c in row.iter().take(s.candidates.len()) {
+                let text = match (c.probed_kl, &c.end_to_end) {
+                    (Some(k), Some(_)) => format!("{k:.4} (run)"),
+                    (Some(k), None) => format!("{k:.4}"),
+                    _ => "error".into(),
+                };
+                print!(" {text:>14}");
+            }
+            println!();
+        }
+        println!(
+            "(run: measured end to end, the layer's probe; the others carried from it by their {})",
+            if s.available().contains(&Measure::OutputSqnr) {
+                "output SQNR"
+            } else {
+                "weight SQNR"
+            }
+        );
     }
     println!(
         "\nbits per weight: {}",

@@ -45,6 +45,8 @@ pub struct MixedView {
     pub candidates_error: Option<String>,
     /// Measure the end-to-end effect when the model runs.
     pub end_to_end: bool,
+    /// ... for the first candidate of each layer only (the probed KL).
+    pub probe: bool,
     pub measure: Measure,
     pub sens: Option<Arc<Sensitivity>>,
     /// Rows arrived from the running job (for the heat map while it fills).
@@ -100,6 +102,7 @@ impl Default for MixedView {
             candidates_text: DEFAULT_MIXED_CANDIDATES.into(),
             candidates_error: None,
             end_to_end: true,
+            probe: false,
             measure: Measure::WeightSqnr,
             sens: None,
             partial: Vec::new(),
@@ -174,6 +177,7 @@ impl MixedView {
         self.error = None;
         self.partial = vec![None; layers.len()];
         let (model, cache, e2e) = (model.clone(), self.cache.clone(), self.end_to_end);
+        let probe = (e2e && self.probe).then_some(0);
         let file = Some(self.measurements_path.trim())
             .filter(|p| !p.is_empty())
             .map(std::path::PathBuf::from);
@@ -216,6 +220,7 @@ impl MixedView {
                         eval: eval.as_ref(),
                         lm: lm.as_ref(),
                         activations: acts.as_ref(),
+                        probe,
                     };
                     let mut row = |r: usize, cells: &[Cell]| {
                         w.send(Msg::Row(r, cells.to_vec()));
@@ -249,6 +254,7 @@ impl MixedView {
                 *self = MixedView {
                     candidates_text: std::mem::take(&mut self.candidates_text),
                     end_to_end: self.end_to_end,
+                    probe: self.probe,
                     export_path: std::mem::take(&mut self.export_path),
                     apply_dir: std::mem::take(&mut self.apply_dir),
                     model_id: std::mem::take(&mut self.model_id),
@@ -565,6 +571,8 @@ impl MixedView {
                 .on_hover_text("A sensitivity cache (as `quantscope sensitivity --cache FILE`): cells measured in it are reused, and this run's are saved to it");
             ui.checkbox(&mut self.end_to_end, "End to end")
                 .on_hover_text("For models that run: also measure the network's outputs on calibration rows (not the held-out split)");
+            ui.add_enabled(self.end_to_end, egui::Checkbox::new(&mut self.probe, "Probe"))
+                .on_hover_text("Run the model for the first candidate of each layer only, and carry its KL to the layer's other candidates by their output error: one pass per layer instead of one per cell (the probed_kl measure)");
             if self.job.is_some() {
                 if ui.button("Cancel").clicked() {
                     self.cancel();
@@ -691,6 +699,7 @@ impl MixedView {
                 "Sensitivity: {} when only that layer is quantized (green: small error)",
                 match m {
                     Measure::EndToEnd => "KL of the outputs",
+                    Measure::ProbedKl => "KL scaled from each layer's probe",
                     Measure::OutputSqnr => "output SQNR",
                     Measure::Imatrix => "importance-weighted SQNR",
                     Measure::WeightSqnr => "weight SQNR",
@@ -796,6 +805,7 @@ impl MixedView {
                 c.weight_sqnr_db(),
                 c.end_to_end
                     .map(|e| format!(", KL {:.5}, accuracy {:.4}", e.kl, e.accuracy))
+                    .or(c.probed_kl.map(|k| format!(", probed KL {k:.5}")))
                     .unwrap_or_default()
             ));
         }

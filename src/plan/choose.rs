@@ -436,6 +436,9 @@ impl Mixed {
                     let e = cell.end_to_end.expect("end-to-end cells");
                     format!("KL {}, accuracy {:.1} %", fmt_kl(e.kl), 100.0 * e.accuracy)
                 }
+                Measure::ProbedKl => {
+                    format!("probed KL {}", fmt_kl(cell.probed_kl.unwrap_or(f64::NAN)))
+                }
             }
         };
         let delta = |a: &super::sensitivity::Cell, b: &super::sensitivity::Cell| -> String {
@@ -480,6 +483,11 @@ impl Mixed {
                         100.0 * y.accuracy
                     )
                 }
+                Measure::ProbedKl => format!(
+                    "probed KL {} -> {}",
+                    fmt_kl(a.probed_kl.unwrap_or(f64::NAN)),
+                    fmt_kl(b.probed_kl.unwrap_or(f64::NAN))
+                ),
             }
         };
         // row → (item, tied group name)
@@ -745,6 +753,7 @@ mod tests {
             output_nsr: None,
             importance_nsr: None,
             end_to_end: None,
+            probed_kl: None,
             error: None,
         }
     }

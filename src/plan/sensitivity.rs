@@ -42,13 +42,18 @@ pub enum Measure {
     Imatrix,
     /// KL divergence of the network's output distribution from the float one, on calibration data.
     EndToEnd,
+    /// The end-to-end KL measured for one candidate per layer (the probe) and carried to the layer's
+    /// other candidates in proportion to their output (or weight) noise-to-signal ratio: each layer's
+    /// own gain from its error to the model's, at a fraction of the passes.
+    ProbedKl,
 }
 
 impl Measure {
-    pub const ALL: [Measure; 4] = [
+    pub const ALL: [Measure; 5] = [
         Measure::WeightSqnr,
         Measure::Imatrix,
         Measure::OutputSqnr,
+        Measure::ProbedKl,
         Measure::EndToEnd,
     ];
 
@@ -58,6 +63,7 @@ impl Measure {
             Measure::OutputSqnr => "output_sqnr",
             Measure::Imatrix => "imatrix",
             Measure::EndToEnd => "end_to_end",
+            Measure::ProbedKl => "probed_kl",
         }
     }
 
@@ -67,6 +73,7 @@ impl Measure {
             Measure::OutputSqnr => "output SQNR on calibration activations",
             Measure::Imatrix => "importance-weighted weight SQNR (imatrix)",
             Measure::EndToEnd => "end to end (KL of the outputs on calibration data)",
+            Measure::ProbedKl => "KL scaled from one end-to-end probe per layer",
         }
     }
 
@@ -76,8 +83,9 @@ impl Measure {
             "output_sqnr" | "output" => Ok(Measure::OutputSqnr),
             "imatrix" | "importance" => Ok(Measure::Imatrix),
             "end_to_end" | "e2e" | "kl" => Ok(Measure::EndToEnd),
+            "probed_kl" | "probed" | "probe" => Ok(Measure::ProbedKl),
             other => Err(format!(
-                "unknown measure '{other}': use weight_sqnr, imatrix, output_sqnr or end_to_end"
+                "unknown measure '{other}': use weight_sqnr, imatrix, output_sqnr, probed_kl or end_to_end"
             )),
         }
     }
@@ -117,6 +125,9 @@ pub struct Cell {
     pub importance_nsr: Option<f64>,
     #[serde(default)]
     pub end_to_end: Option<EndToEnd>,
+    /// [`Measure::ProbedKl`]: the probe cell's KL × this cell's noise-to-signal / the probe's.
+    #[serde(default)]
+    pub probed_kl: Option<f64>,
     /// The quantizer failed on this tensor: the search never picks this cell.
     #[serde(default)]
     pub error: Option<String>,
@@ -143,6 +154,7 @@ impl Cell {
             output_nsr: None,
             importance_nsr: None,
             end_to_end: None,
+            probed_kl: None,
             error,
         }
     }
@@ -157,6 +169,7 @@ impl Cell {
             Measure::OutputSqnr => self.output_nsr,
             Measure::Imatrix => self.importance_nsr,
             Measure::EndToEnd => self.end_to_end.map(|e| e.kl.max(0.0)),
+            Measure::ProbedKl => self.probed_kl,
         }
         .filter(|c| c.is_finite())
     }
@@ -172,6 +185,15 @@ impl Cell {
             Measure::OutputSqnr => self.output_nsr.map(db),
             Measure::Imatrix => self.importance_nsr.map(db),
             Measure::EndToEnd => self.end_to_end.map(|e| e.kl),
+            Measure::ProbedKl => self.probed_kl,
+        }
+    }
+
+    /// The noise-to-signal ratio a probe's KL is carried by: on the outputs where both cells have it.
+    fn carried_nsr(&self, probe: &Cell) -> (f64, f64) {
+        match (self.output_nsr, probe.output_nsr) {
+            (Some(a), Some(b)) => (a, b),
+            _ => (self.weight_nsr, probe.weight_nsr),
         }
     }
 }
@@ -252,14 +274,19 @@ impl Sensitivity {
             .collect()
     }
 
-    /// The measure closest to what a user cares about among those available: end to end, then output,
-    /// then weight SQNR.
+    /// The measure closest to what a user cares about among those available: end to end, then probed,
+    /// then output, then weight SQNR.
     pub fn best_measure(&self) -> Measure {
         let a = self.available();
-        [Measure::EndToEnd, Measure::OutputSqnr, Measure::Imatrix]
-            .into_iter()
-            .find(|m| a.contains(m))
-            .unwrap_or(Measure::WeightSqnr)
+        [
+            Measure::EndToEnd,
+            Measure::ProbedKl,
+            Measure::OutputSqnr,
+            Measure::Imatrix,
+        ]
+        .into_iter()
+        .find(|m| a.contains(m))
+        .unwrap_or(Measure::WeightSqnr)
     }
 
     /// Rank correlation (Spearman) between two measures' costs over every cell both have: how far the
@@ -620,6 +647,16 @@ pub struct Request<'a> {
     pub lm: Option<&'a super::lm::LmEvalSet<'a>>,
     /// Calibration activations: each layer they cover gets its output-space error (X·Wᵀ vs X·Ŵᵀ).
     pub activations: Option<&'a crate::activations::Calibration>,
+    /// Run the end-to-end pass only for this candidate (an index into `candidates`) of each layer,
+    /// and give every cell its [`Measure::ProbedKl`].
+    pub probe: Option<usize>,
+}
+
+impl Request<'_> {
+    /// Whether cell `spec` (an index into a row's specs) runs the end-to-end pass.
+    pub fn runs_end_to_end(&self, spec: usize) -> bool {
+        (self.eval.is_some() || self.lm.is_some()) && self.probe.is_none_or(|p| p == spec)
+    }
 }
 
 impl Request<'_> {
@@ -708,6 +745,9 @@ pub fn compute(
     progress.set_total(per_row.iter().map(|s| s.len() as u64).sum());
     let fresh_cache = cache.model == model.header_fingerprint() && cache.data == req.data_source();
     let e2e = req.eval.is_some() || req.lm.is_some();
+    if req.probe.is_some_and(|p| p >= req.candidates.len()) {
+        return Err(PlanError::Invalid("the probe is not a candidate".into()));
+    }
     let mut layers = Vec::new();
     let mut cells = Vec::new();
     for (r, &ti) in req.layers.iter().enumerate() {
@@ -721,11 +761,14 @@ pub fn compute(
         let specs = &per_row[r];
         let cached: Vec<Option<Cell>> = specs
             .iter()
-            .map(|s| {
+            .enumerate()
+            .map(|(i, s)| {
                 fresh_cache
                     .then(|| cache.get(&t.name, &s.to_string()).cloned())
                     .flatten()
-                    .filter(|c| !e2e || c.end_to_end.is_some() || c.error.is_some())
+                    .filter(|c| {
+                        !req.runs_end_to_end(i) || c.end_to_end.is_some() || c.error.is_some()
+                    })
                     .filter(|c| {
                         req.activations.and_then(|a| a.outputs(&t.name)).is_none()
                             || c.output_nsr.is_some()
@@ -739,13 +782,16 @@ pub fn compute(
         } else {
             signal(model, t, acts, BLOCK_ELEMS).map_err(|e| e.to_string())
         };
-        let one = |(spec, hit): (&Spec, Option<Cell>)| {
+        let one = |(i, (spec, hit)): (usize, (&Spec, Option<Cell>))| {
             let cell = match (hit, &signal) {
                 (Some(c), _) => c,
                 (None, _) if progress.is_cancelled() => {
                     Cell::unmeasured(spec, Some("cancelled".into()))
                 }
-                (None, Ok(s)) => measure(model, t, spec, req, acts, s, BLOCK_ELEMS),
+                (None, Ok(s)) => {
+                    let e2e = req.runs_end_to_end(i);
+                    measure(model, t, spec, req, acts, s, BLOCK_ELEMS, e2e)
+                }
                 (None, Err(why)) => Cell::unmeasured(spec, Some(why.clone())),
             };
             progress.add(1);
@@ -753,11 +799,14 @@ pub fn compute(
         };
         // a large layer's candidates run one at a time (each quantizer is parallel inside), so memory
         // holds the layer and one result; a small layer's run in parallel
-        let row: Vec<Cell> = if t.numel() >= PARALLEL_CANDIDATES_BELOW {
-            specs.iter().zip(cached).map(one).collect()
+        let mut row: Vec<Cell> = if t.numel() >= PARALLEL_CANDIDATES_BELOW {
+            specs.iter().zip(cached).enumerate().map(one).collect()
         } else {
-            specs.par_iter().zip(cached).map(one).collect()
+            specs.par_iter().zip(cached).enumerate().map(one).collect()
         };
+        if let Some(p) = req.probe {
+            carry_probe(&mut row, p);
+        }
         if progress.is_cancelled() {
             return Err(PlanError::Cancelled);
         }
@@ -830,7 +879,9 @@ fn signal(
 /// One cell: the weight, importance-weighted and output errors, each a sum over the weight's rows (the
 /// output error's over the output features those rows give), so the weight is read and quantized a
 /// block of rows at a time ([`in_blocks`]) and memory follows a block, not the layer; then the end-to-end
-/// effect, which needs the whole fake-quantized weight. `signal` is the layer's, for the ratios.
+/// effect (when `end_to_end`), which needs the whole fake-quantized weight. `signal` is the layer's,
+/// for the ratios.
+#[allow(clippy::too_many_arguments)]
 fn measure(
     model: &Model,
     t: &crate::model::TensorInfo,
@@ -839,6 +890,7 @@ fn measure(
     acts: Option<Outputs<'_>>,
     signal: &Signal,
     block_elems: usize,
+    end_to_end: bool,
 ) -> Cell {
     let mut cell = Cell::unmeasured(spec, None);
     let (_, cols) = rows_and_cols(&t.shape);
@@ -849,8 +901,9 @@ fn measure(
     let mut e = Vec::new();
     // the end-to-end pass needs the whole fake-quantized weight: gathered block by block, so the
     // tensor's f32 copy and its codes never exist whole beside it
+    let lm = req.lm.filter(|_| end_to_end);
     let mut changed = Vec::new();
-    if req.lm.is_some() {
+    if lm.is_some() {
         changed.reserve_exact(t.numel());
     }
     let q = in_blocks::<PlanError>(
@@ -860,7 +913,7 @@ fn measure(
         block_elems,
         |r| Ok(model.take_rows_f32(t, r)?),
         |rows, x, dq| {
-            if req.lm.is_some() {
+            if lm.is_some() {
                 changed.extend_from_slice(dq);
             }
             let starts = (rows.start..).step_by(part / cols.max(1));
@@ -901,14 +954,14 @@ fn measure(
     cell.bits_per_weight = m.bits_per_weight;
     cell.weight_mse = m.mse;
     cell.weight_nsr = noise_to_signal(m.mse * n as f64, signal.weight);
-    if let Some(lm) = req.lm {
+    if let Some(lm) = lm {
         // the pass needs memory more than the next block's quantizer needs warm buffers
         crate::kernels::buffers::release();
         match lm.run(&t.name, changed) {
             Ok(e) => cell.end_to_end = Some(e),
             Err(e) => cell.error = Some(e.to_string()),
         }
-    } else if let Some(ev) = req.eval {
+    } else if let Some(ev) = req.eval.filter(|_| end_to_end) {
         let mut plan = Plan {
             default: Choice::Keep,
             ..Default::default()
@@ -921,6 +974,25 @@ fn measure(
         }
     }
     cell
+}
+
+/// Every cell's [`Cell::probed_kl`] from the probe cell `p` of its row: KL ∝ noise-to-signal within a
+/// layer (small errors: the KL is quadratic in the output error), so the probe gives the layer's gain.
+fn carry_probe(row: &mut [Cell], p: usize) {
+    let probe = row[p].clone();
+    for c in row.iter_mut() {
+        c.probed_kl = match (&probe.end_to_end, c.error.is_none()) {
+            (Some(e), true) => {
+                let (nsr, at_probe) = c.carried_nsr(&probe);
+                Some(if at_probe > 0.0 {
+                    e.kl.max(0.0) * nsr / at_probe
+                } else {
+                    0.0
+                })
+            }
+            _ => None,
+        };
+    }
 }
 
 /// noise / signal; 0 when both are 0, +inf when only the signal is.
@@ -990,6 +1062,7 @@ mod tests {
             eval: None,
             lm: None,
             activations: Some(&cal),
+            probe: None,
         };
         let mut compared = 0;
         for &ti in &req.layers {
@@ -1000,9 +1073,9 @@ mod tests {
                 // the whole weight at once, and blocks of 3 rows
                 let (_, cols) = rows_and_cols(&t.shape);
                 let whole = signal(&m, t, acts, usize::MAX).unwrap();
-                let want = measure(&m, t, &spec, &req, acts, &whole, usize::MAX);
+                let want = measure(&m, t, &spec, &req, acts, &whole, usize::MAX, false);
                 let blocks = signal(&m, t, acts, 3 * cols).unwrap();
-                let got = measure(&m, t, &spec, &req, acts, &blocks, 3 * cols);
+                let got = measure(&m, t, &spec, &req, acts, &blocks, 3 * cols, false);
                 if let Some(l) = acts.and_then(|a| a.linear()) {
                     // the whole-weight measures are the definitions: ‖Y − Ŷ‖² / ‖Y‖², in f64
                     let x = m.read_f32(t).unwrap();
@@ -1093,6 +1166,7 @@ mod tests {
             eval: None,
             lm: None,
             activations: Some(&cal),
+            probe: None,
         };
         let x = m.read_f32(t).unwrap();
         let cols = t.shape[1];
@@ -1108,7 +1182,7 @@ mod tests {
             }
             for block in [usize::MAX, 5 * cols] {
                 let s = signal(&m, t, acts, block).unwrap();
-                let got = measure(&m, t, spec, &req, acts, &s, block)
+                let got = measure(&m, t, spec, &req, acts, &s, block, false)
                     .output_nsr
                     .unwrap();
                 assert!(
@@ -1140,6 +1214,7 @@ mod tests {
             eval: Some(&ev),
             lm: None,
             activations: None,
+            probe: None,
         };
         let mut rows = 0;
         let s = compute(
@@ -1186,5 +1261,76 @@ mod tests {
             compute(&m, &req, &Cache::default(), &p, &mut |_, _| {}),
             Err(PlanError::Cancelled)
         ));
+    }
+
+    /// With a probe, only the first candidate of each layer runs the model; every cell's probed KL is
+    /// that run's KL scaled by the cell's error against the probe's, and the cache serves the rest.
+    #[test]
+    fn a_probe_runs_one_cell_per_layer_and_scales_the_others() {
+        let m = sample();
+        let ev = EvalSet::for_model(&m, None, 300).unwrap().unwrap();
+        let cal = crate::activations::capture(&m, 64, 32).unwrap();
+        let cands: Vec<Spec> = ["int4", "int8", "int2"]
+            .iter()
+            .map(|s| Spec::parse(s).unwrap())
+            .collect();
+        let mut req = Request {
+            layers: default_layers(&m),
+            candidates: cands,
+            extra: Vec::new(),
+            eval: Some(&ev),
+            lm: None,
+            activations: Some(&cal),
+            probe: Some(0),
+        };
+        let probed = compute(
+            &m,
+            &req,
+            &req.fresh_cache(&m),
+            &Progress::default(),
+            &mut |_, _| {},
+        )
+        .unwrap();
+        for row in &probed.cells {
+            let (p, kl) = (&row[0], row[0].end_to_end.unwrap().kl);
+            assert_eq!(p.probed_kl, Some(kl));
+            for c in &row[1..] {
+                assert!(c.end_to_end.is_none(), "only the probe runs the model");
+                let (nsr, at_probe) = match (c.output_nsr, p.output_nsr) {
+                    (Some(a), Some(b)) => (a, b),
+                    _ => (c.weight_nsr, p.weight_nsr),
+                };
+                let want = kl * nsr / at_probe;
+                assert!((c.probed_kl.unwrap() - want).abs() <= 1e-12 * want);
+            }
+        }
+        assert!(!probed.available().contains(&Measure::EndToEnd));
+        assert_eq!(probed.best_measure(), Measure::ProbedKl);
+        // every cell measured end to end: the probed KL is still given, and a later probed run takes
+        // all its cells from that cache
+        req.probe = None;
+        let full = compute(
+            &m,
+            &req,
+            &req.fresh_cache(&m),
+            &Progress::default(),
+            &mut |_, _| {},
+        )
+        .unwrap();
+        assert!(full.cells.iter().flatten().all(|c| c.probed_kl.is_none()));
+        let mut cache = req.fresh_cache(&m);
+        cache.absorb(&full);
+        req.probe = Some(0);
+        let again = compute(&m, &req, &cache, &Progress::default(), &mut |_, _| {}).unwrap();
+        for (a, b) in again
+            .cells
+            .iter()
+            .flatten()
+            .zip(probed.cells.iter().flatten())
+        {
+            assert_eq!(a.probed_kl, b.probed_kl);
+        }
+        req.probe = Some(3);
+        assert!(compute(&m, &req, &cache, &Progress::default(), &mut |_, _| {}).is_err());
     }
 }

@@ -326,3 +326,53 @@ fn a_cache_file_of_another_model_is_refused_and_kept() {
     let after = std::fs::read_to_string(&cache).unwrap();
     assert!(after.len() > before.len() && after.contains("int4"));
 }
+
+#[test]
+fn a_probed_sensitivity_runs_the_model_for_one_candidate_per_layer() {
+    let d = lm("llama");
+    let v = json(&[
+        "sensitivity",
+        d.to_str().unwrap(),
+        "--candidates",
+        "int4,int8,int2",
+        "--probe",
+        "--ctx",
+        "24",
+        "--calib-windows",
+        "2",
+        "--json",
+    ]);
+    let measures: Vec<&str> = v["measures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m.as_str().unwrap())
+        .collect();
+    assert!(
+        measures.contains(&"probed_kl") && !measures.contains(&"end_to_end"),
+        "{measures:?}"
+    );
+    let layers = v["layers"].as_array().unwrap();
+    // the untied embedding has an output measure too, so every cell is carried by its output error
+    assert!(measures.contains(&"output_sqnr"), "{measures:?}");
+    assert!(layers
+        .iter()
+        .any(|l| l["name"] == "model.embed_tokens.weight"));
+    for l in layers {
+        let cells = l["cells"].as_array().unwrap();
+        assert!(cells[0]["end_to_end"].is_object(), "{}", l["name"]);
+        assert!(cells[1..].iter().all(|c| c["end_to_end"].is_null()));
+        // int2 is carried above int4 above int8
+        let kl = |i: usize| cells[i]["probed_kl"].as_f64().unwrap();
+        assert!(kl(2) > kl(0) && kl(0) > kl(1), "{}", l["name"]);
+    }
+    let (ok, _, err) = quantscope(&[
+        "sensitivity",
+        d.to_str().unwrap(),
+        "--candidates",
+        "int4",
+        "--probe",
+        "--no-end-to-end",
+    ]);
+    assert!(!ok && err.contains("--probe"), "{err}");
+}
