@@ -10,6 +10,7 @@ use crate::nn::text::{self, Split, Text, TextTokenizer};
 use crate::nn::transformer::score::{compare, Comparison, Hooks};
 use crate::nn::transformer::{mean_pool, model_dir, ModelWeights, Quiet, Transformer};
 use crate::nn::NnError;
+use crate::quant::rows::row_local;
 use crate::quant::{quantize, Family};
 
 /// A job's progress and cancel flag, as the runtime's hooks.
@@ -25,19 +26,31 @@ impl Hooks for ProgressHooks<'_> {
     }
 }
 
-/// The model's weights as `plan` quantizes them (tensors it keeps are read as stored).
+/// The model's weights as `plan` quantizes them (tensors it keeps are read as stored). A large
+/// tensor whose spec keeps every group within a row (not NVFP4: its scale is the tensor's) is read
+/// and quantized a part of rows at a time, as the pass uses it.
 pub fn planned_weights<'a>(model: &'a Model, plan: &'a Plan, keep: bool) -> ModelWeights<'a> {
-    ModelWeights::new(model, keep).with_transform(Box::new(move |name, shape, x| {
-        let quantizable = model
-            .find(name)
-            .is_some_and(|i| model.tensors[i].quantizable());
-        match plan.resolve(name, quantizable).0 {
-            Choice::Quantize(spec) if spec.family != Family::None => Ok(quantize(&x, shape, &spec)
+    let spec = move |name: &str| {
+        let t = model.find(name).map(|i| &model.tensors[i]);
+        match plan.resolve(name, t.is_some_and(|t| t.quantizable())).0 {
+            Choice::Quantize(spec) if spec.family != Family::None => Some(spec),
+            _ => None,
+        }
+    };
+    ModelWeights::new(model, keep)
+        .with_transform(Box::new(move |name, shape, x| match spec(name) {
+            Some(spec) => Ok(quantize(&x, shape, &spec)
                 .map_err(|e| NnError::Quant(name.to_string(), e))?
                 .into_dequant()),
-            _ => Ok(x),
-        }
-    }))
+            None => Ok(x),
+        }))
+        .transform_by_rows(Box::new(move |name| match spec(name) {
+            Some(s) => {
+                let shape = model.find(name).map(|i| model.tensors[i].shape.clone());
+                s.family != Family::Nvfp4 && shape.is_some_and(|sh| row_local(&s, &sh))
+            }
+            None => true,
+        }))
 }
 
 /// A sample model's accuracy on its held-out examples in float and under a plan.
@@ -208,6 +221,44 @@ pub fn score(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A planned tensor read a part of rows at a time is the whole quantized tensor's rows: for a spec
+    /// whose groups stay in a row; one that is not (a per-tensor scale, NVFP4) is read whole.
+    #[test]
+    fn planned_weights_read_in_parts_are_the_whole_tensors_rows() {
+        use crate::nn::transformer::Weights;
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/lm/llama");
+        let m = Model::open(&dir).unwrap();
+        for (spec, by_rows) in [("int4:g16", true), ("int4:tensor", false), ("nvfp4", false)] {
+            let plan = Plan {
+                default: Choice::parse(spec).unwrap(),
+                ..Default::default()
+            };
+            let whole = planned_weights(&m, &plan, false);
+            let parts = planned_weights(&m, &plan, false).in_parts(100);
+            let mut compared = 0;
+            for t in m
+                .tensors
+                .iter()
+                .filter(|t| t.quantizable() && t.shape.len() == 2)
+            {
+                assert_eq!(parts.parts(&t.name).is_some(), by_rows, "{spec} {}", t.name);
+                let cols = t.shape[1];
+                let want = whole.get(&t.name).unwrap();
+                for r in [0..1, 1..t.shape[0].min(7), 0..t.shape[0]] {
+                    let got = parts.rows(&t.name, r.clone(), cols).unwrap();
+                    assert_eq!(
+                        got[..],
+                        want[r.start * cols..r.end * cols],
+                        "{spec} {}",
+                        t.name
+                    );
+                    compared += 1;
+                }
+            }
+            assert!(compared > 10);
+        }
+    }
 
     #[test]
     fn the_sample_models_held_out_accuracy_follows_the_plan() {

@@ -608,6 +608,8 @@ pub fn mean_pool(h: &Array2<f32>, lens: &[usize]) -> Vec<Vec<f32>> {
 pub struct ModelWeights<'a> {
     model: &'a Model,
     transform: Option<Box<Transform<'a>>>,
+    /// Whether the transform of a tensor may be applied to any run of its rows alone.
+    by_rows: Option<Box<dyn Fn(&str) -> bool + Send + Sync + 'a>>,
     keep: bool,
     kept: Mutex<HashMap<String, Arc<Vec<f32>>>>,
     /// Tensors larger than this many values are read in parts of it.
@@ -623,6 +625,7 @@ impl<'a> ModelWeights<'a> {
         ModelWeights {
             model,
             transform: None,
+            by_rows: None,
             keep,
             kept: Mutex::new(HashMap::new()),
             part: PART,
@@ -637,6 +640,13 @@ impl<'a> ModelWeights<'a> {
 
     pub fn with_transform(mut self, t: Box<Transform<'a>>) -> Self {
         self.transform = Some(t);
+        self
+    }
+
+    /// Say which tensors' transform gives the same values on any run of whole rows (dimension 0) as
+    /// on the tensor: those are read and transformed in parts too.
+    pub fn transform_by_rows(mut self, f: Box<dyn Fn(&str) -> bool + Send + Sync + 'a>) -> Self {
+        self.by_rows = Some(f);
         self
     }
 }
@@ -667,7 +677,8 @@ impl Weights for ModelWeights<'_> {
     }
 
     fn parts(&self, name: &str) -> Option<(usize, usize)> {
-        if self.keep || self.transform.is_some() {
+        let whole = self.transform.is_some() && !self.by_rows.as_ref().is_some_and(|f| f(name));
+        if self.keep || whole {
             return None;
         }
         let n = self.model.tensors[self.model.find(name)?].numel();
@@ -685,7 +696,16 @@ impl Weights for ModelWeights<'_> {
                 t.shape
             )));
         }
-        Ok(self.model.take_rows_f32(t, rows)?)
+        let n = rows.len();
+        let x = self.model.take_rows_f32(t, rows)?;
+        match &self.transform {
+            Some(f) => {
+                let mut shape = t.shape.clone();
+                shape[0] = n;
+                f(name, &shape, x)
+            }
+            None => Ok(x),
+        }
     }
 }
 
