@@ -609,7 +609,7 @@ pub struct ModelWeights<'a> {
     model: &'a Model,
     transform: Option<Box<Transform<'a>>>,
     /// Whether the transform of a tensor may be applied to any run of its rows alone.
-    by_rows: Option<Box<dyn Fn(&str) -> bool + Send + Sync + 'a>>,
+    by_rows: Option<Box<ByRows<'a>>>,
     keep: bool,
     kept: Mutex<HashMap<String, Arc<Vec<f32>>>>,
     /// Tensors larger than this many values are read in parts of it.
@@ -619,6 +619,9 @@ pub struct ModelWeights<'a> {
 /// Turns a stored tensor's values into the ones the network uses: `(name, shape, values)`.
 pub type Transform<'a> =
     dyn Fn(&str, &[usize], Vec<f32>) -> Result<Vec<f32>, NnError> + Send + Sync + 'a;
+
+/// Whether a tensor's [`Transform`] may be applied to a run of its rows alone.
+pub type ByRows<'a> = dyn Fn(&str) -> bool + Send + Sync + 'a;
 
 impl<'a> ModelWeights<'a> {
     pub fn new(model: &'a Model, keep: bool) -> Self {
@@ -645,7 +648,7 @@ impl<'a> ModelWeights<'a> {
 
     /// Say which tensors' transform gives the same values on any run of whole rows (dimension 0) as
     /// on the tensor: those are read and transformed in parts too.
-    pub fn transform_by_rows(mut self, f: Box<dyn Fn(&str) -> bool + Send + Sync + 'a>) -> Self {
+    pub fn transform_by_rows(mut self, f: Box<ByRows<'a>>) -> Self {
         self.by_rows = Some(f);
         self
     }
