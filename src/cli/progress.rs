@@ -42,10 +42,23 @@ fn new_bar(total: u64, what: &str, live: &str, log: &str) -> ProgressBar {
     bar.set_style(
         ProgressStyle::with_template(if terminal { live } else { log })
             .expect("template")
+            .with_key("eta", mean_eta)
             .progress_chars("=> "),
     );
     bar.set_prefix(what.to_string());
     bar
+}
+
+/// The time left at the mean rate since the start: indicatif's own estimate follows the recent
+/// rate, which decays toward zero between slow steps (a few whole-model passes) and then shows years.
+fn mean_eta(state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write) {
+    let (pos, len) = (state.pos(), state.len().unwrap_or(0));
+    if pos == 0 || len < pos {
+        let _ = write!(w, "?");
+        return;
+    }
+    let left = state.elapsed().mul_f64((len - pos) as f64 / pos as f64);
+    let _ = write!(w, "{:#}", indicatif::HumanDuration(left));
 }
 
 /// Run `work` on a thread while a [`step_bar`] shows its `Progress`.
