@@ -417,6 +417,28 @@ fn shown_name(name: &str, tied_head: Option<&str>) -> String {
     }
 }
 
+/// One row per layer, one column per candidate, each cell as `text` shows it, under `title`.
+fn table(
+    s: &Sensitivity,
+    tied: Option<&str>,
+    w: usize,
+    title: &str,
+    text: impl Fn(&quantscope::plan::sensitivity::Cell) -> String,
+) {
+    print!("{title:<w$}");
+    for c in &s.candidates {
+        print!(" {:>14}", short(c));
+    }
+    println!();
+    for (l, row) in s.layers.iter().zip(&s.cells) {
+        print!("{:<w$}", shown_name(&l.name, tied));
+        for c in row.iter().take(s.candidates.len()) {
+            print!(" {:>14}", text(c));
+        }
+        println!();
+    }
+}
+
 /// Which layer each measure calls the most sensitive at the smallest candidate: where they disagree.
 fn most_sensitive(s: &Sensitivity, m: Measure) -> Option<(String, String)> {
     let mut best: Option<(f64, usize, usize)> = None;
@@ -466,42 +488,20 @@ pub fn run_sensitivity(a: SensitivityArgs) -> anyhow::Result<()> {
         .max()
         .unwrap_or(10)
         .max(10);
-    print!("{:<w$}", "weight SQNR dB");
-    for c in &s.candidates {
-        print!(" {:>14}", short(c));
-    }
-    println!();
-    for (l, row) in s.layers.iter().zip(&s.cells) {
-        print!("{:<w$}", shown_name(&l.name, tied));
-        for c in row.iter().take(s.candidates.len()) {
-            let v = c.weight_sqnr_db();
-            let text = match &c.error {
-                Some(_) => "error".into(),
-                None if v.is_infinite() => "exact".into(),
-                None => format!("{v:.2}"),
-            };
-            print!(" {text:>14}");
+    table(s, tied, w, "weight SQNR dB", |c| {
+        let v = c.weight_sqnr_db();
+        match &c.error {
+            Some(_) => "error".into(),
+            None if v.is_infinite() => "exact".into(),
+            None => format!("{v:.2}"),
         }
-        println!();
-    }
+    });
     if e2e {
         println!();
-        print!("{:<w$}", "KL (acc %)");
-        for c in &s.candidates {
-            print!(" {:>14}", short(c));
-        }
-        println!();
-        for (l, row) in s.layers.iter().zip(&s.cells) {
-            print!("{:<w$}", shown_name(&l.name, tied));
-            for c in row.iter().take(s.candidates.len()) {
-                let text = match &c.end_to_end {
-                    Some(e) => format!("{:.4} ({:.1})", e.kl, 100.0 * e.accuracy),
-                    None => "error".into(),
-                };
-                print!(" {text:>14}");
-            }
-            println!();
-        }
+        table(s, tied, w, "KL (acc %)", |c| match &c.end_to_end {
+            Some(e) => format!("{:.4} ({:.1})", e.kl, 100.0 * e.accuracy),
+            None => "error".into(),
+        });
         let lines = agreement_lines(s);
         if !lines.is_empty() {
             println!("\nrank agreement with the end-to-end KL (Spearman): over all cells, and within each candidate (which layers hurt most):");
@@ -524,23 +524,13 @@ pub fn run_sensitivity(a: SensitivityArgs) -> anyhow::Result<()> {
         }
     } else if s.available().contains(&Measure::ProbedKl) {
         println!();
-        print!("{:<w$}", "probed KL");
-        for c in &s.candidates {
-            print!(" {:>14}", short(c));
-        }
-        println!();
-        for (l, row) in s.layers.iter().zip(&s.cells) {
-            print!("{:<w$}", shown_name(&l.name, tied));
-            for c in row.iter().take(s.candidates.len()) {
-                let text = match (c.probed_kl, &c.end_to_end) {
-                    (Some(k), Some(_)) => format!("{k:.4} (run)"),
-                    (Some(k), None) => format!("{k:.4}"),
-                    _ => "error".into(),
-                };
-                print!(" {text:>14}");
+        table(s, tied, w, "probed KL", |c| {
+            match (c.probed_kl, &c.end_to_end) {
+                (Some(k), Some(_)) => format!("{k:.4} (run)"),
+                (Some(k), None) => format!("{k:.4}"),
+                _ => "error".into(),
             }
-            println!();
-        }
+        });
         println!(
             "(run: measured end to end, the layer's probe; the others carried from it by their {})",
             if s.available().contains(&Measure::OutputSqnr) {

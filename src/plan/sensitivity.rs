@@ -1306,8 +1306,8 @@ mod tests {
         }
         assert!(!probed.available().contains(&Measure::EndToEnd));
         assert_eq!(probed.best_measure(), Measure::ProbedKl);
-        // every cell measured end to end: the probed KL is still given, and a later probed run takes
-        // all its cells from that cache
+        // without a probe every cell runs the model and none is carried; a probed run over that
+        // cache takes all its cells from it and carries the same KL
         req.probe = None;
         let full = compute(
             &m,
