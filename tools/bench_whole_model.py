@@ -132,9 +132,10 @@ def main():
                                       "--out", os.path.join(work, "q.safetensors")]),
         (f"sensitivity ({a.candidates})", [q, "sensitivity", a.model, "--candidates", a.candidates,
                                            "--no-end-to-end", "--cache", os.path.join(work, "cells.json")]),
-        ("search --budget-bits 4.5 (cells cached)", [q, "search", a.model, "--candidates", a.candidates,
-                                                     "--no-end-to-end", "--cache", os.path.join(work, "cells.json"),
-                                                     "--budget-bits", "4.5", "--out", plan]),
+        # cells cached; it still runs the whole plans on 4 x 128 calibration tokens and judges them
+        ("search --budget-bits 4.5 (cells cached, judged on 2 windows)",
+         [q, "search", a.model, "--candidates", a.candidates, "--no-end-to-end", "--cache",
+          os.path.join(work, "cells.json"), "--budget-bits", "4.5", "--eval-windows", "2", "--out", plan]),
         ("apply (fake-quant)", [q, "apply", a.model, "--plan", plan, "--out", os.path.join(work, "applied")]),
         ("apply --packed", [q, "apply", a.model, "--plan", plan, "--packed", "--out", os.path.join(work, "applied")]),
         ("apply --format compressed-tensors", [q, "apply", a.model, "--plan", plan, "--format",
