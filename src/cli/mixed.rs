@@ -233,7 +233,7 @@ fn measure<'m>(
             }
         }
     }
-    // a transformer: calibration windows of text, its activations and the float pass kept per block
+    // a transformer: calibration windows of text, its activations and the float pass's kept states
     let tied_head = tied_embedding(model).map(|i| model.tensors[i].name.clone());
     // a cache file of another model is refused before the calibration pass
     let cached = match &a.cache {

@@ -193,7 +193,7 @@ impl MixedView {
                         None
                     };
                     // a transformer: calibration windows of the bundled text, its activations (output
-                    // SQNR, importance matrix) and the float pass kept per block (end to end)
+                    // SQNR, importance matrix) and the float pass's kept states (end to end)
                     // a measurements file of another model is refused before the calibration pass
                     if let Some(f) = &file {
                         Cache::read_matching(f, &model, None).map_err(|e| e.to_string())?;

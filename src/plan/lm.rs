@@ -1,6 +1,6 @@
 //! The end-to-end measure for a transformer: the model on calibration windows of text with one tensor
 //! changed, against the float model's next-token distributions. The float pass is made once and its
-//! input to every block kept, so a layer in block `i` recomputes only blocks `i..` and the head.
+//! state kept every few blocks, so a layer in block `i` recomputes from the nearest kept state on.
 
 use super::sensitivity::{Baseline, EndToEnd};
 use super::PlanError;
@@ -284,7 +284,7 @@ impl<'a> LmEvalSet<'a> {
 }
 
 /// What a transformer's sensitivity needs: its activations on calibration windows of `text` (the bundled
-/// text when `None`; `windows` of `ctx` tokens) and, with `end_to_end`, the float pass kept per block.
+/// text when `None`; `windows` of `ctx` tokens) and, with `end_to_end`, the float pass's kept states.
 /// No activations when `covered(data)` says every cell the run needs is already measured on `data`
 /// (the data description a sensitivity cache is keyed by). `(None, None)` for a model that is not a
 /// transformer decoder (an unsupported one: a note on stderr).
