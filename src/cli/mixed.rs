@@ -250,12 +250,14 @@ fn measure<'m>(
                         .iter()
                         .filter(|(r, _)| *r == row)
                         .map(|(_, s)| s);
+                    // every weight a transformer runs has an output measure (linear or lookup): a
+                    // cell cached without one is measured again, on activations
                     cands.iter().chain(extra).all(|s| {
                         c.get(name, &s.to_string()).is_some_and(|cell| {
-                            a.no_end_to_end
+                            let e2e = a.no_end_to_end
                                 || (a.probe && s != &cands[0])
-                                || cell.end_to_end.is_some()
-                                || cell.error.is_some()
+                                || cell.end_to_end.is_some();
+                            cell.error.is_some() || (e2e && cell.output_nsr.is_some())
                         })
                     })
                 })

@@ -10,8 +10,10 @@ use crate::nn::text::{self, Split, Text, TextTokenizer};
 use crate::nn::transformer::score::{compare, Comparison, Hooks};
 use crate::nn::transformer::{mean_pool, model_dir, ModelWeights, Quiet, Transformer};
 use crate::nn::NnError;
-use crate::quant::rows::row_local;
+use crate::quant::rows::{quantize_rows, row_local, BLOCK_ELEMS};
 use crate::quant::{quantize, Family};
+use std::collections::HashMap;
+use std::sync::Mutex;
 
 /// A job's progress and cancel flag, as the runtime's hooks.
 pub struct ProgressHooks<'a>(pub &'a Progress);
@@ -27,8 +29,8 @@ impl Hooks for ProgressHooks<'_> {
 }
 
 /// The model's weights as `plan` quantizes them (tensors it keeps are read as stored). A large
-/// tensor whose spec keeps every group within a row (not NVFP4: its scale is the tensor's) is read
-/// and quantized a part of rows at a time, as the pass uses it.
+/// tensor whose spec keeps every group within a row is read and quantized a part of rows at a time,
+/// as the pass uses it (NVFP4 with its tensor scale from a first pass over the tensor).
 pub fn planned_weights<'a>(model: &'a Model, plan: &'a Plan, keep: bool) -> ModelWeights<'a> {
     let spec = move |name: &str| {
         let t = model.find(name).map(|i| &model.tensors[i]);
@@ -37,20 +39,50 @@ pub fn planned_weights<'a>(model: &'a Model, plan: &'a Plan, keep: bool) -> Mode
             _ => None,
         }
     };
+    let amax: Mutex<HashMap<String, f32>> = Mutex::new(HashMap::new());
     ModelWeights::new(model, keep)
-        .with_transform(Box::new(move |name, shape, x| match spec(name) {
-            Some(spec) => Ok(quantize(&x, shape, &spec)
-                .map_err(|e| NnError::Quant(name.to_string(), e))?
-                .into_dequant()),
-            None => Ok(x),
+        .with_transform(Box::new(move |name, shape, x| {
+            let Some(spec) = spec(name) else {
+                return Ok(x);
+            };
+            let t = model.find(name).map(|i| &model.tensors[i]);
+            let q = match t {
+                Some(t) if spec.family == Family::Nvfp4 && t.shape[..] != shape[..] => {
+                    let a = tensor_amax(model, t, &amax)?;
+                    quantize_rows(&x, shape, &spec, Some(a))
+                }
+                _ => quantize(&x, shape, &spec),
+            };
+            Ok(q.map_err(|e| NnError::Quant(name.to_string(), e))?
+                .into_dequant())
         }))
         .transform_by_rows(Box::new(move |name| match spec(name) {
-            Some(s) => {
-                let shape = model.find(name).map(|i| model.tensors[i].shape.clone());
-                s.family != Family::Nvfp4 && shape.is_some_and(|sh| row_local(&s, &sh))
-            }
+            Some(s) => model
+                .find(name)
+                .is_some_and(|i| row_local(&s, &model.tensors[i].shape)),
             None => true,
         }))
+}
+
+/// max |x| over a stored tensor, read a block of rows at a time and remembered in `seen`.
+fn tensor_amax(
+    model: &Model,
+    t: &crate::model::TensorInfo,
+    seen: &Mutex<HashMap<String, f32>>,
+) -> Result<f32, NnError> {
+    if let Some(&a) = seen.lock().expect("not poisoned").get(&t.name) {
+        return Ok(a);
+    }
+    let (rows, cols) = crate::model::rows_and_cols(&t.shape);
+    let step = (BLOCK_ELEMS / cols.max(1)).max(1);
+    let mut a = 0f32;
+    for r in (0..rows).step_by(step) {
+        let x = model.take_rows_f32(t, r..(r + step).min(rows))?;
+        a = a.max(crate::stats::abs_max(&x));
+        crate::kernels::buffers::give_f32(x);
+    }
+    seen.lock().expect("not poisoned").insert(t.name.clone(), a);
+    Ok(a)
 }
 
 /// A sample model's accuracy on its held-out examples in float and under a plan.
@@ -223,13 +255,13 @@ mod tests {
     use super::*;
 
     /// A planned tensor read a part of rows at a time is the whole quantized tensor's rows: for a spec
-    /// whose groups stay in a row; one that is not (a per-tensor scale, NVFP4) is read whole.
+    /// whose groups stay in a row (NVFP4 with its tensor scale); one that is not is read whole.
     #[test]
     fn planned_weights_read_in_parts_are_the_whole_tensors_rows() {
         use crate::nn::transformer::Weights;
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/lm/llama");
         let m = Model::open(&dir).unwrap();
-        for (spec, by_rows) in [("int4:g16", true), ("int4:tensor", false), ("nvfp4", false)] {
+        for (spec, by_rows) in [("int4:g16", true), ("int4:tensor", false), ("nvfp4", true)] {
             let plan = Plan {
                 default: Choice::parse(spec).unwrap(),
                 ..Default::default()

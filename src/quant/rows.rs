@@ -31,6 +31,18 @@ pub fn row_local(spec: &Spec, shape: &[usize]) -> bool {
     }
 }
 
+/// A run of a tensor's rows quantized alone to the values the whole tensor gets there, for a
+/// [`row_local`] spec; NVFP4 needs the tensor's `nvfp4_amax` (its per-tensor scale). No metrics.
+pub fn quantize_rows(
+    x: &[f32],
+    shape: &[usize],
+    spec: &Spec,
+    nvfp4_amax: Option<f32>,
+) -> Result<Quantized, QuantError> {
+    check(x.len(), shape, spec)?;
+    Ok(parts(x, shape, spec, nvfp4_amax)?.0)
+}
+
 /// What the caller keeps of the whole tensor's result besides its scales, metrics and details.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Keep {
