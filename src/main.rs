@@ -12,9 +12,8 @@ fn main() -> ExitCode {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
-    // glibc raises its mmap threshold to 32 MiB after a large free, and then keeps the freed
-    // megabyte-sized buffers of a whole-model pass in its heaps (hundreds of MB on a 7B model); a
-    // fixed 1 MiB threshold hands them back to the kernel
+    // glibc raises its mmap threshold to 32 MiB after a large free and then keeps freed buffers
+    // below it in its heaps; a fixed 1 MiB threshold hands them back to the kernel
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only changes the allocator's tuning, before any thread starts.
     unsafe {

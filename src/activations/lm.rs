@@ -48,8 +48,8 @@ impl Keep {
         }
     }
 
-    /// [`Keep::within_budget`]'s rows, and no input or output values: what the output-space error
-    /// and the importance matrix need, without the values only histograms and ranges use.
+    /// [`Keep::within_budget`]'s rows, and input and output values down to one per window: what the
+    /// output-space error and the importance matrix need, without the values histograms use.
     pub fn rows_within_budget(model: &Model) -> Keep {
         Keep {
             values: 0,

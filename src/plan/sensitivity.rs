@@ -978,18 +978,15 @@ fn measure(
 
 /// Every cell's [`Cell::probed_kl`] from the probe cell `p` of its row: KL ∝ noise-to-signal within a
 /// layer (small errors: the KL is quadratic in the output error), so the probe gives the layer's gain.
+/// An exact probe (no error) gives no gain: only exact cells are then known (0).
 fn carry_probe(row: &mut [Cell], p: usize) {
     let probe = row[p].clone();
     for c in row.iter_mut() {
         c.probed_kl = match (&probe.end_to_end, c.error.is_none()) {
-            (Some(e), true) => {
-                let (nsr, at_probe) = c.carried_nsr(&probe);
-                Some(if at_probe > 0.0 {
-                    e.kl.max(0.0) * nsr / at_probe
-                } else {
-                    0.0
-                })
-            }
+            (Some(e), true) => match c.carried_nsr(&probe) {
+                (nsr, at_probe) if at_probe > 0.0 => Some(e.kl.max(0.0) * nsr / at_probe),
+                (nsr, _) => (nsr == 0.0).then_some(0.0),
+            },
             _ => None,
         };
     }
@@ -1283,14 +1280,10 @@ mod tests {
             activations: Some(&cal),
             probe: Some(0),
         };
-        let probed = compute(
-            &m,
-            &req,
-            &req.fresh_cache(&m),
-            &Progress::default(),
-            &mut |_, _| {},
-        )
-        .unwrap();
+        let run = |req: &Request, cache: &Cache| {
+            compute(&m, req, cache, &Progress::default(), &mut |_, _| {})
+        };
+        let probed = run(&req, &req.fresh_cache(&m)).unwrap();
         for row in &probed.cells {
             let (p, kl) = (&row[0], row[0].end_to_end.unwrap().kl);
             assert_eq!(p.probed_kl, Some(kl));
@@ -1309,19 +1302,12 @@ mod tests {
         // without a probe every cell runs the model and none is carried; a probed run over that
         // cache takes all its cells from it and carries the same KL
         req.probe = None;
-        let full = compute(
-            &m,
-            &req,
-            &req.fresh_cache(&m),
-            &Progress::default(),
-            &mut |_, _| {},
-        )
-        .unwrap();
+        let full = run(&req, &req.fresh_cache(&m)).unwrap();
         assert!(full.cells.iter().flatten().all(|c| c.probed_kl.is_none()));
         let mut cache = req.fresh_cache(&m);
         cache.absorb(&full);
         req.probe = Some(0);
-        let again = compute(&m, &req, &cache, &Progress::default(), &mut |_, _| {}).unwrap();
+        let again = run(&req, &cache).unwrap();
         for (a, b) in again
             .cells
             .iter()
@@ -1331,6 +1317,12 @@ mod tests {
             assert_eq!(a.probed_kl, b.probed_kl);
         }
         req.probe = Some(3);
-        assert!(compute(&m, &req, &cache, &Progress::default(), &mut |_, _| {}).is_err());
+        assert!(run(&req, &cache).is_err());
+        // an exact probe gives no gain: only an exact cell is known
+        let mut row = vec![probed.cells[0][0].clone(), probed.cells[0][1].clone()];
+        row[0].weight_nsr = 0.0;
+        row[0].output_nsr = Some(0.0);
+        carry_probe(&mut row, 0);
+        assert_eq!((row[0].probed_kl, row[1].probed_kl), (Some(0.0), None));
     }
 }
